@@ -1,0 +1,5 @@
+import sys
+
+from trafficd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""structlog set-up: JSON lines on stdout (journald keeps them), console rendering on a TTY.
+
+Event names are stable and namespaced `component.past_tense_event` (see the README's event catalogue).
+botocore/urllib3 loggers are held at WARNING: their DEBUG output includes signed request headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_NOISY = ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access", "apscheduler", "asyncio")
+
+
+def configure(level: str = "INFO", json: bool | None = None, stream: Any = None) -> None:
+    """Configure structlog and stdlib logging once per process."""
+    out = stream or sys.stdout
+    render_json = json if json is not None else not out.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if render_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def get_logger(component: str, **bound: Any) -> Any:
+    return structlog.get_logger().bind(component=component, **bound)

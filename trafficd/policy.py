@@ -1,0 +1,455 @@
+"""The SLO policy: a strict, versioned schema (pydantic) and its loader.
+
+Durations are written `3s`, `250ms`, `5m`, `1h`; fractions as percentages `75%`. Unknown keys are rejected,
+numbers given as strings are rejected (strict mode), and cross-field rules are checked after the fields.
+Secrets are never written here: only the name of an environment variable or a credential file.
+
+`load_policy(path)` returns a `Policy` or raises `PolicyError` carrying every problem found, each with the file,
+the field path and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """`3s` → 3.0, `250ms` → 0.25, `5m` → 300.0. Bare numbers are refused: the unit must be written."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"write a duration with its unit, like '3s', '250ms' or '5m' (got {value!r})")
+    m = _DURATION_RE.match(value.strip())
+    if not m:
+        raise ValueError(
+            f"not a duration: {value!r}; write a number and a unit with no space, like '3s', '250ms' or '5m'"
+        )
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be greater than zero (got {value!r})")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds >= 1 and float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    ms = seconds * 1000
+    return f"{int(ms)}ms" if float(ms).is_integer() else f"{ms:g}ms"
+
+
+def parse_percent(value: object) -> float:
+    """`75%` → 0.75. Bare numbers are refused so that 75 and 0.75 cannot be confused."""
+    if isinstance(value, bool) or not isinstance(value, str) or not value.strip().endswith("%"):
+        raise ValueError(f"write a percentage like '75%' (got {value!r})")
+    try:
+        pct = float(value.strip()[:-1])
+    except ValueError:
+        raise ValueError(f"not a percentage: {value!r}; write it like '75%'") from None
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"percentage must be between 0% and 100% (got {value!r})")
+    return pct / 100.0
+
+
+def _format_percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+# Seconds as float in Python; `3s` in YAML and in `policy show`.
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+# Fraction in [0, 1] in Python; `75%` in YAML.
+Percent = Annotated[float, BeforeValidator(parse_percent), PlainSerializer(_format_percent, return_type=str)]
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid name: use lower-case letters, digits and '-'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# ---------------------------------------------------------------- probing
+
+
+class Deadlines(Strict):
+    """A probe that hits one of these is a failed sample whose latency is the deadline."""
+
+    connect: Duration = 3.0
+    first_token: Duration = 10.0
+    gap: Duration = 10.0
+    total: Duration = 30.0
+
+
+class DeadlinesOverride(Strict):
+    connect: Duration | None = None
+    first_token: Duration | None = None
+    gap: Duration | None = None
+    total: Duration | None = None
+
+
+class Auth(Strict):
+    """Where the workers' API key comes from: an environment variable or a (systemd) credential file."""
+
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    header: str = "Authorization"
+    scheme: str = "Bearer"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Auth:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("give api_key_env or api_key_file, not both")
+        return self
+
+
+class Tls(Strict):
+    verify: bool = True
+    ca_file: str | None = None
+
+
+class Probe(Strict):
+    interval: Duration = 5.0
+    jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
+    concurrency: int = Field(default=64, ge=1, le=1024)
+    max_tokens: int = Field(default=16, ge=1, le=4096)
+    prompt: str = "Reply with the single word: ok"
+    deadlines: Deadlines = Deadlines()
+    auth: Auth = Auth()
+    tls: Tls = Tls()
+    read_buffer_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+
+
+class ModelSpec(Strict):
+    name: str = Field(min_length=1)
+    deadlines: DeadlinesOverride = DeadlinesOverride()
+
+
+class Worker(Strict):
+    name: Name
+    url: str = Field(pattern=r"^https?://")  # base URL; the probe posts to {url}/v1/chat/completions
+    address: str | None = None  # optional IP to connect to while TLS verifies the URL's host name
+
+
+class Discovery(Strict):
+    """Discover a region's workers from DNS (SRV, or A/AAAA with a fixed port)."""
+
+    name: str
+    type: Literal["SRV", "A", "AAAA"] = "SRV"
+    scheme: Literal["http", "https"] = "https"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    refresh: Duration = 30.0
+    nameserver: str | None = None  # host[:port]; default: the system resolver
+
+
+class RegionDns(Strict):
+    """This region's endpoint in Route 53."""
+
+    endpoint: str  # CNAME target or IP address that serves this region's users
+    aws_region: str  # latency routing region, e.g. us-east-1
+    set_identifier: str | None = None  # default: the region name
+
+
+class Region(Strict):
+    workers: list[Worker] = []
+    discovery: Discovery | None = None
+    models: list[ModelSpec] | None = None  # default: the policy's models
+    deadlines: DeadlinesOverride = DeadlinesOverride()
+    dns: RegionDns
+    neighbours: list[str] = []  # spill-over preference, first = preferred
+    capacity_headroom: Percent | None = None  # extra traffic it can take, as a share of its own
+
+    @model_validator(mode="after")
+    def _has_workers(self) -> Region:
+        if not self.workers and self.discovery is None:
+            raise ValueError("a region needs workers or discovery")
+        return self
+
+
+# ---------------------------------------------------------------- judging
+
+
+class Slo(Strict):
+    total_p99: Duration = 3.0
+    ttft_p99: Duration | None = None
+    error_rate: Percent = 0.01
+    quantile: Percent = 0.99
+
+
+class Windows(Strict):
+    evaluate_every: Duration = 10.0
+    slice: Duration = 10.0
+    trip: Duration = 60.0  # window the breach is judged on
+    long: Duration = 300.0  # longer window, for status and humans
+    min_samples: int = Field(default=400, ge=1)
+    stale_after: Duration = 30.0  # newest sample / heartbeat older than this → unknown
+    max_clock_skew: Duration = 30.0  # samples stamped further than this from the controller's clock are rejected
+
+
+class FastRule(Strict):
+    over: int = Field(default=3, ge=1)
+    of_last: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _k_le_m(self) -> FastRule:
+        if self.over > self.of_last:
+            raise ValueError(f"over ({self.over}) cannot exceed of_last ({self.of_last})")
+        return self
+
+
+class Trip(Strict):
+    evaluations: int = Field(default=3, ge=1)
+    fast_rule: FastRule | None = FastRule()
+
+
+class Recover(Strict):
+    below: Percent = 0.8  # share of the SLO the p99 must stay under
+    evaluations: int = Field(default=6, ge=1)
+    hold_down: Duration = 120.0
+    hold_down_max: Duration = 1800.0
+    hold_down_decay: Duration = 3600.0  # a trip is forgotten after this
+
+
+class Ramp(Strict):
+    max_step: Percent = 0.25
+    min_fraction: Percent = 0.0  # floor of a drained region's serving fraction
+    cooldown: Duration = 90.0  # ≥ TTL + propagation
+
+
+class Guards(Strict):
+    min_serving_regions: int = Field(default=1, ge=1)
+    max_drained: int = Field(default=1, ge=0)
+    fail_open_share: Percent = 0.75
+
+
+# ---------------------------------------------------------------- actuating
+
+
+class Dns(Strict):
+    zone_id: str
+    record_name: str  # e.g. api.example.com.
+    record_type: Literal["CNAME", "A", "AAAA"] = "CNAME"
+    topology: Literal["latency-weighted", "weighted"] = "latency-weighted"
+    pool_name: str = "{region}.pool.{record}"  # template of each region's weighted pool name
+    ttl: int = Field(default=60, ge=0, le=86400)
+    drift: Literal["correct", "respect"] = "correct"
+    propagation_timeout: Duration = 120.0
+    poll_interval: Duration = 3.0
+    retry_budget: Duration = 30.0
+    verify: bool = False
+    endpoint_url: str | None = None  # a local Route 53 API (moto server) for tests and the demo
+
+
+class Redis(Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    password_env: str | None = None
+    password_file: str | None = None
+    key_prefix: str = "trafficd"
+    tls_ca_file: str | None = None
+
+
+class Controller(Strict):
+    dry_run: bool = False
+    lease_ttl: Duration = 15.0
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class Policy(Strict):
+    version: Literal[1]
+    service: Name
+    redis: Redis = Redis()
+    probe: Probe = Probe()
+    models: list[ModelSpec] = Field(min_length=1)
+    regions: dict[str, Region] = Field(min_length=1)
+    slo: Slo = Slo()
+    windows: Windows = Windows()
+    trip: Trip = Trip()
+    recover: Recover = Recover()
+    ramp: Ramp = Ramp()
+    guards: Guards = Guards()
+    dns: Dns
+    controller: Controller = Controller()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Policy:
+        names = list(self.regions)
+        for name in names:
+            _check_name(name)
+        for name, region in self.regions.items():
+            for n in region.neighbours:
+                if n not in self.regions:
+                    raise ValueError(f"regions.{name}.neighbours: unknown region {n!r}")
+                if n == name:
+                    raise ValueError(f"regions.{name}.neighbours: a region cannot be its own neighbour")
+        ids = [self.set_identifier(r) for r in names]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"dns set_identifier used by more than one region: {', '.join(dup)}")
+        if self.guards.min_serving_regions > len(names):
+            raise ValueError(
+                f"guards.min_serving_regions ({self.guards.min_serving_regions}) is more than the "
+                f"{len(names)} regions"
+            )
+        if self.windows.trip < self.windows.slice:
+            raise ValueError("windows.trip must be at least one slice long")
+        return self
+
+    # ---- helpers used across the daemons
+
+    @property
+    def region_names(self) -> list[str]:
+        return list(self.regions)
+
+    def set_identifier(self, region: str) -> str:
+        return self.regions[region].dns.set_identifier or region
+
+    def models_for(self, region: str) -> list[ModelSpec]:
+        return self.regions[region].models or self.models
+
+    def deadlines_for(self, region: str, model: str) -> Deadlines:
+        """Policy deadlines, overridden by the region's, then by the model's."""
+        fields = ("connect", "first_token", "gap", "total")
+        merged = {k: getattr(self.probe.deadlines, k) for k in fields}
+        overrides = [self.regions[region].deadlines]
+        overrides += [m.deadlines for m in self.models_for(region) if m.name == model]
+        for o in overrides:
+            merged.update({k: getattr(o, k) for k in fields if getattr(o, k) is not None})
+        return self.probe.deadlines.model_copy(update=merged)
+
+    @property
+    def slo_threshold_ms(self) -> float:
+        return self.slo.total_p99 * 1000.0
+
+    @property
+    def ttft_threshold_ms(self) -> float | None:
+        return None if self.slo.ttft_p99 is None else self.slo.ttft_p99 * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    policy: Policy
+    path: str
+    sha256: str  # of the file's bytes
+
+    @property
+    def hash(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    file: str
+    field: str  # dotted path, e.g. regions.us-east.dns.endpoint
+    reason: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        field = self.field or "(top level)"
+        return f"{where}: {field}: {self.reason}"
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean_message(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def parse_policy(text: str, path: str = "<policy>") -> LoadedPolicy:
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    path,
+                    "",
+                    f"not valid YAML: {problem}",
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ]
+        ) from None
+    if data is None:
+        raise PolicyError([PolicyProblem(path, "", "the file is empty")])
+    if not isinstance(data, dict):
+        raise PolicyError([PolicyProblem(path, "", "the top level must be a mapping of keys to values")])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append(PolicyProblem(path, _loc_to_path(loc), _clean_message(err["msg"])))
+        raise PolicyError(problems) from None
+    return LoadedPolicy(policy=policy, path=path, sha256=sha)
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([PolicyProblem(str(p), "", f"cannot read the file: {exc.strerror}")]) from None
+    return parse_policy(text, str(p))
+
+
+def policy_json(policy: Policy) -> str:
+    return json.dumps(policy.model_dump(mode="json"), indent=2, sort_keys=False)
