@@ -17,6 +17,7 @@ EX_CONFIG = 78
 # Modules that add sub-commands (keep sorted; each owns its commands, its handlers and their tests).
 COMMAND_MODULES = (
     "trafficd.daemons",
+    "trafficd.demo",
 )
 
 

@@ -1,12 +1,58 @@
-"""Command wiring for the long-running processes: `trafficd agent`, `trafficd controller`, `trafficd fake-worker`."""
+"""Wiring of the long-running processes: `trafficd agent`, `trafficd controller`, `trafficd fake-worker`.
+
+Both daemons: load the policy or exit 78 (EX_CONFIG) having written nothing; SIGHUP re-reads the policy (an
+invalid file is rejected and the last good policy stays); SIGTERM/SIGINT stop cleanly (the controller releases
+its lease).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import signal
+from typing import TYPE_CHECKING
 
 from trafficd.fakeworker import Behaviour, serve
+
+if TYPE_CHECKING:
+    from trafficd.reload import PolicyHolder
+
+
+async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, holder.reload)
+    if body == "agent":
+        from trafficd.agent import run_agent
+
+        await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
+    else:
+        from trafficd.controller import run_controller
+
+        await run_controller(holder, stop=stop, dry_run=args.dry_run)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from trafficd.reload import PolicyHolder, load_or_exit
+
+    loaded = load_or_exit(args.policy)
+    if args.region not in loaded.policy.regions:
+        known = ", ".join(loaded.policy.region_names)
+        print(f"{args.policy}: region {args.region!r} is not in the policy (regions: {known})")
+        return 78
+    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded), "agent", args))
+    return 0
+
+
+def _controller(args: argparse.Namespace) -> int:
+    from trafficd.reload import PolicyHolder, load_or_exit
+
+    loaded = load_or_exit(args.policy)
+    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded), "controller", args))
+    return 0
 
 
 def _fake_worker(args: argparse.Namespace) -> int:
@@ -17,6 +63,17 @@ def _fake_worker(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("agent", help="probe one region's workers and record samples in Redis")
+    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    p.add_argument("--region", required=True)
+    p.add_argument("--agent-id", default=None, help="name in heartbeats (default: host:pid)")
+    p.set_defaults(func=_agent)
+
+    p = sub.add_parser("controller", help="judge regions and shift Route 53 weights")
+    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    p.add_argument("--dry-run", action="store_true", help="decide and log everything, write no DNS")
+    p.set_defaults(func=_controller)
+
     p = sub.add_parser("fake-worker", help="run a fake OpenAI-compatible streaming worker (demo, tests)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
