@@ -2,8 +2,9 @@
 
 `SET key value NX PX ttl` acquires; a Lua compare-and-extend renews only while the value is still ours; a
 compare-and-delete releases on shutdown. Every acquisition takes a fresh, increasing fencing token (INCR),
-logged with every change so that a paused ex-leader's late write can be recognised in the audit trail. A lease is
-advisory: the leader checks it still holds it right before every write and steps down when a renewal fails.
+logged with every change so that a paused ex-leader's late write can be recognised in the audit trail. A
+lease is advisory: the leader checks it still holds it right before every write and steps down when a
+renewal fails.
 """
 
 from __future__ import annotations
