@@ -1,0 +1,109 @@
+"""Set up and run from a fresh clone: `python3 -m trafficd.bootstrap demo` or `... test`.
+
+Standard library only (it runs before any dependency is installed). It:
+  1. installs `redis-server` with apt-get when it is missing (and `python3-venv` when venv cannot be created),
+  2. creates `.venv` in the project root and installs trafficd with its dev dependencies into it
+     (skipped when pyproject.toml has not changed since the last install),
+  3. runs the demo, or the checks and tests (ruff, mypy, pytest).
+Every service the demo or the tests need (redis-server, moto server, workers, agents, controller) is
+started by them on free loopback ports and stopped by them; nothing is left running, and no system
+service is started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+STAMP = VENV / ".trafficd-installed"
+
+
+def say(msg: str) -> None:
+    print(f"[bootstrap] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> None:
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def apt_install(*packages: str) -> None:
+    if shutil.which("apt-get") is None:
+        sys.exit(f"[bootstrap] {' '.join(packages)} missing and apt-get is not available: install it by hand")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    say(f"installing {' '.join(packages)} with apt-get")
+    run([*sudo, "apt-get", "update", "-qq"], env=env)
+    run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env)
+
+
+def ensure_redis() -> None:
+    if shutil.which("redis-server") or Path("/usr/bin/redis-server").exists():
+        return
+    apt_install("redis-server")
+    # The Debian package enables and may start a system Redis; the demo and tests start their own on free
+    # ports, so stop the packaged one again rather than leave a service behind that we did not need.
+    systemd = shutil.which("systemctl") and Path("/run/systemd/system").is_dir()
+    if systemd:
+        subprocess.run(["systemctl", "disable", "--now", "redis-server"], capture_output=True)
+
+
+def ensure_venv() -> None:
+    if not PY.exists():
+        say(f"creating {VENV}")
+        if subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode != 0:
+            shutil.rmtree(VENV, ignore_errors=True)
+            minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+            apt_install(f"python{minor}-venv")
+            run([sys.executable, "-m", "venv", str(VENV)])
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest:
+        return
+    say("installing trafficd and its dependencies into .venv")
+    run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    run([str(PY), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
+    STAMP.write_text(digest)
+
+
+def run_tests(extra: list[str]) -> int:
+    bin_ = VENV / "bin"
+    steps = [
+        ("ruff", [str(bin_ / "ruff"), "check", "trafficd", "tests"]),
+        ("ruff format", [str(bin_ / "ruff"), "format", "--check", "trafficd", "tests"]),
+        ("mypy", [str(bin_ / "mypy")]),
+        ("pytest", [str(bin_ / "pytest"), "-n", "2", "--dist", "loadgroup", *extra]),
+    ]
+    failed = []
+    for name, cmd in steps:
+        say(f"running {name}")
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            failed.append(name)
+    if failed:
+        say(f"FAILED: {', '.join(failed)}")
+        return 1
+    say("all checks and tests passed")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "setup"):
+        print(__doc__)
+        return 2
+    ensure_redis()
+    ensure_venv()
+    what, extra = argv[0], argv[1:]
+    if what == "setup":
+        return 0
+    if what == "demo":
+        return subprocess.run([str(VENV / "bin" / "trafficd"), "demo", *extra], cwd=ROOT).returncode
+    return run_tests(extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
