@@ -54,6 +54,12 @@ def ensure_redis() -> None:
         subprocess.run(["systemctl", "disable", "--now", "redis-server"], capture_output=True)
 
 
+def ensure_systemd_analyze() -> None:
+    """The tests verify the unit files with `systemd-analyze verify` (no running systemd needed)."""
+    if shutil.which("systemd-analyze") is None:
+        apt_install("systemd")
+
+
 def ensure_venv() -> None:
     if not PY.exists():
         say(f"creating {VENV}")
@@ -96,6 +102,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     ensure_redis()
+    if argv[0] == "test":
+        ensure_systemd_analyze()
     ensure_venv()
     what, extra = argv[0], argv[1:]
     if what == "setup":

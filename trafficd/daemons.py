@@ -13,6 +13,7 @@ import contextlib
 import signal
 from typing import TYPE_CHECKING
 
+from trafficd import notify
 from trafficd.fakeworker import Behaviour, serve
 
 if TYPE_CHECKING:
@@ -25,14 +26,32 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, holder.reload)
-    if body == "agent":
-        from trafficd.agent import run_agent
+    watchdog = asyncio.create_task(_watchdog(stop))
+    try:
+        if body == "agent":
+            from trafficd.agent import run_agent
 
-        await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
-    else:
-        from trafficd.controller import run_controller
+            notify.notify("READY=1", f"STATUS=probing region {args.region}")
+            await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
+        else:
+            from trafficd.controller import run_controller
 
-        await run_controller(holder, stop=stop, dry_run=args.dry_run)
+            await run_controller(holder, stop=stop, dry_run=args.dry_run)
+    finally:
+        stop.set()
+        notify.notify("STOPPING=1")
+        await watchdog
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    """Ping systemd's watchdog from the event loop: a hung loop stops the pings and systemd restarts us."""
+    interval_s = notify.watchdog_interval_s()
+    if interval_s is None:
+        return
+    while not stop.is_set():
+        notify.notify("WATCHDOG=1")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 def _agent(args: argparse.Namespace) -> int:
