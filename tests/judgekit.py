@@ -1,0 +1,100 @@
+"""Helpers for the judge/guards/planner tests: a small policy with short windows, evidence builders, a runner."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from trafficd.judge import ControllerState, Evaluation, evaluate
+from trafficd.model import Override, Overrides, RegionEvidence
+from trafficd.policy import Policy
+
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+
+BASE: dict[str, Any] = {
+    "version": 1,
+    "service": "judge-test",
+    "models": [{"name": "m"}],
+    "regions": {
+        "us-east": {
+            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
+            "dns": {"endpoint": "us-east.lb.example.com", "aws_region": "us-east-1"},
+            "neighbours": ["eu-west", "ap-southeast"],
+        },
+        "eu-west": {
+            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
+            "dns": {"endpoint": "eu-west.lb.example.com", "aws_region": "eu-west-1"},
+            "neighbours": ["us-east", "ap-southeast"],
+        },
+        "ap-southeast": {
+            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
+            "dns": {"endpoint": "ap-southeast.lb.example.com", "aws_region": "ap-southeast-1"},
+            "neighbours": ["us-east", "eu-west"],
+        },
+    },
+    "slo": {"total_p99": "3s", "error_rate": "1%"},
+    "windows": {"evaluate_every": "1s", "slice": "1s", "trip": "10s", "min_samples": 100},
+    "trip": {"evaluations": 2, "fast_rule": {"over": 3, "of_last": 20}},
+    "recover": {"below": "80%", "evaluations": 4, "hold_down": "5s", "hold_down_max": "40s"},
+    "ramp": {"max_step": "50%", "cooldown": "2s"},
+    "guards": {"min_serving_regions": 1, "max_drained": 1, "fail_open_share": "75%"},
+    "dns": {"zone_id": "Z1", "record_name": "api.example.com."},
+}
+
+
+def _merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+
+
+def make_policy(**sections: Any) -> Policy:
+    """The base test policy with sections deep-merged over it (durations and percentages as strings)."""
+    data = copy.deepcopy(BASE)
+    _merge(data, sections)
+    return Policy.model_validate(data)
+
+
+def good(region: str, n: int = 1000, p99_ms: float = 1500.0, **kw: Any) -> RegionEvidence:
+    return RegionEvidence(region=region, n=n, over_slo_fraction=0.0, p99_ms=p99_ms, **kw)
+
+
+def slow(region: str, n: int = 1000, over: float = 0.05, p99_ms: float = 4000.0, **kw: Any) -> RegionEvidence:
+    return RegionEvidence(region=region, n=n, over_slo_fraction=over, p99_ms=p99_ms, **kw)
+
+
+def drain(region: str, until: float, *, forced: bool = False, reason: str = "test") -> Override:
+    return Override(kind="drain", region=region, reason=reason, expires_at=until, forced=forced)
+
+
+def run(
+    policy: Policy,
+    frames: Iterable[Mapping[str, RegionEvidence]],
+    *,
+    start: float = 0.0,
+    every_s: float = 1.0,
+    overrides: Overrides | None = None,
+    state: ControllerState | None = None,
+) -> list[Evaluation]:
+    """Evaluate one frame of evidence per `every_s` seconds, threading the state through."""
+    out = []
+    st = state or ControllerState()
+    t = start
+    for frame in frames:
+        ev = evaluate(policy, st, dict(frame), overrides or Overrides(), t)
+        out.append(ev)
+        st = ev.state
+        t += every_s
+    return out
+
+
+def frame(*evidence: RegionEvidence, fill_good: bool = True) -> dict[str, RegionEvidence]:
+    """Evidence for one evaluation; regions not given are healthy."""
+    out = {e.region: e for e in evidence}
+    if fill_good:
+        for r in REGIONS:
+            out.setdefault(r, good(r))
+    return out
