@@ -4,8 +4,9 @@ Durations are written `3s`, `250ms`, `5m`, `1h`; fractions as percentages `75%`.
 numbers given as strings are rejected (strict mode), and cross-field rules are checked after the fields.
 Secrets are never written here: only the name of an environment variable or a credential file.
 
-`load_policy(path)` returns a `Policy` or raises `PolicyError` carrying every problem found, each with the file,
-the field path and the reason.
+`load_policy(path)` returns a `LoadedPolicy` or raises `PolicyError` carrying every problem found, each with the
+file, line, column, field path and reason (the YAML side lives in `policy_load.py`; checks across fields in
+`policy_checks.py`). See docs/policy.md for every field, its default, and the decisions behind the checks.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,27 +26,44 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+
+from trafficd.policy_load import FieldProblems as FieldProblems
+from trafficd.policy_load import PolicyError as PolicyError
+from trafficd.policy_load import PolicyProblem as PolicyProblem
+from trafficd.policy_load import find_inline_secrets, problems_from, read_yaml, sort_problems
 
 SCHEMA_VERSION = 1
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_SPACED_RE = re.compile(r"^(\d+(?:\.\d+)?)\s+(ms|s|m|h)$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: object) -> float:
     """`3s` → 3.0, `250ms` → 0.25, `5m` → 300.0. Bare numbers are refused: the unit must be written."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"write a duration with its unit, like '3s', '250ms' or '5m' (got {value!r})")
-    m = _DURATION_RE.match(value.strip())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"a duration must be greater than zero, and needs a unit like '3s' (got {value})")
+        raise ValueError(f"a duration needs a unit: write '{value:g}s', not {value}")
+    if not isinstance(value, str):
+        raise ValueError("expected a duration like '3s', '250ms' or '5m'")
+    text = value.strip()
+    spaced = _SPACED_RE.match(text)
+    if spaced:
+        raise ValueError(f"write a duration without a space: '{spaced.group(1)}{spaced.group(2)}', not '{value}'")
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        raise ValueError(f"a duration needs a unit: write '{text}s', not '{value}'")
+    if text.startswith("-") and _DURATION_RE.match(text[1:]):
+        raise ValueError(f"a duration must be greater than zero (got '{value}')")
+    m = _DURATION_RE.match(text)
     if not m:
-        raise ValueError(
-            f"not a duration: {value!r}; write a number and a unit with no space, like '3s', '250ms' or '5m'"
-        )
+        raise ValueError(f"not a duration: '{value}'; write a number and a unit: '3s', '250ms', '5m' or '1h'")
     seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     if seconds <= 0:
-        raise ValueError(f"duration must be greater than zero (got {value!r})")
+        raise ValueError(f"a duration must be greater than zero (got '{value}')")
     return seconds
 
 
@@ -63,7 +80,11 @@ def format_duration(seconds: float) -> str:
 
 def parse_percent(value: object) -> float:
     """`75%` → 0.75. Bare numbers are refused so that 75 and 0.75 cannot be confused."""
-    if isinstance(value, bool) or not isinstance(value, str) or not value.strip().endswith("%"):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"write a percentage with '%', like '75%' (got {value}; 0.75 and 75 are easy to confuse)")
+    if isinstance(value, str) and _DURATION_RE.match(value.strip()):
+        raise ValueError(f"expected a percentage like '80%', not a duration ('{value}')")
+    if not isinstance(value, str) or not value.strip().endswith("%"):
         raise ValueError(f"write a percentage like '75%' (got {value!r})")
     try:
         pct = float(value.strip()[:-1])
@@ -79,20 +100,61 @@ def _format_percent(fraction: float) -> str:
 
 
 # Seconds as float in Python; `3s` in YAML and in `policy show`.
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["3s", "250ms", "5m"]}),
+]
 # Fraction in [0, 1] in Python; `75%` in YAML.
-Percent = Annotated[float, BeforeValidator(parse_percent), PlainSerializer(_format_percent, return_type=str)]
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    PlainSerializer(_format_percent, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?%$", "examples": ["75%"]}),
+]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _check_name(value: str) -> str:
+def check_name(value: str) -> str:
     if not _NAME_RE.match(value):
-        raise ValueError(f"{value!r} is not a valid name: use lower-case letters, digits and '-'")
+        raise ValueError(f"'{value}' is not a valid name: use lower-case letters, digits and '-' (like 'us-east')")
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, AfterValidator(check_name)]
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env_name(value: str) -> str:
+    """The NAME of an environment variable; the value is never echoed (someone may have pasted the secret)."""
+    if not _ENV_RE.match(value):
+        raise ValueError("must be the name of an environment variable (letters, digits, '_'), not the secret itself")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http:// or https:// URL (got '{value}')")
+    if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+        raise ValueError("the URL contains credentials; remove them and use probe.auth.api_key_env or api_key_file")
+    return value
+
+
+def _check_redis_url(value: str) -> str:
+    if not re.match(r"^(redis|rediss|unix)://", value):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    netloc = value.split("//", 1)[1].split("/", 1)[0]
+    if ":" in netloc.rpartition("@")[0]:
+        raise ValueError(
+            "inline secret: the URL contains a password; remove it from the URL and use "
+            "redis.password_env or redis.password_file"
+        )
+    return value
 
 
 class Strict(BaseModel):
@@ -121,7 +183,7 @@ class DeadlinesOverride(Strict):
 class Auth(Strict):
     """Where the workers' API key comes from: an environment variable or a (systemd) credential file."""
 
-    api_key_env: str | None = None
+    api_key_env: EnvName | None = None
     api_key_file: str | None = None
     header: str = "Authorization"
     scheme: str = "Bearer"
@@ -157,7 +219,7 @@ class ModelSpec(Strict):
 
 class Worker(Strict):
     name: Name
-    url: str = Field(pattern=r"^https?://")  # base URL; the probe posts to {url}/v1/chat/completions
+    url: Annotated[str, AfterValidator(_check_url)]  # base URL; the probe posts to {url}/v1/chat/completions
     address: str | None = None  # optional IP to connect to while TLS verifies the URL's host name
 
 
@@ -170,6 +232,12 @@ class Discovery(Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     refresh: Duration = 30.0
     nameserver: str | None = None  # host[:port]; default: the system resolver
+
+    @model_validator(mode="after")
+    def _port_for_addresses(self) -> Discovery:
+        if self.type != "SRV" and self.port is None:
+            raise ValueError(f"discovery of type {self.type} needs a port (SRV records carry their own)")
+        return self
 
 
 class RegionDns(Strict):
@@ -250,6 +318,7 @@ class Guards(Strict):
     min_serving_regions: int = Field(default=1, ge=1)
     max_drained: int = Field(default=1, ge=0)
     fail_open_share: Percent = 0.75
+    never_drain: list[str] = []  # regions trafficd must never drain (on-call can still drain them by hand)
 
 
 # ---------------------------------------------------------------- actuating
@@ -271,11 +340,17 @@ class Dns(Strict):
 
 
 class Redis(Strict):
-    url: str = "redis://127.0.0.1:6379/0"
-    password_env: str | None = None
+    url: Annotated[str, AfterValidator(_check_redis_url)] = "redis://127.0.0.1:6379/0"
+    password_env: EnvName | None = None
     password_file: str | None = None
     key_prefix: str = "trafficd"
     tls_ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Redis:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
 
 
 class Controller(Strict):
@@ -302,26 +377,12 @@ class Policy(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Policy:
-        names = list(self.regions)
-        for name in names:
-            _check_name(name)
-        for name, region in self.regions.items():
-            for n in region.neighbours:
-                if n not in self.regions:
-                    raise ValueError(f"regions.{name}.neighbours: unknown region {n!r}")
-                if n == name:
-                    raise ValueError(f"regions.{name}.neighbours: a region cannot be its own neighbour")
-        ids = [self.set_identifier(r) for r in names]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"dns set_identifier used by more than one region: {', '.join(dup)}")
-        if self.guards.min_serving_regions > len(names):
-            raise ValueError(
-                f"guards.min_serving_regions ({self.guards.min_serving_regions}) is more than the "
-                f"{len(names)} regions"
-            )
-        if self.windows.trip < self.windows.slice:
-            raise ValueError("windows.trip must be at least one slice long")
+        """Every check across fields at once (policy_checks.py); the loader maps each to its line."""
+        from trafficd import policy_checks  # it imports this module: a lazy import keeps the two apart
+
+        problems = policy_checks.errors(self)
+        if problems:
+            raise FieldProblems(problems)
         return self
 
     # ---- helpers used across the daemons
@@ -355,99 +416,60 @@ class Policy(Strict):
         return None if self.slo.ttft_p99 is None else self.slo.ttft_p99 * 1000.0
 
 
+def effective_sha256(policy: Policy) -> str:
+    """sha256 of the effective policy (defaults filled in, canonical JSON): comments and layout don't change it."""
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedPolicy:
     policy: Policy
     path: str
-    sha256: str  # of the file's bytes
+    sha256: str  # of the file's bytes: exactly which file, for audits
+    warnings: tuple[PolicyProblem, ...] = ()  # legal but probably not meant (policy_checks.warnings)
+    effective_sha256: str = field(default="", compare=False)  # computed from `policy` when not given
+
+    def __post_init__(self) -> None:
+        if not self.effective_sha256:
+            object.__setattr__(self, "effective_sha256", effective_sha256(self.policy))
 
     @property
     def hash(self) -> str:
-        return self.sha256[:12]
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyProblem:
-    file: str
-    field: str  # dotted path, e.g. regions.us-east.dns.endpoint
-    reason: str
-    line: int | None = None
-    column: int | None = None
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.line is not None:
-            where += f":{self.line}"
-            if self.column is not None:
-                where += f":{self.column}"
-        field = self.field or "(top level)"
-        return f"{where}: {field}: {self.reason}"
-
-
-class PolicyError(Exception):
-    """A policy file that cannot be used; carries every problem found."""
-
-    def __init__(self, problems: list[PolicyProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _loc_to_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _clean_message(msg: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    return msg
+        """What every decision logs: 12 hex of the effective policy's sha256 (a comment-only edit keeps it)."""
+        return self.effective_sha256[:12]
 
 
 def parse_policy(text: str, path: str = "<policy>") -> LoadedPolicy:
-    sha = hashlib.sha256(text.encode()).hexdigest()
+    """Validate a policy text. Raises `PolicyError` with every problem found, in file order."""
+    doc = read_yaml(text, path)
+    if not isinstance(doc.data, dict):
+        problem = doc.problem((), "the top level must be a mapping of keys to values, starting with 'version: 1'")
+        raise PolicyError([problem])
+    secrets = find_inline_secrets(doc, Policy)
+    problems = doc.duplicates + [p for _, p in secrets]
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(
-            [
-                PolicyProblem(
-                    path,
-                    "",
-                    f"not valid YAML: {problem}",
-                    line=mark.line + 1 if mark else None,
-                    column=mark.column + 1 if mark else None,
-                )
-            ]
-        ) from None
-    if data is None:
-        raise PolicyError([PolicyProblem(path, "", "the file is empty")])
-    if not isinstance(data, dict):
-        raise PolicyError([PolicyProblem(path, "", "the top level must be a mapping of keys to values")])
-    try:
-        policy = Policy.model_validate(data)
+        policy = Policy.model_validate(doc.data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append(PolicyProblem(path, _loc_to_path(loc), _clean_message(err["msg"])))
-        raise PolicyError(problems) from None
-    return LoadedPolicy(policy=policy, path=path, sha256=sha)
+        problems += problems_from(exc, doc, Policy, skip={loc for loc, _ in secrets})
+        raise PolicyError(sort_problems(problems)) from None
+    if problems:
+        raise PolicyError(sort_problems(problems))
+    from trafficd import policy_checks  # it imports this module
+
+    warnings = sort_problems([doc.problem(loc, msg) for loc, msg in policy_checks.warnings(policy)])
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    return LoadedPolicy(policy=policy, path=path, sha256=sha, warnings=tuple(warnings))
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise PolicyError([PolicyProblem(str(p), "", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError([PolicyProblem(str(p), "", f"not UTF-8 text (byte {exc.start})")]) from None
     return parse_policy(text, str(p))
 
 
