@@ -18,6 +18,8 @@ EX_CONFIG = 78
 COMMAND_MODULES = (
     "trafficd.daemons",
     "trafficd.demo",
+    "trafficd.overrides",
+    "trafficd.simulate",
 )
 
 

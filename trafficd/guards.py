@@ -267,3 +267,33 @@ def apply_guards(ctx: GuardContext, plan: Mapping[str, Proposal]) -> tuple[Plan,
         current, made = guard(ctx, current)
         events.extend(made)
     return current, tuple(events)
+
+
+def check_manual_drain(
+    policy: Policy, region: str, overrides: Overrides, fractions: Mapping[str, float] | None = None
+) -> list[str]:
+    """Why an on-call drain of `region` would break a guard now (empty: allowed). `fractions`: controller state."""
+    problems: list[str] = []
+    names = policy.region_names
+    if overrides.freeze is not None:
+        problems.append(f"frozen ({overrides.freeze.reason}): nothing moves until `trafficd unfreeze`")
+    undrained = {r for r, o in overrides.by_region.items() if o.kind == "undrain"}
+    shedding = {r for r, o in overrides.by_region.items() if o.kind == "drain"}
+    shedding |= {r for r, s in (fractions or {}).items() if s < 1.0 - EPS and r in names and r not in undrained}
+    shedding.discard(region)
+    limit = policy.guards.max_drained
+    if len(shedding) + 1 > limit:
+        already = ", ".join(sorted(shedding)) or "none"
+        problems.append(f"max_drained: at most {limit} region(s) may be drained at once (already: {already})")
+    need = policy.guards.min_serving_regions
+    left = len(names) - len(shedding) - 1
+    if policy.ramp.min_fraction <= EPS and left < need:
+        problems.append(f"min_serving_regions: the drain would leave {left} serving region(s), fewer than {need}")
+    floor = policy.ramp.min_fraction
+    after = {r: (floor if r in shedding or r == region else 1.0) for r in names}
+    spare = {r: policy.regions[r].capacity_headroom for r in names}
+    order = [*sorted(shedding, key=names.index), region]
+    short = planner.allocate(policy, after, spare, order).unplaced.get(region, 0.0)
+    if short > EPS:
+        problems.append(f"capacity: the other regions' declared headroom cannot take {short:.3g} of its users")
+    return problems

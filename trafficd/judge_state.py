@@ -12,7 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from trafficd.model import RegionStateName, TrafficMatrix
+from trafficd.model import RegionStateName, TrafficMatrix, identity_matrix
+from trafficd.policy import Policy
 
 
 class Phase(enum.StrEnum):
@@ -78,6 +79,12 @@ class ControllerState:
     matrix: TrafficMatrix = field(default_factory=dict)
     evaluated_at: float | None = None
     evaluations: int = 0
+
+    @classmethod
+    def initial(cls, policy: Policy, now: float) -> ControllerState:
+        """Every region healthy and serving fully, identity matrix (a first start, nothing stored)."""
+        names = policy.region_names
+        return cls(regions={r: RegionState(since=now) for r in names}, matrix=identity_matrix(names))
 
     def to_dict(self) -> dict[str, Any]:
         return {
