@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "trafficd.daemons",
     "trafficd.demo",
     "trafficd.overrides",
+    "trafficd.policy_cli",
     "trafficd.simulate",
 )
 
