@@ -1,0 +1,209 @@
+"""Mergeable log-bucketed latency histograms (~1 % relative error) with exact over-threshold counts beside them.
+
+Pure: no I/O, no clock. One `Sketch` holds the counts of one series (worker × model) over one or more time slices,
+for both metrics (`total` latency and `ttft`):
+
+    word 0: n          samples
+    word 1: errors     samples with ok=False
+    word 2: over_total samples with total_ms > the total-latency SLO threshold   (exact, decided on the raw value)
+    word 3: over_ttft  samples with ttft > the TTFT SLO threshold               (exact; 0 when no TTFT SLO)
+    word 4 + 2·i:      total-latency bucket i
+    word 5 + 2·i:      TTFT bucket i
+
+Bucket i > 0 holds values in (MIN_MS·γ^(i-1), MIN_MS·γ^i] with γ = (1+α)/(1-α), α = 1 %; its representative value
+2·MIN_MS·γ^i/(γ+1) is within α of every value in the bucket, so a quantile read from the histogram (nearest rank)
+is within 1 % of the exact sample quantile for values in [MIN_MS, MAX_MS]. Values ≤ MIN_MS land in bucket 0 and
+values above MAX_MS in the last bucket (reported as MIN_MS and MAX_MS).
+
+In Redis a slice is a dense string of big-endian u16 words written with `BITFIELD ... OVERFLOW SAT INCRBY u16 #w`
+(`increments()` computes the words of a batch); the string only grows up to the highest bucket touched, so its size
+does not depend on the probe rate. In memory the words are widened to 32-bit fields packed into one Python int,
+so merging slices or workers is one big-integer addition (exact, no carries while every field stays < 2³²).
+
+A TTFT is always recorded: a probe that never produced a first token has a TTFT of at least its total time, so
+`ttft_ms or total_ms` is used (a lower bound, which is the safe side for an "over the SLO" count).
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from trafficd.model import Sample
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(GAMMA)
+MIN_MS = 1.0
+MAX_MS = 1_000_000.0  # 1,000 s: longer than any probe deadline
+MAX_INDEX = math.ceil(math.log(MAX_MS / MIN_MS) / _LOG_GAMMA)
+HEADER_WORDS = 4
+W_N, W_ERRORS, W_OVER_TOTAL, W_OVER_TTFT = 0, 1, 2, 3
+U16_MAX = 65535  # a slice word saturates here (BITFIELD OVERFLOW SAT): 6,553 samples/s per series per 10-s slice
+_FIELD_BITS = 32
+_FIELD_MASK = (1 << _FIELD_BITS) - 1
+
+Metric = Literal["total", "ttft"]
+METRICS: tuple[Metric, ...] = ("total", "ttft")
+
+
+def bucket_index(value_ms: float) -> int:
+    """The bucket holding `value_ms` (0 for values ≤ MIN_MS, MAX_INDEX for values beyond MAX_MS)."""
+    if not value_ms > MIN_MS:  # also catches NaN
+        return 0
+    i = math.ceil(math.log(value_ms / MIN_MS) / _LOG_GAMMA)
+    return MAX_INDEX if i > MAX_INDEX else i
+
+
+def bucket_value_ms(index: int) -> float:
+    """The representative value of a bucket: within RELATIVE_ACCURACY of every value it holds."""
+    if index <= 0:
+        return MIN_MS
+    return MIN_MS * 2.0 * GAMMA**index / (GAMMA + 1.0)
+
+
+def word_of(metric: Metric, index: int) -> int:
+    return HEADER_WORDS + 2 * index + (0 if metric == "total" else 1)
+
+
+def ttft_value_ms(sample: Sample) -> float:
+    """TTFT of a sample; without a first token it is at least the total time."""
+    return sample.ttft_ms if sample.ttft_ms is not None else sample.total_ms
+
+
+def increments(samples: Iterable[Sample], total_threshold_ms: float, ttft_threshold_ms: float | None) -> Counter[int]:
+    """Word index → increment for a batch of samples of one series and one slice (what BITFIELD adds)."""
+    words: Counter[int] = Counter()
+    for s in samples:
+        words[W_N] += 1
+        if not s.ok:
+            words[W_ERRORS] += 1
+        if s.total_ms > total_threshold_ms:
+            words[W_OVER_TOTAL] += 1
+        ttft = ttft_value_ms(s)
+        if ttft_threshold_ms is not None and ttft > ttft_threshold_ms:
+            words[W_OVER_TTFT] += 1
+        words[HEADER_WORDS + 2 * bucket_index(s.total_ms)] += 1
+        words[HEADER_WORDS + 1 + 2 * bucket_index(ttft)] += 1
+    return words
+
+
+def widen_u16be(raw: bytes) -> int:
+    """Big-endian u16 words (a Redis BITFIELD string) → one int of little-endian 32-bit fields."""
+    if len(raw) % 2:
+        raw = raw + b"\x00"
+    wide = bytearray(len(raw) * 2)
+    wide[0::4] = raw[1::2]
+    wide[1::4] = raw[0::2]
+    return int.from_bytes(wide, "little")
+
+
+def pack_words(words: dict[int, int]) -> int:
+    """Word index → count → packed int (pure path used by tests and the benchmark)."""
+    packed = 0
+    for w, c in words.items():
+        packed += min(c, _FIELD_MASK) << (_FIELD_BITS * w)
+    return packed
+
+
+@dataclass(frozen=True, slots=True)
+class Sketch:
+    """Counts of one or more series over one or more slices; `a + b` is the exact merge."""
+
+    packed: int = 0
+
+    @classmethod
+    def from_redis(cls, raw: bytes | None) -> Sketch:
+        return cls(widen_u16be(raw)) if raw else cls()
+
+    @classmethod
+    def from_samples(
+        cls, samples: Iterable[Sample], total_threshold_ms: float, ttft_threshold_ms: float | None
+    ) -> Sketch:
+        return cls(pack_words(increments(samples, total_threshold_ms, ttft_threshold_ms)))
+
+    def __add__(self, other: Sketch) -> Sketch:
+        return Sketch(self.packed + other.packed)
+
+    def __sub__(self, other: Sketch) -> Sketch:
+        if other.packed > self.packed:
+            raise ValueError("cannot subtract a sketch that is not contained in this one")
+        return Sketch(self.packed - other.packed)
+
+    def __bool__(self) -> bool:
+        return self.packed != 0
+
+    def word(self, index: int) -> int:
+        return (self.packed >> (_FIELD_BITS * index)) & _FIELD_MASK
+
+    @property
+    def n(self) -> int:
+        return self.word(W_N)
+
+    @property
+    def errors(self) -> int:
+        return self.word(W_ERRORS)
+
+    def over(self, metric: Metric) -> int:
+        """Exact number of samples whose `metric` was over its SLO threshold."""
+        return self.word(W_OVER_TOTAL if metric == "total" else W_OVER_TTFT)
+
+    def over_fraction(self, metric: Metric) -> float:
+        n = self.n
+        return self.over(metric) / n if n else 0.0
+
+    def counts(self, metric: Metric) -> list[int]:
+        """Bucket counts of one metric, index 0 … highest non-empty bucket."""
+        nbytes = (self.packed.bit_length() + 7) // 8
+        nbytes += (-nbytes) % 4
+        data = self.packed.to_bytes(nbytes, "little")
+        first = HEADER_WORDS + (0 if metric == "total" else 1)
+        return _little_fields(data)[first::2]
+
+    def quantiles(self, metric: Metric, qs: Sequence[float]) -> tuple[float | None, ...]:
+        """Nearest-rank quantiles from the histogram (None when empty); `qs` ascending."""
+        counts = self.counts(metric)
+        total = sum(counts)
+        if total == 0:
+            return tuple(None for _ in qs)
+        ranks = [max(1, math.ceil(q * total - 1e-9)) for q in qs]
+        out: list[float | None] = []
+        cum = 0
+        it = iter(enumerate(counts))
+        i = -1
+        for rank in ranks:
+            while cum < rank:
+                i, c = next(it)
+                cum += c
+            out.append(bucket_value_ms(i))
+        return tuple(out)
+
+    def quantile(self, metric: Metric, q: float) -> float | None:
+        return self.quantiles(metric, (q,))[0]
+
+
+def _little_fields(data: bytes) -> list[int]:
+    """Little-endian u32 fields of `data` (length a multiple of 4), whatever the machine's byte order."""
+    arr = array.array("I")
+    if arr.itemsize != 4:  # pragma: no cover - every supported platform has 4-byte unsigned int
+        return [int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data), 4)]
+    arr.frombytes(data)
+    if sys.byteorder == "big":  # pragma: no cover
+        arr.byteswap()
+    return arr.tolist()
+
+
+def exceeds_quantile(over: int, n: int, q: float) -> bool:
+    """Exact: is the nearest-rank q-quantile over the threshold, given `over` of `n` samples are over it?
+
+    The q-quantile x₍⌈qn⌉₎ is over the threshold iff more than n − ⌈qn⌉ samples are. Integer arithmetic avoids the
+    float trap of `over / n > 1 - q` at q = 0.9 (1 − 0.9 = 0.0999…98, so 1 of 10 would count as a breach).
+    """
+    if n <= 0:
+        return False
+    return over > n - math.ceil(q * n - 1e-9)
