@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 
-from trafficd.policy import DeadlinesOverride, Policy, check_name
-from trafficd.policy import format_duration as _fmt
+from trafficd.policy import DeadlinesOverride, Policy
 from trafficd.policy_load import Loc
+from trafficd.policy_values import check_name
+from trafficd.policy_values import format_duration as _fmt
 
 MIN_SAMPLES_FOR_P99 = 368  # a distribution-free 95 % interval on the p99 needs at least this many samples
 
