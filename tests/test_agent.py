@@ -1,0 +1,149 @@
+"""The agent loop against real aiohttp workers and an in-memory sink: rounds, series, jitter, concurrency, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
+from structlog.testing import capture_logs
+
+from trafficd.agent import AgentConfigError, run_agent
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[ScriptedWorker]:
+    w = await ScriptedWorker().start()
+    yield w
+    await w.stop()
+
+
+async def start(policy: Any, sink: FakeSink, stop: asyncio.Event) -> asyncio.Task[None]:
+    return asyncio.create_task(run_agent(policy, "r1", stop=stop, agent_id="agent-1", sink=sink, rng=random.Random(7)))
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+async def test_every_worker_and_model_is_probed_each_round(worker: ScriptedWorker) -> None:
+    """Two workers × two models give four series per round, heartbeats each round, and counted rounds."""
+    policy = make_policy(
+        [{"name": "w1", "url": f"{worker.url}/ok"}, {"name": "w2", "url": f"{worker.url}/ok"}],
+        probe={"interval": "200ms", "jitter": "50%"},
+        models=["small", "large"],
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = await start(policy, sink, stop)
+        await wait_until(lambda: len(events(logs, "agent.round_completed")) >= 2, what="two rounds")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    series = Counter((s.worker, s.model) for s in sink.samples)
+    assert set(series) == {("w1", "small"), ("w1", "large"), ("w2", "small"), ("w2", "large")}
+    assert all(s.ok and s.region == "r1" for s in sink.samples)
+    assert len(sink.heartbeats) >= 2 and set(sink.heartbeats) == {("agent-1", "r1")}
+    started = events(logs, "agent.started")[0]
+    assert started["region"] == "r1" and started["models"] == ["small", "large"] and started["concurrency"] == 64
+    done = events(logs, "agent.round_completed")[0]
+    assert done["probes"] == 4 and done["ok"] == 4 and done["outcomes"] == {"ok": 4} and done["failed"] == 0
+    assert events(logs, "agent.stopped")
+
+
+async def test_failing_worker_is_sampled_logged_once_and_recovered(worker: ScriptedWorker) -> None:
+    """A stalling series gives failed samples, one agent.series_failed with its reason, and counts by outcome."""
+    policy = make_policy(
+        [{"name": "good", "url": f"{worker.url}/ok"}, {"name": "bad", "url": f"{worker.url}/stall"}],
+        probe={"interval": "150ms", "jitter": "10%", "deadlines": {"gap": "100ms"}},
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = await start(policy, sink, stop)
+        await wait_until(lambda: sum(s.worker == "bad" for s in sink.samples) >= 3, what="three failed samples")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    bad = [s for s in sink.samples if s.worker == "bad"]
+    assert all(not s.ok and s.reason == "stall_timeout" and s.total_ms >= 100.0 for s in bad)
+    failed = events(logs, "agent.series_failed")
+    assert len(failed) == 1 and failed[0]["worker"] == "bad" and failed[0]["reason"] == "stall_timeout"
+    rounds = [e for e in events(logs, "agent.round_completed") if e["probes"] == 2]
+    assert rounds and rounds[0]["outcomes"] == {"ok": 1, "stall_timeout": 1}
+
+
+async def test_rounds_do_not_wait_for_slow_probes(worker: ScriptedWorker) -> None:
+    """With a 1 s first-token deadline and a 100 ms interval, rounds keep starting while probes hang."""
+    policy = make_policy(
+        [{"name": "hung", "url": f"{worker.url}/silent"}],
+        probe={"interval": "100ms", "jitter": "0%", "deadlines": {"first_token": "1s"}},
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    task = await start(policy, sink, stop)
+    await wait_until(lambda: len(sink.heartbeats) >= 5, what="five rounds")
+    assert len(worker.arrivals) >= 4 and not sink.samples  # probes overlap; none has finished yet
+    await wait_until(lambda: len(sink.samples) >= 2, what="timed-out samples")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert all(s.reason == "ttft_timeout" and s.total_ms >= 1000.0 for s in sink.samples)
+
+
+async def test_concurrency_is_bounded_and_excess_probes_skipped(worker: ScriptedWorker) -> None:
+    """With concurrency 2, six 150 ms probes per 100 ms round never exceed 2 in flight; the rest are skipped."""
+    policy = make_policy(
+        [{"name": f"w{i}", "url": f"{worker.url}/slow"} for i in range(6)],
+        probe={"interval": "100ms", "jitter": "0%", "concurrency": 2},
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = await start(policy, sink, stop)
+        await wait_until(lambda: len(events(logs, "agent.round_completed")) >= 3, what="three rounds")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert worker.max_in_flight == 2
+    assert any(e["skipped"] > 0 for e in events(logs, "agent.round_completed"))
+
+
+async def test_jitter_spreads_probes_within_a_round(worker: ScriptedWorker) -> None:
+    """With 50 % jitter on a 400 ms interval, the eight probes of the first round do not arrive together."""
+    policy = make_policy(
+        [{"name": f"w{i}", "url": f"{worker.url}/ok"} for i in range(8)],
+        probe={"interval": "400ms", "jitter": "50%"},
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    task = await start(policy, sink, stop)
+    await wait_until(lambda: len(worker.arrivals) >= 8, what="the first round's probes")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    first = sorted(worker.arrivals[:8])
+    assert first[-1] - first[0] > 0.05
+
+
+async def test_sink_failure_keeps_samples_for_the_next_write(worker: ScriptedWorker) -> None:
+    """A failing write is logged as agent.write_failed and its samples are written on the next flush."""
+    policy = make_policy([{"name": "w1", "url": f"{worker.url}/ok"}], probe={"interval": "100ms", "jitter": "0%"})
+    sink, stop = FakeSink(), asyncio.Event()
+    sink.fail_writes = 1
+    with capture_logs() as logs:
+        task = await start(policy, sink, stop)
+        await wait_until(lambda: len(sink.samples) >= 2, what="samples after the failure")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    failed = events(logs, "agent.write_failed")
+    assert len(failed) == 1 and failed[0]["samples"] >= 1
+    assert len(sink.samples) == len(worker.arrivals)  # nothing lost
+
+
+async def test_missing_api_key_stops_the_agent_with_a_config_error(
+    worker: ScriptedWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API key variable that is not set raises AgentConfigError and logs agent.config_failed, probing nothing."""
+    monkeypatch.delenv("TRAFFICD_TEST_MISSING_KEY", raising=False)
+    policy = make_policy(
+        [{"name": "w1", "url": f"{worker.url}/ok"}], probe={"auth": {"api_key_env": "TRAFFICD_TEST_MISSING_KEY"}}
+    )
+    with capture_logs() as logs, pytest.raises(AgentConfigError, match="TRAFFICD_TEST_MISSING_KEY"):
+        await run_agent(policy, "r1", stop=asyncio.Event(), sink=FakeSink())
+    assert events(logs, "agent.config_failed") and not worker.arrivals
