@@ -276,7 +276,7 @@ def check_manual_drain(
     problems: list[str] = []
     names = policy.region_names
     if overrides.freeze is not None:
-        problems.append(f"frozen ({overrides.freeze.reason}): nothing moves until `trafficd unfreeze`")
+        problems.append(f"frozen: nothing moves until `trafficd unfreeze` ({overrides.freeze.reason})")
     undrained = {r for r, o in overrides.by_region.items() if o.kind == "undrain"}
     shedding = {r for r, o in overrides.by_region.items() if o.kind == "drain"}
     shedding |= {r for r, s in (fractions or {}).items() if s < 1.0 - EPS and r in names and r not in undrained}
