@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,15 +31,14 @@ from trafficd.policy_load import FieldProblems as FieldProblems
 from trafficd.policy_load import PolicyError as PolicyError
 from trafficd.policy_load import PolicyProblem as PolicyProblem
 from trafficd.policy_load import find_inline_secrets, problems_from, read_yaml, sort_problems
+from trafficd.policy_values import SCHEMA_VERSION as SCHEMA_VERSION
 from trafficd.policy_values import Duration as Duration
-from trafficd.policy_values import EnvName, Name, check_redis_url, check_url
+from trafficd.policy_values import EnvName, Name, ShareBelowSlo, check_redis_url, check_url, check_version
 from trafficd.policy_values import Percent as Percent
 from trafficd.policy_values import check_name as check_name
 from trafficd.policy_values import format_duration as format_duration
 from trafficd.policy_values import parse_duration as parse_duration
 from trafficd.policy_values import parse_percent as parse_percent
-
-SCHEMA_VERSION = 1
 
 
 class Strict(BaseModel):
@@ -137,7 +137,7 @@ class Region(Strict):
     discovery: Discovery | None = None
     models: list[ModelSpec] | None = None  # default: the policy's models
     deadlines: DeadlinesOverride = DeadlinesOverride()
-    dns: RegionDns
+    dns: RegionDns = Field(description="every region must be mapped to its Route 53 records (endpoint, aws_region)")
     neighbours: list[str] = []  # spill-over preference, first = preferred
     capacity_headroom: Percent | None = None  # extra traffic it can take, as a share of its own
 
@@ -185,7 +185,7 @@ class Trip(Strict):
 
 
 class Recover(Strict):
-    below: Percent = 0.8  # share of the SLO the p99 must stay under
+    below: ShareBelowSlo = 0.8  # share of each latency SLO the p99 must stay under to recover (< 100%)
     evaluations: int = Field(default=6, ge=1)
     hold_down: Duration = 120.0
     hold_down_max: Duration = 1800.0
@@ -244,7 +244,7 @@ class Controller(Strict):
 
 
 class Policy(Strict):
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(check_version)]
     service: Name
     redis: Redis = Redis()
     probe: Probe = Probe()

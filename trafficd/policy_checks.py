@@ -83,14 +83,6 @@ def errors(p: Policy) -> list[tuple[Loc, str]]:
                 "every region would keep turning unknown between two probes",
             )
         )
-    if p.recover.below >= 1.0:
-        out.append(
-            (
-                ("recover", "below"),
-                f"is {p.recover.below * 100:g}% of the SLO: a region would count as recovered while still "
-                "breaching; it must be under 100% (e.g. 80%)",
-            )
-        )
     if p.recover.hold_down > p.recover.hold_down_max:
         out.append(
             (

@@ -19,6 +19,7 @@ import yaml
 
 from trafficd.policy import SCHEMA_VERSION, LoadedPolicy, Policy, PolicyError, load_policy
 from trafficd.policy_diff import diff_policies
+from trafficd.policy_values import DURATION_PATTERN, PERCENT_PATTERN, format_duration, format_percent
 
 
 def _load(path: str) -> LoadedPolicy | None:
@@ -85,8 +86,25 @@ def _diff(args: argparse.Namespace) -> int:
     return 1
 
 
+def _written_defaults(node: Any) -> None:
+    """Scalar defaults of durations and percentages as they are written (`3s`, not 3.0)."""
+    if isinstance(node, dict):
+        default = node.get("default")
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            if node.get("pattern") == DURATION_PATTERN:
+                node["default"] = format_duration(default)
+            elif node.get("pattern") == PERCENT_PATTERN:
+                node["default"] = format_percent(default)
+        for value in node.values():
+            _written_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _written_defaults(value)
+
+
 def policy_schema() -> dict[str, Any]:
     schema = Policy.model_json_schema(mode="validation")
+    _written_defaults(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://trafficd.invalid/policy-v{SCHEMA_VERSION}.schema.json",

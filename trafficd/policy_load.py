@@ -127,8 +127,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, path: str) -> PolicyProblem:
     mark = exc.problem_mark or exc.context_mark
     if "'\\t'" in problem:
         reason = "not valid YAML: a tab character; indent with spaces only"
-    elif problem.startswith("expected <block end>") or problem == "mapping values are not allowed here":
-        reason = f"not valid YAML: bad indentation or a missing ':' ({problem})"
+    elif problem.startswith("expected <block end>"):
+        reason = "not valid YAML: bad indentation; this line does not line up with the keys above it"
+    elif problem == "mapping values are not allowed here":
+        reason = "not valid YAML: unexpected ':'; check the indentation, or quote a value that contains ': '"
     else:
         reason = f"not valid YAML: {problem}"
     line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -304,6 +306,14 @@ def unknown_key_reason(model: type[BaseModel], loc: Loc) -> str:
     return f"unknown key '{key}'; known keys here: {', '.join(known)}"
 
 
+def missing_reason(model: type[BaseModel], loc: Loc) -> str:
+    """'required key …' plus the field's description, when the schema gives one."""
+    here = model_at(model, loc[:-1])
+    info = here.model_fields.get(str(loc[-1])) if here else None
+    why = f": {info.description}" if info and info.description else ""
+    return f"required key '{loc[-1]}' is missing{why}"
+
+
 def describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
@@ -374,7 +384,7 @@ def problems_from(exc: ValidationError, doc: Document, model: type[BaseModel], s
         elif err["type"] == "extra_forbidden":
             out.append(doc.problem(loc, unknown_key_reason(model, loc), at_key=True))
         elif err["type"] == "missing":
-            out.append(doc.problem(loc, f"required key '{loc[-1]}' is missing"))
+            out.append(doc.problem(loc, missing_reason(model, loc)))
         else:
             out.append(doc.problem(loc, error_reason(err)))
     return out

@@ -22,7 +22,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value <= 0:
             raise ValueError(f"a duration must be greater than zero, and needs a unit like '3s' (got {value})")
-        raise ValueError(f"a duration needs a unit: write '{value:g}s', not {value}")
+        raise ValueError(f"a duration needs a unit: write {_with_units(f'{value:g}')}, not {value}")
     if not isinstance(value, str):
         raise ValueError("expected a duration like '3s', '250ms' or '5m'")
     text = value.strip()
@@ -30,7 +30,7 @@ def parse_duration(value: object) -> float:
     if spaced:
         raise ValueError(f"write a duration without a space: '{spaced.group(1)}{spaced.group(2)}', not '{value}'")
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        raise ValueError(f"a duration needs a unit: write '{text}s', not '{value}'")
+        raise ValueError(f"a duration needs a unit: write {_with_units(text)}, not '{value}'")
     if text.startswith("-") and _DURATION_RE.match(text[1:]):
         raise ValueError(f"a duration must be greater than zero (got '{value}')")
     m = _DURATION_RE.match(text)
@@ -42,21 +42,30 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def _with_units(number: str) -> str:
+    """'3' → "'3s' or '3ms'"; '300' → "'300ms' or '300s'" (the likelier unit first)."""
+    likely, other = ("ms", "s") if float(number) >= 100 else ("s", "ms")
+    return f"'{number}{likely}' or '{number}{other}'"
+
+
 def format_duration(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
-    if seconds >= 1 and float(seconds).is_integer():
-        return f"{int(seconds)}s"
+    if seconds >= 1:
+        rounded = round(seconds, 3)
+        return f"{int(rounded)}s" if rounded.is_integer() else f"{rounded!r}s"
     ms = seconds * 1000
     return f"{int(ms)}ms" if float(ms).is_integer() else f"{ms:g}ms"
 
 
-def parse_percent(value: object) -> float:
+def parse_percent(value: object, *, allow_over_100: bool = False) -> float:
     """`75%` → 0.75. Bare numbers are refused so that 75 and 0.75 cannot be confused."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f"write a percentage with '%', like '75%' (got {value}; 0.75 and 75 are easy to confuse)")
+        if 0 < value < 1:
+            raise ValueError(f"write a percentage with its '%' sign: '{value * 100:g}%' for the fraction {value}")
+        raise ValueError(f"write a percentage with its '%' sign: '{value:g}%' (got {value})")
     if isinstance(value, str) and _DURATION_RE.match(value.strip()):
         raise ValueError(f"expected a percentage like '80%', not a duration ('{value}')")
     if not isinstance(value, str) or not value.strip().endswith("%"):
@@ -65,31 +74,64 @@ def parse_percent(value: object) -> float:
         pct = float(value.strip()[:-1])
     except ValueError:
         raise ValueError(f"not a percentage: {value!r}; write it like '75%'") from None
-    if not 0.0 <= pct <= 100.0:
-        raise ValueError(f"percentage must be between 0% and 100% (got {value!r})")
+    if pct < 0.0:
+        raise ValueError(f"a percentage cannot be negative (got '{value}')")
+    if pct > 100.0 and not allow_over_100:
+        raise ValueError(f"a percentage must be between 0% and 100% (got '{value}')")
     return pct / 100.0
 
 
-def _format_percent(fraction: float) -> str:
+def format_percent(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 
+
+def parse_share_below_slo(value: object) -> float:
+    """A share of the SLO that must stay under it (recover.below): '80%' → 0.8; '120%' is refused as such."""
+    share = parse_percent(value, allow_over_100=True)
+    if share >= 1.0:
+        raise ValueError(
+            f"{format_percent(share)} of the SLO would let a region count as recovered while still breaching; "
+            "it must be under 100% (e.g. 80%)"
+        )
+    return share
+
+
+DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h)$"  # for the JSON Schema; parse_duration's messages are better
+PERCENT_PATTERN = r"^\d+(\.\d+)?%$"
 
 # Seconds as float in Python; `3s` in YAML and in `policy show`.
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["3s", "250ms", "5m"]}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["3s", "250ms", "5m"]}),
+]
+# Fraction in [0, 1) in Python; `80%` in YAML: a share of the SLO a latency must stay below (recover.below).
+ShareBelowSlo = Annotated[
+    float,
+    BeforeValidator(parse_share_below_slo),
+    PlainSerializer(format_percent, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": PERCENT_PATTERN, "examples": ["80%"]}),
 ]
 # Fraction in [0, 1] in Python; `75%` in YAML.
 Percent = Annotated[
     float,
     BeforeValidator(parse_percent),
-    PlainSerializer(_format_percent, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?%$", "examples": ["75%"]}),
+    PlainSerializer(format_percent, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": PERCENT_PATTERN, "examples": ["75%"]}),
 ]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+SCHEMA_VERSION = 1
+
+
+def check_version(value: object) -> object:
+    """`version: 1` is required so that a file written for another format is never misread."""
+    if isinstance(value, int) and not isinstance(value, bool) and value != SCHEMA_VERSION:
+        raise ValueError(f"policy version {value} is not supported: this trafficd reads version {SCHEMA_VERSION}")
+    return value
 
 
 def check_name(value: str) -> str:
