@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import importlib
 import json
 import os
 import sys
 import time
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import RedisError
 
-from trafficd import guards
+from trafficd import guards, store
 from trafficd.logs import get_logger
 from trafficd.model import Override, Overrides
 from trafficd.policy import Policy, PolicyError, format_duration, load_policy, parse_duration
@@ -46,11 +44,7 @@ def freeze_key(policy: Policy) -> str:
 
 
 def redis_client(policy: Policy) -> Any:
-    """The shared Redis client factory (trafficd.store), or a plain one while store.py is not there."""
-    try:
-        store = importlib.import_module("trafficd.store")
-    except ImportError:
-        return redis.asyncio.Redis.from_url(policy.redis.url)
+    """The shared Redis client (password from env/file, TLS CA, timeouts) from trafficd.store."""
     return store.redis_client(policy.redis)
 
 
