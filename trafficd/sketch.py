@@ -103,6 +103,16 @@ def widen_u16be(raw: bytes) -> int:
     return int.from_bytes(wide, "little")
 
 
+def encode_u16be(words: dict[int, int]) -> bytes:
+    """Word index → count → the Redis string BITFIELD would build (saturated u16, big-endian)."""
+    if not words:
+        return b""
+    out = bytearray(2 * (max(words) + 1))
+    for w, c in words.items():
+        out[2 * w : 2 * w + 2] = min(c, U16_MAX).to_bytes(2, "big")
+    return bytes(out)
+
+
 def pack_words(words: dict[int, int]) -> int:
     """Word index → count → packed int (pure path used by tests and the benchmark)."""
     packed = 0

@@ -146,12 +146,8 @@ class SampleSink:
 
     async def write(self, samples: Sequence[Sample]) -> None:
         """Queue the samples and flush what is queued; never raises for Redis trouble."""
-        for s in samples:
-            if len(self.buffer) >= self.max_buffer:
-                self.buffer.popleft()
-                self.dropped_total += 1
-                self._dropped_unlogged += 1
-            self.buffer.append(s)
+        self.buffer.extend(samples)
+        self._trim()
         await self._flush()
 
     async def heartbeat(self, agent_id: str, region: str) -> None:
@@ -174,14 +170,14 @@ class SampleSink:
             return  # the running flush picks up what was just queued
         async with self._lock:
             while self.buffer and self._backoff.ready(time.monotonic()):
-                batch = [self.buffer[i] for i in range(min(self.max_batch, len(self.buffer)))]
+                batch = [self.buffer.popleft() for _ in range(min(self.max_batch, len(self.buffer)))]
                 try:
                     await self._send(batch)
                 except TRANSIENT as exc:
+                    self.buffer.extendleft(reversed(batch))  # back in front, then trim the oldest
+                    self._trim()
                     self._failed(exc, "write")
                     return
-                for _ in batch:
-                    self.buffer.popleft()
                 self.written_total += len(batch)
                 if self._outage_since is not None:
                     self._flushed_in_outage += len(batch)
@@ -195,6 +191,12 @@ class SampleSink:
                 )
                 self._outage_since, self._flushed_in_outage, self._dropped_unlogged = None, 0, 0
                 self._backoff.succeeded()
+
+    def _trim(self) -> None:
+        while len(self.buffer) > self.max_buffer:
+            self.buffer.popleft()
+            self.dropped_total += 1
+            self._dropped_unlogged += 1
 
     def _failed(self, exc: BaseException, during: str) -> None:
         mono = time.monotonic()
@@ -413,6 +415,8 @@ class StatsView:
                     "store.samples_rejected_clock_skew",
                     region=region,
                     rejected=plan.rejected,
+                    rejected_future=plan.rejected_future,
+                    rejected_late=plan.rejected_late,
                     rejected_total=win.rejected_total,
                     slice_offsets_s=list(plan.rejected_offsets_s),
                     series_ahead_s=ahead,

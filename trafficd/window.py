@@ -55,7 +55,9 @@ class WindowSpec:
 @dataclass(frozen=True, slots=True)
 class Plan:
     fetch: tuple[int, ...]  # slice ids whose content must be (re)read
-    rejected: int  # samples newly rejected for clock skew at this evaluation
+    rejected: int  # samples newly rejected for clock skew at this evaluation (future + late)
+    rejected_future: int  # stamped in a slice that started more than skew_s ahead of the clock
+    rejected_late: int  # arrived in a slice that ended more than skew_s before the previous evaluation
     rejected_offsets_s: tuple[float, ...]  # start of each rejecting slice relative to now (s)
 
 
@@ -84,7 +86,7 @@ class RegionWindow:
         newest_ok = slice_of(now + spec.skew_s, spec.slice_s)
         late_before = None if self.prev_now is None else self.prev_now - spec.skew_s
         fetch: list[int] = []
-        rejected = 0
+        future = late = 0
         offsets: list[float] = []
         for sid, count in index.items():
             held = self.slices.get(sid)
@@ -98,7 +100,10 @@ class RegionWindow:
             too_late = late_before is not None and end_s < late_before
             if (held is not None and held.rejected) or too_new or too_late:
                 if growth:
-                    rejected += growth
+                    if too_late:
+                        late += growth
+                    else:
+                        future += growth
                     offsets.append(round(start_s - now, 3))
                 if too_new and held is None:
                     self.slices[sid] = _Slice(seen=count, rejected=True)
@@ -111,8 +116,8 @@ class RegionWindow:
                 held = self.slices[sid] = _Slice()
             held.seen = count
             fetch.append(sid)
-        self.rejected_total += rejected
-        return Plan(tuple(sorted(fetch)), rejected, tuple(sorted(offsets)))
+        self.rejected_total += future + late
+        return Plan(tuple(sorted(fetch)), future + late, future, late, tuple(sorted(offsets)))
 
     def apply(self, sid: int, content: Mapping[str, bytes | None]) -> None:
         """Replace a slice's content with what was just read (every series of the region)."""

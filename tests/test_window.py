@@ -1,0 +1,107 @@
+"""Incremental window bookkeeping (pure): what is fetched, what is rejected for clock skew, what a window sums."""
+
+from __future__ import annotations
+
+from trafficd import keys, sketch
+from trafficd.model import Sample
+from trafficd.window import RegionWindow, WindowSpec, group, slice_of, window_stats
+
+SPEC = WindowSpec(slice_s=10.0, trip_s=60.0, long_s=300.0, skew_s=30.0)
+NOW = 1_000_000.0  # slice 100000 starts here
+
+
+def _raw(n: int, total_ms: float = 100.0, ok: bool = True) -> bytes:
+    samples = [Sample("r", "w", "m", 0.0, ok, None if ok else "http_5xx", total_ms)] * n
+    return sketch.encode_u16be(sketch.increments(samples, 3000.0, None))
+
+
+def test_first_plan_fetches_the_whole_long_window_and_the_next_only_changes() -> None:
+    """On start every slice of the long window is fetched (rebuild); afterwards only slices whose count changed."""
+    win = RegionWindow("r", SPEC)
+    cur = slice_of(NOW, SPEC.slice_s)
+    index = {cur - i: 5 for i in range(40)}  # 40 slices, the oldest beyond the 5-min window
+    plan = win.plan(index, NOW)
+    assert plan.fetch == tuple(range(cur - 29, cur + 1))
+    assert plan.rejected == 0
+    for sid in plan.fetch:
+        win.apply(sid, {"w|m": _raw(5)})
+    win.advance(NOW)
+    index[cur] = 7
+    index[cur + 1] = 2
+    plan = win.plan(index, NOW + 10)
+    assert plan.fetch == (cur, cur + 1)
+
+
+def test_window_sums_exactly_the_slices_in_its_span() -> None:
+    """The trip window sums the last trip/slice slices (current included); the long window all 30."""
+    win = RegionWindow("r", SPEC)
+    cur = slice_of(NOW, SPEC.slice_s)
+    for i in range(30):
+        win.plan({cur - i: 1}, NOW)
+        win.apply(cur - i, {"w|m": _raw(1 + i)})
+    assert win.window(NOW, SPEC.trip_s).n == sum(1 + i for i in range(6))
+    assert win.window(NOW, SPEC.long_s).n == sum(1 + i for i in range(30))
+
+
+def test_old_slices_are_forgotten_as_time_passes() -> None:
+    """After the clock moves a slice past the long window, it is dropped and no longer counted."""
+    win = RegionWindow("r", SPEC)
+    cur = slice_of(NOW, SPEC.slice_s)
+    win.plan({cur: 3}, NOW)
+    win.apply(cur, {"w|m": _raw(3)})
+    win.advance(NOW)
+    later = NOW + SPEC.long_s + SPEC.slice_s
+    win.advance(later)
+    assert cur not in win.slices
+    assert win.window(later, SPEC.long_s).n == 0
+
+
+def test_slice_far_in_the_future_is_rejected_counted_and_never_accepted() -> None:
+    """Samples stamped beyond max_clock_skew ahead are counted as rejected, even once the clock reaches them."""
+    win = RegionWindow("r", SPEC)
+    ahead = slice_of(NOW + 60, SPEC.slice_s)
+    plan = win.plan({ahead: 4}, NOW)
+    assert (plan.fetch, plan.rejected, plan.rejected_future) == ((), 4, 4)
+    win.advance(NOW)
+    plan = win.plan({ahead: 6}, NOW + 60)  # the clock caught up; the slice stays rejected
+    assert (plan.fetch, plan.rejected) == ((), 2)
+    assert win.rejected_total == 6
+    assert win.window(NOW + 60, SPEC.trip_s).n == 0
+
+
+def test_slice_within_skew_ahead_is_accepted() -> None:
+    """Samples stamped less than max_clock_skew ahead of the controller's clock count in the window."""
+    win = RegionWindow("r", SPEC)
+    ahead = slice_of(NOW + 20, SPEC.slice_s)
+    plan = win.plan({ahead: 4}, NOW)
+    assert plan.fetch == (ahead,)
+    win.apply(ahead, {"w|m": _raw(4)})
+    assert win.window(NOW, SPEC.trip_s).n == 4
+
+
+def test_late_arrivals_in_an_old_slice_are_rejected_and_counted() -> None:
+    """Samples arriving in a slice that ended more than max_clock_skew before the last look are not fetched."""
+    win = RegionWindow("r", SPEC)
+    old = slice_of(NOW - 120, SPEC.slice_s)
+    plan = win.plan({old: 3}, NOW)  # on start: accepted, part of the rebuilt window
+    assert plan.fetch == (old,)
+    win.apply(old, {"w|m": _raw(3)})
+    win.advance(NOW)
+    plan = win.plan({old: 8}, NOW + 10)
+    assert (plan.fetch, plan.rejected, plan.rejected_late) == ((), 5, 5)
+    assert win.window(NOW + 10, SPEC.long_s).n == 3
+
+
+def test_group_merges_series_per_worker_and_per_model() -> None:
+    """Per-worker and per-model figures are exact merges of the worker × model series."""
+    per_series = {
+        keys.series_id("a", "m1"): sketch.Sketch.from_redis(_raw(2)),
+        keys.series_id("a", "m2"): sketch.Sketch.from_redis(_raw(3, ok=False)),
+        keys.series_id("b", "m1"): sketch.Sketch.from_redis(_raw(5, total_ms=4000)),
+    }
+    workers, models = group(per_series, "worker"), group(per_series, "model")
+    assert {k: v.n for k, v in workers.items()} == {"a": 5, "b": 5}
+    assert {k: v.n for k, v in models.items()} == {"m1": 7, "m2": 3}
+    stats = window_stats(models["m1"], 60.0)
+    assert (stats.n, stats.over_slo_fraction, stats.error_rate) == (7, 5 / 7, 0.0)
+    assert window_stats(workers["a"], 60.0).error_rate == 3 / 5
