@@ -110,7 +110,8 @@ def read_yaml(text: str, path: str) -> Document:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise PolicyError([PolicyProblem(path, "", "the file is empty; a policy starts with 'version: 1'")])
+            what = "the file is empty" if not text.strip() else "the file has nothing but comments"
+            raise PolicyError([PolicyProblem(path, "", f"{what}; a policy starts with 'version: 1'")])
         duplicates = _find_duplicate_keys(node, path)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
