@@ -91,3 +91,16 @@ def test_preference_lists_neighbours_then_the_rest() -> None:
     p = make_policy(regions={"ap-southeast": {"neighbours": ["eu-west"]}})
     assert planner.preference(p, "ap-southeast") == ["eu-west", "us-east"]
     assert planner.preference(p, "us-east") == ["eu-west", "ap-southeast"]
+
+
+def test_distrusted_receivers_are_a_last_resort_only() -> None:
+    """A breaching neighbour is skipped while a healthy one has room, used only to keep an existing drain."""
+    p = make_policy()
+    fr = {"us-east": 0.0, "eu-west": 1.0, "ap-southeast": 1.0}
+    m = planner.plan(p, fr, UNLIMITED, avoid={"eu-west"})
+    assert m["us-east"] == {"us-east": 0.0, "eu-west": 0.0, "ap-southeast": 1.0}
+    spare = {"us-east": None, "eu-west": None, "ap-southeast": 0.4}
+    m = planner.plan(p, fr, spare, avoid={"eu-west"})
+    assert m["us-east"] == pytest.approx({"us-east": 0.0, "eu-west": 0.6, "ap-southeast": 0.4})
+    strict = planner.allocate(p, fr, spare, avoid={"eu-west"}, last_resort=False)
+    assert strict.unplaced == {"us-east": pytest.approx(0.6)}

@@ -68,6 +68,7 @@ class GuardContext:
     last_step_at: Mapping[str, float | None]
     spare: Mapping[str, float | None]  # headroom per region (planner.headroom)
     order: Sequence[str]  # placement order for the planner (regions already shedding first)
+    avoid: frozenset[str] = frozenset()  # receivers of last resort only (breaching, tripped, unknown)
     notes: list[str] = field(default_factory=list)
 
 
@@ -225,7 +226,7 @@ def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[Guard
 def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     """Shed no more than the receivers' headroom can take (by neighbour preference)."""
     fractions = {r: p.desired for r, p in plan.items()}
-    alloc = planner.allocate(ctx.policy, fractions, ctx.spare, ctx.order)
+    alloc = planner.allocate(ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False)
     events = []
     for r, p in plan.items():
         short = alloc.unplaced.get(r, 0.0)
@@ -233,7 +234,7 @@ def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
             continue
         allowed = min(p.before, p.desired + short)
         if allowed - p.desired > EPS:
-            why = f"capacity: neighbours can take only {1.0 - allowed:.3g} of this region's users"
+            why = f"capacity: healthy neighbours can take only {1.0 - allowed:.3g} of this region's users"
             events.append(_bite(plan, r, "capacity", allowed, why))
     return plan, events
 

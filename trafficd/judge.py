@@ -271,6 +271,9 @@ def evaluate(
         proposals[r] = guards.Proposal(r, before, desired, steps[r].rule, steps[r].reasons)
     order = sorted(names, key=lambda r: (prev[r].serving_fraction >= 1.0 - EPS, names.index(r)))
     spare = planner.headroom(policy, evidence)
+    avoid = frozenset(
+        r for r in names if verdicts[r].kind in (guards.BREACH, guards.UNKNOWN) or steps[r].state.phase != Phase.NORMAL
+    )
     ctx = guards.GuardContext(
         policy=policy,
         now=now,
@@ -280,10 +283,11 @@ def evaluate(
         last_step_at={r: prev[r].last_step_at for r in names},
         spare=spare,
         order=order,
+        avoid=avoid,
     )
     final, events = guards.apply_guards(ctx, proposals)
     fractions = {r: final[r].desired for r in names}
-    matrix = planner.plan(policy, fractions, spare, order)
+    matrix = planner.plan(policy, fractions, spare, order, avoid)
     regions: dict[str, RegionState] = {}
     decisions = []
     for r in names:

@@ -16,7 +16,7 @@ takes headroom away from one in progress).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from trafficd.model import RegionEvidence, TrafficMatrix
@@ -69,29 +69,39 @@ def allocate(
     fractions: Mapping[str, float],
     spare: Mapping[str, float | None],
     order: Sequence[str] | None = None,
+    avoid: Collection[str] = (),
+    last_resort: bool = True,
 ) -> Allocation:
-    """Greedy placement of every displaced share, source by source in `order`, by preference and headroom."""
+    """Greedy placement of every displaced share, source by source in `order`, by preference and headroom.
+
+    Receivers in `avoid` (breaching, tripped or unknown) are used only in a second pass and only when
+    `last_resort` is true: a drain already in place then keeps its users away from the source rather than
+    snapping back, but no guard lets a region start shedding onto them.
+    """
     takers = set(receivers(fractions))
     remaining: dict[str, float | None] = {r: spare.get(r) for r in takers}
     moved: dict[str, dict[str, float]] = {}
-    unplaced: dict[str, float] = {}
-    for src in order if order is not None else policy.region_names:
-        need = 1.0 - fractions[src]
-        if need <= EPS:
-            continue
-        moved[src] = {}
-        for dst in preference(policy, src):
-            if dst not in takers or need <= EPS:
-                continue
-            avail = remaining[dst]
-            take = need if avail is None else min(need, avail)
-            if take <= EPS:
-                continue
-            moved[src][dst] = take
-            need -= take
-            if avail is not None:
-                remaining[dst] = avail - take
-        unplaced[src] = max(0.0, need) if need > EPS else 0.0
+    need: dict[str, float] = {}
+    sources = list(order if order is not None else policy.region_names)
+    for src in sources:
+        if 1.0 - fractions[src] > EPS:
+            need[src] = 1.0 - fractions[src]
+            moved[src] = {}
+    tiers = [False, True] if last_resort else [False]
+    for distrusted in tiers:
+        for src in need:
+            for dst in preference(policy, src):
+                if dst not in takers or (dst in avoid) != distrusted or need[src] <= EPS:
+                    continue
+                avail = remaining[dst]
+                take = need[src] if avail is None else min(need[src], avail)
+                if take <= EPS:
+                    continue
+                moved[src][dst] = moved[src].get(dst, 0.0) + take
+                need[src] -= take
+                if avail is not None:
+                    remaining[dst] = avail - take
+    unplaced = {src: (n if n > EPS else 0.0) for src, n in need.items()}
     return Allocation(moved=moved, unplaced=unplaced)
 
 
@@ -100,10 +110,11 @@ def plan(
     fractions: Mapping[str, float],
     spare: Mapping[str, float | None],
     order: Sequence[str] | None = None,
+    avoid: Collection[str] = (),
 ) -> TrafficMatrix:
     """The traffic matrix for these serving fractions: row = source, value = share served by each destination."""
     names = policy.region_names
-    alloc = allocate(policy, fractions, spare, order)
+    alloc = allocate(policy, fractions, spare, order, avoid)
     matrix: TrafficMatrix = {}
     for src in names:
         row = {dst: 0.0 for dst in names}
