@@ -64,6 +64,7 @@ class ScriptedWorker:
         self.in_flight = 0
         self.max_in_flight = 0
         self.arrivals: list[float] = []  # loop time of each request
+        self.scenarios_seen: list[str] = []  # scenario of each request
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -186,6 +187,7 @@ class ScriptedWorker:
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             self.arrivals.append(asyncio.get_running_loop().time())
+            self.scenarios_seen.append(request.match_info["scenario"])
             self.headers.append(dict(request.headers))
             self.bodies.append(await request.json())
             self.in_flight += 1

@@ -7,8 +7,9 @@ round so a reload applies). Each probe of the round starts after its own random 
 probes run to their deadline while the next round starts on time, so a slow region keeps producing samples. A
 probe that cannot get a slot before its round's interval ends is skipped and counted (`skipped`).
 
-Samples go to `SampleSink.write` in small batches (every ~250 ms) as probes finish, stamped with their t0;
-`SampleSink.heartbeat(agent_id, region)` is sent at the start of every round. Workers come from the policy list
+Samples go to `SampleSink.write` in small batches (every ~250 ms) as probes finish (each carries its t0 and its
+latency; the store files it under the slice in which it completed); `SampleSink.heartbeat(agent_id, region)` is
+sent at the start of every round. Workers come from the policy list
 and/or DNS discovery (refreshed in the background; a failure keeps the last good list).
 
 Events: `agent.started`, `agent.round_completed` (counts by outcome), `agent.series_failed` /
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import random
 import socket
@@ -359,9 +359,14 @@ async def run_agent(
     """Probe `region` until `stop` is set. Without `sink`, samples go to Redis (`store.SampleSink`)."""
     client: Any = None
     if sink is None:
-        store: Any = importlib.import_module("trafficd.store")
+        from trafficd import store
+
         policy = _loaded(holder_or_loaded_policy).policy
-        client = store.redis_client(policy.redis)
+        try:
+            client = store.redis_client(policy.redis)
+        except store.StoreConfigError as exc:
+            log.error("agent.config_failed", region=region, error=str(exc))
+            raise AgentConfigError(str(exc)) from None
         sink = store.SampleSink(client, policy)
     agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id or default_agent_id(), rng=rng)
     try:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "trafficd.demo",
     "trafficd.overrides",
     "trafficd.policy_cli",
+    "trafficd.probe_cli",
     "trafficd.simulate",
 )
 

@@ -254,6 +254,10 @@ class Prober:
         loop = asyncio.get_running_loop()
         t_wall = time.time()
         run = _Run(target.deadlines, loop.time())
+        try:
+            parts = self._request_url(target)
+        except ValueError as exc:  # an unusable URL or address: nothing is sent
+            return self._failure(target, run, t_wall, "connect_error", self._describe(exc))
         for attempt in (1, 2):
             cm = asyncio.timeout(None)
             try:
@@ -261,7 +265,7 @@ class Prober:
                     run.cm = cm
                     run.conn = _Conn(run.rearm)
                     run.rearm()
-                    await self._exchange(target, run)
+                    await self._exchange(target, parts, run)
             except TimeoutError:
                 if run.done_at is not None:  # finished; only the tidy-up ran out of time
                     break
@@ -307,9 +311,9 @@ class Prober:
     def _redact(self, text: str) -> str:
         return self._secret.redact(text) if self._secret is not None else text
 
-    async def _exchange(self, target: Target, run: _Run) -> None:
+    async def _exchange(self, target: Target, parts: tuple[yarl.URL, str | None, str | None], run: _Run) -> None:
         assert self._session is not None
-        url, host_header, server_name = self._request_url(target)
+        url, host_header, server_name = parts
         headers = self._headers if host_header is None else {**self._headers, "Host": host_header}
         async with self._session.post(
             url,

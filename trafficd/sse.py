@@ -69,6 +69,8 @@ class SseParser:
         self._last_id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        if not chunk:
+            return []
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
