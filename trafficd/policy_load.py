@@ -139,36 +139,34 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, path: str) -> PolicyProblem:
 
 
 def _find_duplicate_keys(root: yaml.Node, path: str) -> list[PolicyProblem]:
+    """Before construction (which would keep only the last one); merge keys (`<<:`) may be overridden."""
     out: list[PolicyProblem] = []
-    stack: list[yaml.Node] = [root]
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
     seen: set[int] = set()
     while stack:
-        node = stack.pop()
+        node, loc = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, yaml.Node] = {}
-            for key, value in node.value:
-                stack.append(value)
-                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                    continue
-                if key.value in first:
-                    line = first[key.value].start_mark.line + 1
-                    out.append(
-                        PolicyProblem(
-                            path,
-                            str(key.value),
-                            f"duplicate key '{key.value}' (first at line {line}); YAML would silently "
-                            "keep only the last one: merge them into one",
-                            key.start_mark.line + 1,
-                            key.start_mark.column + 1,
-                        )
-                    )
-                else:
-                    first[key.value] = key
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                stack.append((value, loc))
+                continue
+            stack.append((value, (*loc, key.value)))
+            if key.value not in first:
+                first[key.value] = key
+                continue
+            line, column = _mark(key)
+            reason = (
+                f"duplicate key '{key.value}' (first at line {first[key.value].start_mark.line + 1}); YAML would "
+                "silently keep only the last one: merge them into one"
+            )
+            out.append(PolicyProblem(path, loc_to_path((*loc, key.value)), reason, line, column))
     return out
 
 
