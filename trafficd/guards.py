@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trafficd import planner
-from trafficd.model import Override, Overrides
+from trafficd.model import Override, Overrides, TrafficMatrix
 from trafficd.planner import EPS, tidy
 from trafficd.policy import Policy
 
@@ -69,6 +69,7 @@ class GuardContext:
     spare: Mapping[str, float | None]  # headroom per region (planner.headroom)
     order: Sequence[str]  # placement order for the planner (regions already shedding first)
     avoid: frozenset[str] = frozenset()  # receivers of last resort only (breaching, tripped, unknown)
+    previous: TrafficMatrix | None = None  # last matrix: spill-over keeps its destinations
     notes: list[str] = field(default_factory=list)
 
 
@@ -226,7 +227,9 @@ def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[Guard
 def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     """Shed no more than the receivers' headroom can take (by neighbour preference)."""
     fractions = {r: p.desired for r, p in plan.items()}
-    alloc = planner.allocate(ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False)
+    alloc = planner.allocate(
+        ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False, previous=ctx.previous
+    )
     events = []
     for r, p in plan.items():
         short = alloc.unplaced.get(r, 0.0)
@@ -234,7 +237,8 @@ def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
             continue
         allowed = min(p.before, p.desired + short)
         if allowed - p.desired > EPS:
-            why = f"capacity: healthy neighbours can take only {1.0 - allowed:.3g} of this region's users"
+            placed = 1.0 - p.desired - short
+            why = f"capacity: healthy neighbours can take only {placed:.3g} of this region's users"
             events.append(_bite(plan, r, "capacity", allowed, why))
     return plan, events
 

@@ -284,10 +284,11 @@ def evaluate(
         spare=spare,
         order=order,
         avoid=avoid,
+        previous=state.matrix,
     )
     final, events = guards.apply_guards(ctx, proposals)
     fractions = {r: final[r].desired for r in names}
-    matrix = planner.plan(policy, fractions, spare, order, avoid)
+    matrix = planner.plan(policy, fractions, spare, order, avoid, previous=state.matrix)
     regions: dict[str, RegionState] = {}
     decisions = []
     for r in names:

@@ -11,7 +11,9 @@ region with neither is unlimited. A displaced share that fits nowhere stays at i
 matrix sums to exactly 1 and no weight set is ever all zero.
 
 Sources are placed in the order given (the judge puts regions already shedding first, so that a new drain never
-takes headroom away from one in progress).
+takes headroom away from one in progress). Given the previous matrix, a source first keeps the destinations it
+already spills to (if still trusted and with room), so spill-over does not hop between neighbours and a region
+that has just recovered is not handed someone else's users all at once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def preference(policy: Policy, source: str) -> list[str]:
     listed = [n for n in policy.regions[source].neighbours if n != source]
     rest = [r for r in policy.region_names if r != source and r not in listed]
     return listed + rest
+
+
+def sticky_preference(policy: Policy, source: str, previous: TrafficMatrix | None) -> list[str]:
+    """Preference, but the destinations `source` spilled to last time first: spill-over does not hop around."""
+    pref = preference(policy, source)
+    row = (previous or {}).get(source, {})
+    used = [d for d in pref if row.get(d, 0.0) > EPS]
+    return used + [d for d in pref if d not in used]
 
 
 def headroom(policy: Policy, evidence: Mapping[str, RegionEvidence]) -> dict[str, float | None]:
@@ -71,6 +81,7 @@ def allocate(
     order: Sequence[str] | None = None,
     avoid: Collection[str] = (),
     last_resort: bool = True,
+    previous: TrafficMatrix | None = None,
 ) -> Allocation:
     """Greedy placement of every displaced share, source by source in `order`, by preference and headroom.
 
@@ -90,7 +101,7 @@ def allocate(
     tiers = [False, True] if last_resort else [False]
     for distrusted in tiers:
         for src in need:
-            for dst in preference(policy, src):
+            for dst in sticky_preference(policy, src, previous):
                 if dst not in takers or (dst in avoid) != distrusted or need[src] <= EPS:
                     continue
                 avail = remaining[dst]
@@ -111,10 +122,11 @@ def plan(
     spare: Mapping[str, float | None],
     order: Sequence[str] | None = None,
     avoid: Collection[str] = (),
+    previous: TrafficMatrix | None = None,
 ) -> TrafficMatrix:
     """The traffic matrix for these serving fractions: row = source, value = share served by each destination."""
     names = policy.region_names
-    alloc = allocate(policy, fractions, spare, order, avoid)
+    alloc = allocate(policy, fractions, spare, order, avoid, previous=previous)
     matrix: TrafficMatrix = {}
     for src in names:
         row = {dst: 0.0 for dst in names}

@@ -135,7 +135,7 @@ def rows(policy: Policy, moments: list[Moment]) -> Iterator[dict[str, Any]]:
         for d in evaluation.decisions:
             log = d.to_log()
             yield {
-                "t": t,
+                "t": int(t) if t.is_integer() else t,
                 "region": d.region,
                 "state": log["state_after"],
                 "serving_fraction": log["serving_fraction_after"],
