@@ -26,6 +26,14 @@ def _show(value: Any) -> str:
     return json.dumps(value, separators=(", ", ": "))
 
 
+def _given(value: Any) -> Any:
+    """The parts of a value that say something: no nulls, no empty mappings."""
+    if isinstance(value, dict):
+        pruned = {k: _given(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v is not None and v != {}}
+    return value
+
+
 def _named(items: list[Any]) -> dict[str, Any] | None:
     """A list of mappings with unique 'name's, keyed by name; None when the list is not like that."""
     if not items or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
@@ -44,7 +52,9 @@ def _walk(old: Any, new: Any, path: str, out: list[str]) -> None:
                 out.append(f"{path}: removed {'region ' if path == 'regions' else ''}{key}")
             elif key not in old:
                 out.append(
-                    f"{path}: added {key} {_show(new[key])}" if path != "regions" else f"regions: added region {key}"
+                    f"{path}: added {key} {_show(_given(new[key]))}"
+                    if path != "regions"
+                    else f"regions: added region {key}"
                 )
             else:
                 _walk(old[key], new[key], sub, out)
@@ -57,8 +67,8 @@ def _walk(old: Any, new: Any, path: str, out: list[str]) -> None:
                     out.append(f"{path}: removed {name}")
             for name, item in b.items():
                 if name not in a:
-                    given = {k: v for k, v in item.items() if k != "name" and v is not None}
-                    out.append(f"{path}: added {name} {_show(given)}")
+                    given = _given({k: v for k, v in item.items() if k != "name"})
+                    out.append(f"{path}: added {name}" + (f" {_show(given)}" if given else ""))
                 else:
                     _walk(a[name], item, f"{path}[{name}]", out)
             if [n for n in a if n in b] != [n for n in b if n in a]:
