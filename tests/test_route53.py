@@ -1,0 +1,202 @@
+"""The Route 53 reconciler against moto server over HTTP: both topologies, diffing, ownership, drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from dns_fixtures import make_policy
+from structlog.testing import capture_logs
+
+from trafficd import records as rec
+from trafficd.model import identity_matrix
+from trafficd.policy import Policy
+from trafficd.route53 import Reconciler, bootstrap
+
+REGIONS = ["us-east", "eu-west", "ap-southeast"]
+DRAIN_US = {
+    "us-east": {"us-east": 0.25, "eu-west": 0.75, "ap-southeast": 0.0},
+    "eu-west": {"us-east": 0.0, "eu-west": 1.0, "ap-southeast": 0.0},
+    "ap-southeast": {"us-east": 0.0, "eu-west": 0.0, "ap-southeast": 1.0},
+}
+
+
+def zone_sets(route53: Any, zone_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = route53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    return out
+
+
+def upsert(route53: Any, zone_id: str, rrset: dict[str, Any]) -> None:
+    batch = {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset}]}
+    route53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)
+
+
+def weights(route53: Any, zone_id: str, name: str) -> dict[str, int]:
+    return {
+        s["SetIdentifier"]: s["Weight"]
+        for s in zone_sets(route53, zone_id)
+        if rec.normalize_name(s["Name"]) == name and "Weight" in s
+    }
+
+
+@pytest.fixture
+def policy(hosted_zone: dict[str, str], moto: Any) -> Policy:
+    return make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url)
+
+
+def test_bootstrap_creates_latency_aliases_and_pools(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """Bootstrap writes one latency alias per region and a pool per region with full weight to its own endpoint."""
+    bootstrap(policy, route53)
+    sets = zone_sets(route53, hosted_zone["id"])
+    api = f"api.{hosted_zone['name']}"
+    aliases = {s["SetIdentifier"]: s for s in sets if s["Name"] == api}
+    assert set(aliases) == set(REGIONS)
+    assert aliases["eu-west"]["Region"] == "eu-west-1"
+    assert rec.normalize_name(aliases["eu-west"]["AliasTarget"]["DNSName"]) == f"eu-west.pool.{api}"
+    assert aliases["eu-west"]["AliasTarget"]["EvaluateTargetHealth"] is False
+    assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}") == {
+        "us-east-to-us-east": 255,
+        "us-east-to-eu-west": 0,
+        "us-east-to-ap-southeast": 0,
+    }
+    assert bootstrap(policy, route53).status == "no_changes"
+
+
+def test_reconcile_applies_only_the_difference_then_nothing(
+    policy: Policy, route53: Any, hosted_zone: dict[str, str]
+) -> None:
+    """Draining us-east changes exactly its pool's two differing members; a second reconcile makes no API write."""
+    bootstrap(policy, route53)
+    r = Reconciler(policy, route53)
+    with capture_logs() as logs:
+        first = r.reconcile(DRAIN_US, dry_run=False)
+    assert first.status == "applied"
+    assert {c.after.set_identifier: c.after.weight for c in first.changes} == {
+        "us-east-to-us-east": 64,
+        "us-east-to-eu-west": 191,
+    }
+    applied = [e for e in logs if e["event"] == "route53.changes_applied"]
+    assert len(applied) == 1 and applied[0]["change_id"] == first.change_id
+    assert applied[0]["changes"][0]["before"]["weight"] in (255, 0)
+    api = f"api.{hosted_zone['name']}"
+    assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}")["us-east-to-eu-west"] == 191
+    second = r.reconcile(DRAIN_US, dry_run=False)
+    assert second.status == "no_changes" and second.api_calls == 1  # one list, no change call
+
+
+def test_dry_run_writes_nothing(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """A dry run reports the batch it would send and leaves the records unchanged."""
+    bootstrap(policy, route53)
+    before = zone_sets(route53, hosted_zone["id"])
+    with capture_logs() as logs:
+        result = Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=True)
+    assert result.status == "dry_run" and len(result.changes) == 2
+    assert any(e["event"] == "route53.changes_planned" for e in logs)
+    assert zone_sets(route53, hosted_zone["id"]) == before
+
+
+def test_plain_weighted_topology(hosted_zone: dict[str, str], moto: Any, route53: Any) -> None:
+    """The weighted topology keeps one record per region whose weight follows the matrix's column sums."""
+    policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, topology="weighted")
+    bootstrap(policy, route53)
+    api = f"api.{hosted_zone['name']}"
+    assert weights(route53, hosted_zone["id"], api) == {"us-east": 255, "eu-west": 255, "ap-southeast": 255}
+    result = Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=False)
+    assert result.status == "applied"
+    # column sums 0.25, 1.75, 1.0 → scaled so the largest is 255
+    assert weights(route53, hosted_zone["id"], api) == {"us-east": 36, "eu-west": 255, "ap-southeast": 146}
+
+
+def test_records_not_owned_are_never_modified(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """A foreign SetIdentifier in our pool and an unrelated record survive reconciles unchanged."""
+    zid, api = hosted_zone["id"], f"api.{hosted_zone['name']}"
+    foreign = {
+        "Name": f"us-east.pool.{api}",
+        "Type": "CNAME",
+        "SetIdentifier": "manual-canary",
+        "Weight": 7,
+        "TTL": 30,
+        "ResourceRecords": [{"Value": "canary.example.net"}],
+    }
+    unrelated = {
+        "Name": f"www.{hosted_zone['name']}",
+        "Type": "A",
+        "TTL": 300,
+        "ResourceRecords": [{"Value": "192.0.2.1"}],
+    }
+    upsert(route53, zid, foreign)
+    upsert(route53, zid, unrelated)
+    bootstrap(policy, route53)
+    r = Reconciler(policy, route53)
+    r.reconcile(DRAIN_US, dry_run=False)
+    r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    sets = zone_sets(route53, zid)
+    assert [s for s in sets if s.get("SetIdentifier") == "manual-canary"] == [foreign]
+    assert [s for s in sets if s["Name"] == f"www.{hosted_zone['name']}"] == [unrelated]
+
+
+def test_invalid_batch_is_refused_before_sending(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """A pool that already holds a simple record would mix routing types: we refuse, though moto would accept."""
+    zid, api = hosted_zone["id"], f"api.{hosted_zone['name']}"
+    upsert(
+        route53,
+        zid,
+        {"Name": f"eu-west.pool.{api}", "Type": "CNAME", "TTL": 60, "ResourceRecords": [{"Value": "x.example.net"}]},
+    )
+    before = zone_sets(route53, zid)
+    with capture_logs() as logs:
+        result = Reconciler(policy, route53).reconcile(identity_matrix(REGIONS), dry_run=False)
+    assert result.status == "rejected"
+    assert any("mixed routing types" in p for p in result.problems)
+    assert [e["source"] for e in logs if e["event"] == "route53.batch_rejected"] == ["validation"]
+    assert zone_sets(route53, zid) == before
+
+
+def _hand_edit(route53: Any, hosted_zone: dict[str, str], weight: int) -> None:
+    api = f"api.{hosted_zone['name']}"
+    upsert(
+        route53,
+        hosted_zone["id"],
+        {
+            "Name": f"ap-southeast.pool.{api}",
+            "Type": "CNAME",
+            "SetIdentifier": "ap-southeast-to-us-east",
+            "Weight": weight,
+            "TTL": 60,
+            "ResourceRecords": [{"Value": "us-east.lb.example.net."}],
+        },
+    )
+
+
+def test_drift_is_corrected_when_policy_says_correct(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """A weight changed by hand is logged with before/after and written back."""
+    bootstrap(policy, route53)
+    r = Reconciler(policy, route53)
+    assert r.reconcile(identity_matrix(REGIONS), dry_run=False).status == "no_changes"
+    _hand_edit(route53, hosted_zone, 40)
+    with capture_logs() as logs:
+        result = r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    drift = [e for e in logs if e["event"] == "route53.drift_detected"]
+    assert len(drift) == 1 and drift[0]["action"] == "correct"
+    assert drift[0]["before"]["weight"] == 0 and drift[0]["after"]["weight"] == 40
+    assert result.status == "applied" and [c.after.weight for c in result.changes] == [0]
+    api = f"api.{hosted_zone['name']}"
+    assert weights(route53, hosted_zone["id"], f"ap-southeast.pool.{api}")["ap-southeast-to-us-east"] == 0
+
+
+def test_drift_is_respected_when_policy_says_respect(hosted_zone: dict[str, str], moto: Any, route53: Any) -> None:
+    """With drift: respect, a hand-edited record is logged once and left alone while other records still follow."""
+    policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, drift="respect")
+    bootstrap(policy, route53)
+    r = Reconciler(policy, route53)
+    r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    _hand_edit(route53, hosted_zone, 40)
+    with capture_logs() as logs:
+        first = r.reconcile(identity_matrix(REGIONS), dry_run=False)
+        second = r.reconcile(DRAIN_US, dry_run=False)
+    assert [e["action"] for e in logs if e["event"] == "route53.drift_detected"] == ["respect"]
+    assert first.status == "no_changes"
+    assert second.status == "applied"
+    api = f"api.{hosted_zone['name']}"
+    assert weights(route53, hosted_zone["id"], f"ap-southeast.pool.{api}")["ap-southeast-to-us-east"] == 40
+    assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}")["us-east-to-eu-west"] == 191
