@@ -47,6 +47,7 @@ def test_order_is_fixed_and_named() -> None:
     assert [name for name, _ in guards.ORDER] == [
         "frozen",
         "override",
+        "never_drain",
         "fail_open",
         "cooldown",
         "max_drained",
@@ -234,3 +235,12 @@ def test_cooldown_from_state_holds_through_evaluate() -> None:
     )
     ev = evaluate(p, st, frame(slow("us-east"), good("eu-west")), Overrides(), 10.0)
     assert ev.decision("us-east").fraction_after == 0.5 and ev.decision("us-east").decided_by == "cooldown"
+
+
+def test_never_drain_vetoes_automatic_drains_only() -> None:
+    """A region in guards.never_drain keeps serving while breaching, but an on-call drain still moves it."""
+    p = make_policy(guards={"never_drain": ["us-east"]})
+    final, events = apply_guards(ctx(p), plan(us_east=(1.0, 0.5)))
+    assert final["us-east"].desired == 1.0 and [e.guard for e in events] == ["never_drain"]
+    final, _ = apply_guards(ctx(p, overrides=Overrides(by_region={"us-east": drain("us-east", 1e12)})), plan())
+    assert final["us-east"].desired == 0.5

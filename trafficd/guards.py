@@ -6,7 +6,8 @@ A guard may only veto or shrink a move (never invent a bigger one), except `over
 `fail_open` (ramp back) and `never_all_zero` (keeps one region serving).
 
 Order (see docs/judge.md for why it differs slightly from the list in DESIGN §5):
-frozen · override · fail_open · cooldown · max_drained · min_serving_regions · capacity · never_all_zero.
+frozen · override · never_drain · fail_open · cooldown · max_drained · min_serving_regions · capacity ·
+never_all_zero.
 
 A region counts as *shedding* when its fraction is below 1 (max_drained) and as *serving* when it is above 0
 (min_serving_regions). Overrides given with --force bypass freeze, max_drained and min_serving_regions; other
@@ -79,10 +80,11 @@ Guard = Callable[[GuardContext, Plan], tuple[Plan, list[GuardEvent]]]
 
 def _bite(plan: Plan, region: str, guard: str, allowed: float, reason: str) -> GuardEvent:
     p = plan[region]
+    allowed = p.before if abs(allowed - p.before) <= EPS else tidy(allowed)  # holding keeps the exact value
     plan[region] = replace(
-        p, desired=tidy(allowed), decided_by=guard, reasons=(*p.reasons, reason), guards=(*p.guards, guard)
+        p, desired=allowed, decided_by=guard, reasons=(*p.reasons, reason), guards=(*p.guards, guard)
     )
-    return GuardEvent(guard, region, p.desired, tidy(allowed), reason)
+    return GuardEvent(guard, region, p.desired, allowed, reason)
 
 
 def _override(ctx: GuardContext, region: str) -> Override | None:
@@ -113,8 +115,8 @@ def step_towards(policy: Policy, before: float, target: float) -> float:
     step = policy.ramp.max_step
     floor = policy.ramp.min_fraction
     if target < before:
-        return tidy(before if before <= floor else max(floor, target, before - step))
-    return tidy(min(1.0, target, before + step))
+        return before if before <= floor else tidy(max(floor, target, before - step))
+    return before if before >= 1.0 else tidy(min(1.0, target, before + step))
 
 
 # ---------------------------------------------------------------- the guards
@@ -148,12 +150,24 @@ def override(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
+def never_drain(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Regions listed in `guards.never_drain` never shed automatically (an on-call drain still works)."""
+    events = []
+    for r in ctx.policy.guards.never_drain:
+        p = plan.get(r)
+        if p is None or _override(ctx, r) is not None or p.desired >= p.before - EPS:
+            continue
+        why = "never_drain: the policy forbids draining this region automatically"
+        events.append(_bite(plan, r, "never_drain", p.before, why))
+    return plan, events
+
+
 def fail_open(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     """Too many regions breaching at once is a global or probe problem: drain nothing, ramp back."""
     names = ctx.policy.region_names
     breaching = [r for r in names if ctx.verdicts.get(r) == BREACH]
     share = len(breaching) / len(names)
-    if not breaching or share < ctx.policy.guards.fail_open_share - EPS:
+    if not breaching or share < ctx.policy.guards.fail_open_share - EPS or ctx.overrides.freeze is not None:
         return plan, []
     why = (
         f"fail open: {len(breaching)} of {len(names)} regions breaching "
@@ -255,6 +269,7 @@ def never_all_zero(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent
 ORDER: tuple[tuple[str, Guard], ...] = (
     ("frozen", frozen),
     ("override", override),
+    ("never_drain", never_drain),
     ("fail_open", fail_open),
     ("cooldown", cooldown),
     ("max_drained", max_drained),

@@ -22,7 +22,7 @@ from typing import Any
 from trafficd import guards, planner
 from trafficd.judge_state import ControllerState, Phase, RegionState
 from trafficd.model import Overrides, RegionEvidence, RegionStateName, TrafficMatrix
-from trafficd.planner import EPS, tidy
+from trafficd.planner import EPS
 from trafficd.policy import FastRule, Policy
 
 __all__ = ["ControllerState", "Decision", "Evaluation", "Phase", "RegionState", "Verdict", "evaluate", "verdict"]
@@ -317,7 +317,7 @@ def evaluate(
                 state_before=prev[r].name,
                 state_after=name,
                 fraction_before=before,
-                fraction_after=tidy(after),
+                fraction_after=after,
                 weights_before=dict(state.matrix.get(r) or _identity_row(names, r)),
                 weights_after=dict(matrix[r]),
                 decided_by=p.decided_by,
