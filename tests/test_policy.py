@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from trafficd.policy import (
     Policy,
@@ -17,7 +19,7 @@ from trafficd.policy import (
     parse_percent,
     parse_policy,
 )
-from trafficd.policy_load import is_secret_key
+from trafficd.policy_load import concrete_types, is_secret_key
 
 ROOT = Path(__file__).parent.parent
 MINIMAL = (ROOT / "policies" / "minimal.yaml").read_text()
@@ -334,3 +336,26 @@ def test_deadlines_for_merges_region_then_model() -> None:
     )
     d = parse_policy(text).policy.deadlines_for("eu-west", "llama-3.1-8b-instruct")
     assert (d.connect, d.first_token, d.gap, d.total) == (5.0, 10.0, 10.0, 60.0)
+
+
+def _field_paths(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path
+        for tp in concrete_types(info.annotation):
+            if typing.get_origin(tp) is list:
+                inner, sub = concrete_types(typing.get_args(tp)[0])[0], f"{path}[]."
+            elif typing.get_origin(tp) is dict:
+                inner, sub = concrete_types(typing.get_args(tp)[1])[0], f"{path}.<name>."
+            else:
+                inner, sub = tp, f"{path}."
+            if isinstance(inner, type) and issubclass(inner, BaseModel) and inner.__name__ != "DeadlinesOverride":
+                yield from _field_paths(inner, sub)
+
+
+def test_docs_name_every_field() -> None:
+    """docs/policy.md has a row for every field of the schema (deadline overrides are one row per place)."""
+    docs = (ROOT / "docs" / "policy.md").read_text()
+    paths = [p for p in _field_paths(Policy, "") if not p.startswith("regions.<name>.models[]")]
+    assert len(paths) > 90
+    assert [p for p in paths if f"`{p}" not in docs] == []

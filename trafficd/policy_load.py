@@ -255,13 +255,13 @@ def _reference_fields(model: type[BaseModel] | None) -> list[str]:
 # ---------------------------------------------------------------- pydantic errors → problems
 
 
-def _unwrap(tp: Any) -> list[Any]:
+def concrete_types(tp: Any) -> list[Any]:
     """The concrete types an annotation can hold (Optional and Annotated removed)."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
+        return concrete_types(typing.get_args(tp)[0])
     if origin is Union or origin is types.UnionType:
-        return [t for arg in typing.get_args(tp) for t in _unwrap(arg) if t is not type(None)]
+        return [t for arg in typing.get_args(tp) for t in concrete_types(arg) if t is not type(None)]
     return [tp]
 
 
@@ -273,11 +273,11 @@ def model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
         for tp in current:
             if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
                 if part in tp.model_fields:
-                    nxt += _unwrap(tp.model_fields[part].annotation)
+                    nxt += concrete_types(tp.model_fields[part].annotation)
             elif typing.get_origin(tp) is list and isinstance(part, int):
-                nxt += _unwrap(typing.get_args(tp)[0])
+                nxt += concrete_types(typing.get_args(tp)[0])
             elif typing.get_origin(tp) is dict and isinstance(part, str):
-                nxt += _unwrap(typing.get_args(tp)[1])
+                nxt += concrete_types(typing.get_args(tp)[1])
         current = nxt
     models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
     return models[0] if models else None
@@ -291,12 +291,12 @@ def _field_homes(model: type[BaseModel]) -> dict[str, list[str]]:
     def walk(m: type[BaseModel], prefix: str, depth: int) -> None:
         for name, info in m.model_fields.items():
             out.setdefault(name, []).append(prefix or "the top level")
-            for tp in _unwrap(info.annotation):
+            for tp in concrete_types(info.annotation):
                 path, inner = (f"{prefix}.{name}" if prefix else name), tp
                 if typing.get_origin(tp) is list:
-                    path, inner = path + "[]", _unwrap(typing.get_args(tp)[0])[0]
+                    path, inner = path + "[]", concrete_types(typing.get_args(tp)[0])[0]
                 elif typing.get_origin(tp) is dict:
-                    path, inner = path + ".<name>", _unwrap(typing.get_args(tp)[1])[0]
+                    path, inner = path + ".<name>", concrete_types(typing.get_args(tp)[1])[0]
                 if isinstance(inner, type) and issubclass(inner, BaseModel) and depth < 8:
                     walk(inner, path, depth + 1)
 
