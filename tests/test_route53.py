@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import yaml
 from dns_fixtures import make_policy
 from structlog.testing import capture_logs
 
 from trafficd import records as rec
+from trafficd.cli import main
 from trafficd.model import identity_matrix
 from trafficd.policy import Policy
 from trafficd.route53 import Reconciler, bootstrap
@@ -200,3 +203,70 @@ def test_drift_is_respected_when_policy_says_respect(hosted_zone: dict[str, str]
     api = f"api.{hosted_zone['name']}"
     assert weights(route53, hosted_zone["id"], f"ap-southeast.pool.{api}")["ap-southeast-to-us-east"] == 40
     assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}")["us-east-to-eu-west"] == 191
+
+
+def _policy_file(tmp_path: Any, policy: Policy) -> str:
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy.model_dump(mode="json", exclude_none=True)))
+    return str(path)
+
+
+def test_dns_show_reports_weights_per_region(
+    policy: Policy, route53: Any, hosted_zone: dict[str, str], tmp_path: Any, capsys: Any
+) -> None:
+    """`trafficd dns show --json` gives each region's latency record, pool weights and shares, and foreign records."""
+    bootstrap(policy, route53)
+    Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=False)
+    api = f"api.{hosted_zone['name']}"
+    upsert(
+        route53,
+        hosted_zone["id"],
+        {
+            "Name": api,
+            "Type": "CNAME",
+            "SetIdentifier": "hand",
+            "Region": "sa-east-1",
+            "AliasTarget": {
+                "HostedZoneId": hosted_zone["id"],
+                "DNSName": f"eu-west.pool.{api}",
+                "EvaluateTargetHealth": False,
+            },
+        },
+    )
+    capsys.readouterr()
+    assert main(["dns", "show", "--policy", _policy_file(tmp_path, policy), "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    us = view["regions"]["us-east"]
+    assert us["latency"]["region"] == "us-east-1"
+    assert us["members"]["eu-west"] == {"weight": 191, "share": 0.749, "values": ["eu-west.lb.example.net."]}
+    assert view["matrix"]["eu-west"]["eu-west"] == 1.0
+    assert [r["set_identifier"] for r in view["not_owned"]] == ["hand"]
+    assert main(["dns", "show", "--policy", _policy_file(tmp_path, policy)]) == 0
+    assert "to eu-west" in capsys.readouterr().out
+
+
+def test_dns_plan_writes_nothing(
+    policy: Policy, route53: Any, hosted_zone: dict[str, str], tmp_path: Any, capsys: Any
+) -> None:
+    """`trafficd dns plan` lists the batch for a matrix file, or for healthy weights, and changes no record."""
+    bootstrap(policy, route53)
+    before = zone_sets(route53, hosted_zone["id"])
+    pfile = _policy_file(tmp_path, policy)
+    capsys.readouterr()
+    assert main(["dns", "plan", "--policy", pfile]) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+    mfile = tmp_path / "matrix.json"
+    mfile.write_text(json.dumps(DRAIN_US))
+    assert main(["dns", "plan", "--policy", pfile, "--matrix-file", str(mfile), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(c["after"]["weight"] for c in out["changes"]) == [64, 191]
+    assert zone_sets(route53, hosted_zone["id"]) == before
+
+
+def test_dns_commands_exit_78_on_a_bad_policy(tmp_path: Any, capsys: Any) -> None:
+    """An invalid policy file makes every dns command exit 78 (EX_CONFIG) before any Route 53 call."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\n")
+    for cmd in ("show", "plan", "bootstrap"):
+        assert main(["dns", cmd, "--policy", str(bad)]) == 78
+    assert "bad.yaml" in capsys.readouterr().err

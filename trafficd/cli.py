@@ -18,6 +18,7 @@ EX_CONFIG = 78
 COMMAND_MODULES = (
     "trafficd.daemons",
     "trafficd.demo",
+    "trafficd.dns_cli",
     "trafficd.overrides",
     "trafficd.policy_cli",
     "trafficd.probe_cli",
