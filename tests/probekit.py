@@ -1,9 +1,8 @@
 """Scripted OpenAI-compatible workers (real aiohttp servers on loopback) and policy builders for the probe tests.
 
-`ScriptedWorker` serves `POST /{scenario}/v1/chat/completions`; each scenario is one way a worker can behave
-(stall, drip, error body, close mid-stream, role-only chunk long before content, …). It records the requests'
-headers so tests can check what was sent.
-"""
+`ScriptedWorker` serves `POST /{scenario}/v1/chat/completions` (and `/v1/chat/completions` as `ok`); each
+scenario is one way a worker can behave (stall, drip, error body, close mid-stream, role-only chunk long before
+content, …). It records the requests' headers so tests can check what was sent."""
 
 from __future__ import annotations
 
@@ -187,17 +186,19 @@ class ScriptedWorker:
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             self.arrivals.append(asyncio.get_running_loop().time())
-            self.scenarios_seen.append(request.match_info["scenario"])
+            scenario = request.match_info.get("scenario", "ok")
+            self.scenarios_seen.append(scenario)
             self.headers.append(dict(request.headers))
             self.bodies.append(await request.json())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                return await handlers[request.match_info["scenario"]](request)
+                return await handlers[scenario](request)
             finally:
                 self.in_flight -= 1
 
         app.router.add_post("/{scenario}/v1/chat/completions", dispatch)
+        app.router.add_post("/v1/chat/completions", dispatch)  # the base URL behaves like /ok
         return app
 
     async def start(self, ssl_context: Any = None, host: str = "127.0.0.1") -> ScriptedWorker:

@@ -16,6 +16,7 @@ EX_CONFIG = 78
 
 # Modules that add sub-commands (keep sorted; each owns its commands, its handlers and their tests).
 COMMAND_MODULES = (
+    "trafficd.bench.probe",
     "trafficd.daemons",
     "trafficd.demo",
     "trafficd.dns_cli",
