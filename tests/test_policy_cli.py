@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+import structlog
 import yaml
 
 from trafficd import cli
@@ -19,6 +21,14 @@ ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "policies" / "example.yaml"
 MINIMAL = ROOT / "policies" / "minimal.yaml"
 INVALID = Path(__file__).parent / "policies"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """cli.main configures structlog to print to this test's captured stdout; put the old config back after."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -102,7 +102,8 @@ def test_comment_only_edit_keeps_hash_and_calls_no_listener(policy_file: Path) -
     assert logs[0]["old_hash"] == logs[0]["new_hash"] and calls == []
     old_hash = holder.hash
     policy_file.write_text(MINIMAL + "ramp:\n  max_step: 10%\n")
-    assert holder.reload() is True
+    with capture_logs():
+        assert holder.reload() is True
     assert calls == [(old_hash, holder.hash)]
 
 
@@ -181,9 +182,11 @@ async def test_sighup_reloads_in_process(policy_file: Path) -> None:
     install_sighup(loop, holder)
     try:
         await asyncio.to_thread(policy_file.write_text, MINIMAL + "slo:\n  error_rate: 2%\n")
-        os.kill(os.getpid(), signal.SIGHUP)
-        await asyncio.wait_for(changed.wait(), timeout=5)
+        with capture_logs() as logs:
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.wait_for(changed.wait(), timeout=5)
         assert holder.policy.slo.error_rate == 0.02 and holder.reloads == 1
+        assert [e["event"] for e in logs] == ["policy.reloaded"]
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
 
