@@ -11,7 +11,7 @@ from dns_fixtures import make_policy
 from structlog.testing import capture_logs
 
 from trafficd import records as rec
-from trafficd.cli import main
+from trafficd.cli import build_parser
 from trafficd.model import identity_matrix
 from trafficd.policy import Policy
 from trafficd.route53 import Reconciler, bootstrap
@@ -205,6 +205,13 @@ def test_drift_is_respected_when_policy_says_respect(hosted_zone: dict[str, str]
     assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}")["us-east-to-eu-west"] == 191
 
 
+def cli(argv: list[str]) -> int:
+    """Run a `trafficd` sub-command in-process without re-configuring structlog (cli.main would)."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
 def _policy_file(tmp_path: Any, policy: Policy) -> str:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy.model_dump(mode="json", exclude_none=True)))
@@ -234,14 +241,14 @@ def test_dns_show_reports_weights_per_region(
         },
     )
     capsys.readouterr()
-    assert main(["dns", "show", "--policy", _policy_file(tmp_path, policy), "--json"]) == 0
+    assert cli(["dns", "show", "--policy", _policy_file(tmp_path, policy), "--json"]) == 0
     view = json.loads(capsys.readouterr().out)
     us = view["regions"]["us-east"]
     assert us["latency"]["region"] == "us-east-1"
     assert us["members"]["eu-west"] == {"weight": 191, "share": 0.749, "values": ["eu-west.lb.example.net."]}
     assert view["matrix"]["eu-west"]["eu-west"] == 1.0
     assert [r["set_identifier"] for r in view["not_owned"]] == ["hand"]
-    assert main(["dns", "show", "--policy", _policy_file(tmp_path, policy)]) == 0
+    assert cli(["dns", "show", "--policy", _policy_file(tmp_path, policy)]) == 0
     assert "to eu-west" in capsys.readouterr().out
 
 
@@ -253,11 +260,11 @@ def test_dns_plan_writes_nothing(
     before = zone_sets(route53, hosted_zone["id"])
     pfile = _policy_file(tmp_path, policy)
     capsys.readouterr()
-    assert main(["dns", "plan", "--policy", pfile]) == 0
+    assert cli(["dns", "plan", "--policy", pfile]) == 0
     assert capsys.readouterr().out.strip() == "no changes"
     mfile = tmp_path / "matrix.json"
     mfile.write_text(json.dumps(DRAIN_US))
-    assert main(["dns", "plan", "--policy", pfile, "--matrix-file", str(mfile), "--json"]) == 0
+    assert cli(["dns", "plan", "--policy", pfile, "--matrix-file", str(mfile), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert sorted(c["after"]["weight"] for c in out["changes"]) == [64, 191]
     assert zone_sets(route53, hosted_zone["id"]) == before
@@ -268,5 +275,5 @@ def test_dns_commands_exit_78_on_a_bad_policy(tmp_path: Any, capsys: Any) -> Non
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\n")
     for cmd in ("show", "plan", "bootstrap"):
-        assert main(["dns", cmd, "--policy", str(bad)]) == 78
+        assert cli(["dns", cmd, "--policy", str(bad)]) == 78
     assert "bad.yaml" in capsys.readouterr().err

@@ -32,23 +32,19 @@ from trafficd import records as rec
 from trafficd.logs import get_logger
 from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy import Policy
+from trafficd.route53_outcome import ReconcileResult, Route53Error, classify, error_code, error_message
+
+__all__ = ["ReconcileResult", "Reconciler", "Route53Error", "bootstrap", "route53_client"]
 
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client
 
-THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"})
-REJECT_CODES = frozenset({"InvalidChangeBatch", "InvalidInput"})
-DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnrecognizedClientException"})
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 10.0
 FATAL_HOLD_S = 300.0  # a batch Route 53 refused (or we may not send) is not sent again before this
 PAGE_SIZE = 300
 
 log = get_logger("route53")
-
-
-class Route53Error(Exception):
-    """A Route 53 call that failed for good (the message names the call and the error code)."""
 
 
 def route53_client(policy: Policy, *, max_attempts: int = 3) -> Route53Client:
@@ -59,41 +55,6 @@ def route53_client(policy: Policy, *, max_attempts: int = 3) -> Route53Client:
         kwargs["endpoint_url"] = policy.dns.endpoint_url
     client: Route53Client = boto3.client("route53", **kwargs)
     return client
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    """What one reconcile did.
-
-    status: no_changes · applied · dry_run · pending (a change is propagating: held) · stuck (PENDING past
-    the timeout: held) · rejected (our validation or Route 53 refused the batch) · access_denied ·
-    throttled (retry budget spent) · error.
-    """
-
-    status: str
-    changes: tuple[rec.Change, ...] = ()
-    change_id: str | None = None
-    drift: tuple[rec.Drift, ...] = ()
-    problems: tuple[str, ...] = ()
-    deferred: int = 0
-    api_calls: int = 0
-    error: str | None = None
-
-    @property
-    def wrote(self) -> bool:
-        return self.status == "applied"
-
-    def to_log(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "changes": [c.to_log() for c in self.changes],
-            "change_id": self.change_id,
-            "drift": [d.to_log() for d in self.drift],
-            "problems": list(self.problems),
-            "deferred": self.deferred,
-            "api_calls": self.api_calls,
-            "error": self.error,
-        }
 
 
 @dataclass(slots=True)
@@ -109,12 +70,10 @@ class _Calls:
     n: int = 0
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-
-
-def _message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", ""))[:500]
+@dataclass(slots=True)
+class _Budget:
+    deadline_s: float
+    attempt: int = 0
 
 
 @dataclass
@@ -258,97 +217,107 @@ class Reconciler:
     # ------------------------------------------------------------ reconcile
 
     def reconcile(self, matrix: TrafficMatrix, *, dry_run: bool) -> ReconcileResult:
-        """List → drift → plan → validate → one UPSERT batch (see the module docstring)."""
+        """Hold while a change propagates; list → drift → plan → validate → one UPSERT batch."""
         calls = _Calls()
         state = self._poll_pending(calls)
         if state != "insync":
             return ReconcileResult(state, change_id=self.pending_change_id, api_calls=calls.n)
-        deadline = self.clock() + self.policy.dns.retry_budget
-        attempt = 0
+        budget = _Budget(self.clock() + self.policy.dns.retry_budget)
         drift: list[rec.Drift] = []
+        unknown: rec.Plan | None = None  # a batch sent whose outcome we could not see
         while True:
-            try:
-                zone = self.list_zone(calls)
-            except ClientError as exc:
-                result = self._fatal_or_none(exc, "ListResourceRecordSets", calls, drift, None)
-                if result is not None:
-                    return result
-                attempt += 1
-                if not self._backoff(attempt, deadline, "ListResourceRecordSets", _code(exc)):
-                    return self._exhausted(calls, drift)
-                continue
-            except (BotoCoreError, Route53Error) as exc:
-                attempt += 1
-                if isinstance(exc, Route53Error) or not self._backoff(
-                    attempt, deadline, "ListResourceRecordSets", type(exc).__name__
-                ):
-                    log.error("route53.request_failed", call="ListResourceRecordSets", error=str(exc)[:300])
-                    return ReconcileResult("error", drift=tuple(drift), api_calls=calls.n, error=str(exc)[:300])
-                continue
+            zone = self._read(calls, budget, drift)
+            if isinstance(zone, ReconcileResult):
+                return zone
             self._last_zone = zone
-            owned = self.owned(zone)
-            drift += self._drift(owned, matrix)
+            drift += self._drift(self.owned(zone), matrix)
             plan = rec.plan(self.policy, matrix, zone, respected=self._respected)
             dr, deferred = tuple(drift), plan.deferred
             if not plan.changes:
+                if unknown is not None:  # the re-read shows the ambiguous batch did land
+                    return self._applied(None, unknown, calls, drift)
                 log.debug("route53.no_changes", respected=["/".join(k) for k in plan.respected], api_calls=calls.n)
                 return ReconcileResult("no_changes", drift=dr, deferred=deferred, api_calls=calls.n)
+            changes_log = [c.to_log() for c in plan.changes]
             if not plan.ok:
                 log.error(
-                    "route53.batch_rejected",
-                    source="validation",
-                    problems=list(plan.problems),
-                    changes=[c.to_log() for c in plan.changes],
+                    "route53.batch_rejected", source="validation", problems=list(plan.problems), changes=changes_log
                 )
                 return ReconcileResult(
                     "rejected", plan.changes, drift=dr, problems=plan.problems, deferred=deferred, api_calls=calls.n
                 )
             if dry_run:
-                log.info(
-                    "route53.changes_planned",
-                    dry_run=True,
-                    changes=[c.to_log() for c in plan.changes],
-                    deferred=plan.deferred,
-                )
+                log.info("route53.changes_planned", dry_run=True, changes=changes_log, deferred=deferred)
                 return ReconcileResult("dry_run", plan.changes, drift=dr, deferred=deferred, api_calls=calls.n)
             fingerprint = repr(sorted(repr(c.after) for c in plan.changes))
             if self._held and self._held[0] == fingerprint and self.clock() < self._held[1]:
-                return self._held[2]
+                return self._held[2]  # refused before: not sent again until FATAL_HOLD_S has passed
+            result = self._send(plan, calls, budget, drift)
+            if result is None:
+                unknown = plan
+                continue
+            if result.status in ("rejected", "access_denied"):
+                self._held = (fingerprint, self.clock() + FATAL_HOLD_S, result)
+            return result
+
+    def _read(self, calls: _Calls, budget: _Budget, drift: list[rec.Drift]) -> list[Record] | ReconcileResult:
+        """The zone, retrying throttling and transport errors within the budget."""
+        call = "ListResourceRecordSets"
+        while True:
+            try:
+                return self.list_zone(calls)
+            except (ClientError, BotoCoreError) as exc:
+                if isinstance(exc, ClientError) and (result := self._fatal(exc, call, calls, drift, None)):
+                    return result
+                code = error_code(exc)
+            except Route53Error as exc:
+                log.error("route53.request_failed", call=call, error=str(exc)[:300])
+                return ReconcileResult("error", drift=tuple(drift), api_calls=calls.n, error=str(exc)[:300])
+            if not self._backoff(budget, call, code):
+                return self._exhausted(calls, drift)
+
+    def _send(self, plan: rec.Plan, calls: _Calls, budget: _Budget, drift: list[rec.Drift]) -> ReconcileResult | None:
+        """ChangeResourceRecordSets; throttling → retry the same batch; None when the outcome is unknown."""
+        call = "ChangeResourceRecordSets"
+        while True:
             try:
                 calls.n += 1
                 info = self.client.change_resource_record_sets(
                     HostedZoneId=self.zone_id,
                     ChangeBatch=rec.change_batch(plan.changes, self.zone_id),  # type: ignore[arg-type]
                 )["ChangeInfo"]
-            except ClientError as exc:
-                result = self._fatal_or_none(exc, "ChangeResourceRecordSets", calls, drift, plan)
-                if result is not None:
-                    if result.status in ("rejected", "access_denied"):
-                        self._held = (fingerprint, self.clock() + FATAL_HOLD_S, result)
+                return self._applied(info, plan, calls, drift)
+            except (ClientError, BotoCoreError) as exc:
+                code = error_code(exc)
+                if isinstance(exc, ClientError) and (result := self._fatal(exc, call, calls, drift, plan)):
                     return result
-                attempt += 1
+                ambiguous = classify(exc) == "ambiguous"
+                if ambiguous:
+                    log.warning("route53.outcome_unknown", call=call, code=code, action="re-read before retrying")
+            if ambiguous:
                 self._forget(plan)
-                if not self._backoff(attempt, deadline, "ChangeResourceRecordSets", _code(exc)):
-                    return self._exhausted(calls, drift)
-                continue
-            except BotoCoreError as exc:
-                attempt += 1
-                self._forget(plan)
-                log.warning("route53.outcome_unknown", error=type(exc).__name__, action="re-read before retrying")
-                if not self._backoff(attempt, deadline, "ChangeResourceRecordSets", type(exc).__name__):
-                    return self._exhausted(calls, drift)
-                continue
-            return self._applied(info, plan, calls, drift)
+            if not self._backoff(budget, call, code):
+                return self._exhausted(calls, drift)
+            if ambiguous:
+                return None
 
     def _applied(self, info: Any, plan: rec.Plan, calls: _Calls, drift: list[rec.Drift]) -> ReconcileResult:
-        change_id = str(info["Id"]).split("/")[-1]
-        status = str(info["Status"])
+        """Remember what we wrote; INSYNC now → verify, else hold the zone until GetChange says INSYNC.
+
+        `info` is None when the send's outcome was unknown and the re-read showed the batch applied: there
+        is no change id to poll, so nothing is held.
+        """
+        change_id = str(info["Id"]).split("/")[-1] if info else None
+        status = str(info["Status"]) if info else "unknown"
         for c in plan.changes:
             self._expected[c.after.key] = c.after
+        written = {c.after.key: c.after for c in plan.changes}
+        self._last_zone = [written.pop(r.key, r) for r in self._last_zone] + list(written.values())
         log.info(
             "route53.changes_applied",
             change_id=change_id,
             status=status,
+            confirmed_by="re-read" if info is None else "response",
             count=len(plan.changes),
             deferred=plan.deferred,
             changes=[c.to_log() for c in plan.changes],
@@ -357,7 +326,7 @@ class Reconciler:
         if status == "INSYNC":
             log.info("route53.change_insync", change_id=change_id, elapsed_s=0.0)
             self._verify()
-        else:
+        elif change_id is not None:
             self._pending = _Pending(change_id, now, now)
         return ReconcileResult(
             "applied", plan.changes, change_id, tuple(drift), deferred=plan.deferred, api_calls=calls.n
@@ -368,41 +337,34 @@ class Reconciler:
         for c in plan.changes:
             self._expected.pop(c.after.key, None)
 
-    def _fatal_or_none(
+    def _fatal(
         self, exc: ClientError, call: str, calls: _Calls, drift: list[rec.Drift], plan: rec.Plan | None
     ) -> ReconcileResult | None:
-        code, message = _code(exc), _message(exc)
+        """One error event and a result for rejected / denied / failed; None for throttled and ambiguous."""
+        kind, code, message = classify(exc), error_code(exc), error_message(exc)
         changes = plan.changes if plan else ()
-        if code in THROTTLE_CODES:
+        err = f"{code}: {message}"
+        if kind in ("throttled", "ambiguous"):
             return None
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if status >= 500 or code in ("ServiceUnavailable", "InternalFailure", "InternalError"):
-            log.warning("route53.outcome_unknown", call=call, code=code, action="re-read before retrying")
-            return None
-        if code in REJECT_CODES:
-            log.error(
-                "route53.batch_rejected",
-                source="route53",
-                code=code,
-                message=message,
-                changes=[c.to_log() for c in changes],
-            )
+        if kind == "rejected":
+            changes_log = [c.to_log() for c in changes]
+            log.error("route53.batch_rejected", source="route53", code=code, message=message, changes=changes_log)
             return ReconcileResult(
-                "rejected", changes, drift=tuple(drift), problems=(message,), api_calls=calls.n, error=code
+                "rejected", changes, drift=tuple(drift), problems=(message,), api_calls=calls.n, error=err
             )
-        if code in DENIED_CODES or status == 403:
+        if kind == "denied":
             log.error("route53.access_denied", call=call, code=code, message=message, zone_id=self.zone_id)
-            return ReconcileResult(
-                "access_denied", changes, drift=tuple(drift), api_calls=calls.n, error=f"{code}: {message}"
-            )
+            return ReconcileResult("access_denied", changes, drift=tuple(drift), api_calls=calls.n, error=err)
         log.error("route53.request_failed", call=call, code=code, message=message, zone_id=self.zone_id)
-        return ReconcileResult("error", changes, drift=tuple(drift), api_calls=calls.n, error=f"{code}: {message}")
+        return ReconcileResult("error", changes, drift=tuple(drift), api_calls=calls.n, error=err)
 
-    def _backoff(self, attempt: int, deadline: float, call: str, code: str) -> bool:
+    def _backoff(self, budget: _Budget, call: str, code: str) -> bool:
         """Sleep a capped, jittered delay if the budget allows it; False when it does not."""
+        budget.attempt += 1
+        attempt = budget.attempt
         cap = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
         delay = cap * (0.5 + 0.5 * self.rand())
-        left = deadline - self.clock()
+        left = budget.deadline_s - self.clock()
         if delay > left:
             return False
         log.warning(
