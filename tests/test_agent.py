@@ -147,3 +147,28 @@ async def test_missing_api_key_stops_the_agent_with_a_config_error(
     with capture_logs() as logs, pytest.raises(AgentConfigError, match="TRAFFICD_TEST_MISSING_KEY"):
         await run_agent(policy, "r1", stop=asyncio.Event(), sink=FakeSink())
     assert events(logs, "agent.config_failed") and not worker.arrivals
+
+
+class Holder:
+    """The PolicyHolder interface the agent reads: `.current` is the policy in force."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+
+async def test_reloaded_policy_applies_to_the_next_round(worker: ScriptedWorker) -> None:
+    """Swapping the holder's policy (new worker list, new probe settings) takes effect without a restart."""
+    first = make_policy([{"name": "old", "url": f"{worker.url}/ok"}], probe={"interval": "100ms"})
+    second = make_policy([{"name": "new", "url": f"{worker.url}/ok"}], probe={"interval": "100ms", "max_tokens": 7})
+    holder, sink, stop = Holder(first), FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_agent(holder, "r1", stop=stop, sink=sink, rng=random.Random(2)))
+        await wait_until(lambda: any(s.worker == "old" for s in sink.samples), what="a sample from the old list")
+        holder.current = second
+        await wait_until(lambda: any(s.worker == "new" for s in sink.samples), what="a sample from the new list")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert worker.bodies[-1]["max_tokens"] == 7
+    assert events(logs, "agent.prober_replaced")
+    hashes = {e["policy_hash"] for e in events(logs, "agent.round_completed")}
+    assert hashes == {first.hash, second.hash}

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from trafficd import metrics
 from trafficd.discovery import Discovery, WorkerRef
 from trafficd.logs import get_logger
-from trafficd.model import Sample
+from trafficd.model import REASONS, Sample
 from trafficd.policy import LoadedPolicy, Policy
 from trafficd.policy import Probe as ProbeConfig
 from trafficd.probe import ProbeConfigError, Prober, ProbeResult, Target
@@ -75,6 +75,7 @@ class _ProberSlot:
 
     prober: Prober
     cfg: ProbeConfig
+    sem: asyncio.Semaphore  # at most cfg.concurrency probes in flight
     users: int = 0
     retired: bool = False
 
@@ -128,7 +129,7 @@ class Agent:
             log.error("agent.config_failed", region=self.region, error=str(exc), kept="previous probe settings")
             self._slot.cfg = cfg  # don't retry every round; a later reload can fix it
             return self._slot
-        old, self._slot = self._slot, _ProberSlot(prober, cfg)
+        old, self._slot = self._slot, _ProberSlot(prober, cfg, asyncio.Semaphore(cfg.concurrency))
         if old is not None:
             log.info("agent.prober_replaced", region=self.region)
             old.retired = True
@@ -170,7 +171,6 @@ class Agent:
         policy = loaded.policy
         if self.region not in policy.regions:
             raise AgentConfigError(f"region {self.region!r} is not in the policy")
-        sem = asyncio.Semaphore(policy.probe.concurrency)
         await self._prober_for(policy.probe)
         discovery = policy.regions[self.region].discovery
         log.info(
@@ -198,7 +198,7 @@ class Agent:
                 slot = await self._prober_for(policy.probe)
                 workers = await self._workers(policy)
                 number += 1
-                self._spawn(self._round(number, loaded, workers, slot, sem))
+                self._spawn(self._round(number, loaded, workers, slot))
                 await self._heartbeat()
                 next_at += policy.probe.interval
                 next_at = max(next_at, loop.time())  # fell behind (e.g. a slow reload): no burst of rounds
@@ -208,9 +208,7 @@ class Agent:
             await self._shutdown(flusher)
             log.info("agent.stopped", region=self.region, agent_id=self.agent_id, rounds=number)
 
-    async def _round(
-        self, number: int, loaded: LoadedPolicy, workers: list[WorkerRef], slot: _ProberSlot, sem: asyncio.Semaphore
-    ) -> None:
+    async def _round(self, number: int, loaded: LoadedPolicy, workers: list[WorkerRef], slot: _ProberSlot) -> None:
         policy = loaded.policy
         loop = asyncio.get_running_loop()
         models = policy.models_for(self.region)
@@ -232,13 +230,14 @@ class Agent:
         slot.users += 1
         try:
             await asyncio.gather(
-                *(self._probe_one(rnd, t, self.rng.uniform(0.0, spread_s), slot_deadline, slot, sem) for t in targets)
+                *(self._probe_one(rnd, t, self.rng.uniform(0.0, spread_s), slot_deadline, slot) for t in targets)
             )
         finally:
             slot.users -= 1
             await self._close_if_idle(slot)
         ok = rnd.outcomes.get("ok", 0)
         skipped = rnd.outcomes.get("skipped", 0)
+        failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
         log.info(
             "agent.round_completed",
             region=self.region,
@@ -248,7 +247,7 @@ class Agent:
             models=rnd.models,
             probes=len(targets),
             ok=ok,
-            failed=len(targets) - ok - skipped,
+            failed=failed,
             skipped=skipped,
             outcomes=dict(sorted(rnd.outcomes.items())),
             duration_ms=round((loop.time() - rnd.started) * 1000.0, 1),
@@ -262,11 +261,12 @@ class Agent:
         delay_s: float,
         slot_deadline: float,
         slot: _ProberSlot,
-        sem: asyncio.Semaphore,
     ) -> None:
         await asyncio.sleep(delay_s)
         if self._stopping:
+            rnd.outcomes["not_started"] += 1  # the agent is stopping
             return
+        sem = slot.sem
         try:
             async with asyncio.timeout_at(slot_deadline):
                 await sem.acquire()

@@ -324,6 +324,9 @@ class Prober:
             allow_redirects=False,
         ) as resp:
             run.status = resp.status
+            if run.conn is not None and not run.conn.ready:  # headers prove a connection, traced or not
+                run.conn.ready = True
+                run.rearm()
             if not 200 <= resp.status < 300:
                 raise _Failed(_reason_for_status(resp.status), f"HTTP {resp.status}")
             if resp.content_type != "text/event-stream":
