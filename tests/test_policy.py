@@ -19,7 +19,7 @@ from trafficd.policy import (
     parse_percent,
     parse_policy,
 )
-from trafficd.policy_load import concrete_types, is_secret_key
+from trafficd.policy_errors import concrete_types, is_secret_key
 
 ROOT = Path(__file__).parent.parent
 MINIMAL = (ROOT / "policies" / "minimal.yaml").read_text()

@@ -5,8 +5,9 @@ numbers given as strings are rejected (strict mode), and cross-field rules are c
 Secrets are never written here: only the name of an environment variable or a credential file.
 
 `load_policy(path)` returns a `LoadedPolicy` or raises `PolicyError` carrying every problem found, each with the
-file, line, column, field path and reason (the YAML side lives in `policy_load.py`; checks across fields in
-`policy_checks.py`). See docs/policy.md for every field, its default, and the decisions behind the checks.
+file, line, column, field path and reason (YAML with positions in `policy_load.py`, messages in `policy_errors.py`,
+checks across fields in `policy_checks.py`). See docs/policy.md for every field, its default, and the decisions
+behind the checks.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from pydantic import (
     model_validator,
 )
 
+from trafficd.policy_errors import find_inline_secrets, problems_from
 from trafficd.policy_load import FieldProblems as FieldProblems
 from trafficd.policy_load import PolicyError as PolicyError
 from trafficd.policy_load import PolicyProblem as PolicyProblem
-from trafficd.policy_load import find_inline_secrets, problems_from, read_yaml, sort_problems
+from trafficd.policy_load import read_yaml, sort_problems
 from trafficd.policy_values import SCHEMA_VERSION as SCHEMA_VERSION
 from trafficd.policy_values import Duration as Duration
 from trafficd.policy_values import EnvName, Name, ShareBelowSlo, check_redis_url, check_url, check_version
