@@ -92,15 +92,24 @@ def test_missing_ttft_counts_as_at_least_the_total_time() -> None:
 @given(st.dictionaries(st.integers(0, 2 * sketch.MAX_INDEX + 5), st.integers(1, 70_000), max_size=50))
 def test_redis_encoding_round_trips_with_saturation(words: dict[int, int]) -> None:
     """The big-endian u16 string BITFIELD builds widens back to the same counts (saturated at 65535)."""
-    raw = sketch.encode_u16be(words)
-    assert Sketch.from_redis(raw).packed == sketch.pack_words({w: min(c, sketch.U16_MAX) for w, c in words.items()})
+    raw = sketch.encode_be(words)
+    assert Sketch.from_redis(raw) == Sketch.from_words({w: min(c, sketch.U16_MAX) for w, c in words.items()})
+
+
+@given(st.dictionaries(st.integers(0, 2 * sketch.MAX_INDEX + 5), st.integers(1, 2**32 + 5), max_size=50))
+def test_region_aggregate_u32_encoding_round_trips(words: dict[int, int]) -> None:
+    """The u32 region aggregate string widens back to the same counts (saturated at 2³² − 1)."""
+    raw = sketch.encode_be(words, 32)
+    expected = Sketch.from_words({w: min(c, 2**32 - 1) for w, c in words.items()})
+    assert Sketch.from_redis(raw, width_bits=32) == expected
+    assert Sketch.from_redis(sketch.to_u32be(expected), width_bits=32) == expected
 
 
 def test_slice_size_depends_on_the_largest_value_not_the_count() -> None:
     """Ten or ten thousand samples over the same range of values encode to the same number of bytes."""
     values = [100.0 + i for i in range(10)] + [30_000.0]
-    few = sketch.encode_u16be(sketch.increments([_sample(v) for v in values], 3000, 300))
-    many = sketch.encode_u16be(sketch.increments([_sample(v) for v in values * 1000], 3000, 300))
+    few = sketch.encode_be(sketch.increments([_sample(v) for v in values], 3000, 300))
+    many = sketch.encode_be(sketch.increments([_sample(v) for v in values * 1000], 3000, 300))
     assert len(few) == len(many)
     assert len(few) <= 2 * (sketch.word_of("ttft", sketch.bucket_index(30_000.0)) + 1)
 

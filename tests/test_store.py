@@ -133,6 +133,27 @@ async def test_detail_breaks_down_by_worker_model_and_window(policy: Policy, cli
     assert detail.series_newest_age_s[keys.series_id("w1", "m1")] > 9
 
 
+async def test_region_figures_are_the_exact_merge_of_its_series(policy: Policy, client: Any) -> None:
+    """The region aggregate written beside the series equals the merge of the per-series slices, bucket for bucket."""
+    now = time.time()
+    rng = random.Random(3)
+    sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
+    for _ in range(5):  # several batches, several slices, 2 workers × 2 models
+        await sink.write(
+            [
+                sample("r1", f"w{rng.randint(1, 2)}", f"m{rng.randint(1, 2)}", now - rng.uniform(0, 15),
+                       rng.lognormvariate(7, 1), ok=rng.random() > 0.05, ttft_ms=rng.uniform(50, 900))
+                for _ in range(200)
+            ]
+        )  # fmt: skip
+    await view.refresh(now)
+    win = view.regions["r1"]
+    raw = await view._read_series(now)
+    for sid, total in win.slices.items():
+        assert total == sketch.merge(sketch.Sketch.from_redis(b) for b in raw["r1"][sid].values() if b)
+    assert sum(t.n for t in win.slices.values()) == 1000
+
+
 async def test_keys_expire_and_share_their_region_hash_slot(policy: Policy, client: Any) -> None:
     """Every key written has a TTL a little over the longest window, and a region's keys share one cluster slot."""
     now = time.time()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from trafficd import keys, sketch
 from trafficd.model import Sample
-from trafficd.window import RegionWindow, WindowSpec, group, slice_of, window_stats
+from trafficd.window import RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
 
 SPEC = WindowSpec(slice_s=10.0, trip_s=60.0, long_s=300.0, skew_s=30.0)
 NOW = 1_000_000.0  # slice 100000 starts here
@@ -12,7 +12,7 @@ NOW = 1_000_000.0  # slice 100000 starts here
 
 def _raw(n: int, total_ms: float = 100.0, ok: bool = True) -> bytes:
     samples = [Sample("r", "w", "m", 0.0, ok, None if ok else "http_5xx", total_ms)] * n
-    return sketch.encode_u16be(sketch.increments(samples, 3000.0, None))
+    return sketch.encode_be(sketch.increments(samples, 3000.0, None))
 
 
 def test_first_plan_fetches_the_whole_long_window_and_the_next_only_changes() -> None:
@@ -24,12 +24,16 @@ def test_first_plan_fetches_the_whole_long_window_and_the_next_only_changes() ->
     assert plan.fetch == tuple(range(cur - 29, cur + 1))
     assert plan.rejected == 0
     for sid in plan.fetch:
-        win.apply(sid, {"w|m": _raw(5)})
+        win.apply(sid, _sk(_raw(5)))
     win.advance(NOW)
     index[cur] = 7
     index[cur + 1] = 2
     plan = win.plan(index, NOW + 10)
     assert plan.fetch == (cur, cur + 1)
+
+
+def _sk(raw: bytes) -> sketch.Sketch:
+    return sketch.Sketch.from_redis(raw)
 
 
 def test_window_sums_exactly_the_slices_in_its_span() -> None:
@@ -38,7 +42,7 @@ def test_window_sums_exactly_the_slices_in_its_span() -> None:
     cur = slice_of(NOW, SPEC.slice_s)
     for i in range(30):
         win.plan({cur - i: 1}, NOW)
-        win.apply(cur - i, {"w|m": _raw(1 + i)})
+        win.apply(cur - i, _sk(_raw(1 + i)))
     assert win.window(NOW, SPEC.trip_s).n == sum(1 + i for i in range(6))
     assert win.window(NOW, SPEC.long_s).n == sum(1 + i for i in range(30))
 
@@ -48,7 +52,7 @@ def test_old_slices_are_forgotten_as_time_passes() -> None:
     win = RegionWindow("r", SPEC)
     cur = slice_of(NOW, SPEC.slice_s)
     win.plan({cur: 3}, NOW)
-    win.apply(cur, {"w|m": _raw(3)})
+    win.apply(cur, _sk(_raw(3)))
     win.advance(NOW)
     later = NOW + SPEC.long_s + SPEC.slice_s
     win.advance(later)
@@ -75,7 +79,7 @@ def test_slice_within_skew_ahead_is_accepted() -> None:
     ahead = slice_of(NOW + 20, SPEC.slice_s)
     plan = win.plan({ahead: 4}, NOW)
     assert plan.fetch == (ahead,)
-    win.apply(ahead, {"w|m": _raw(4)})
+    win.apply(ahead, _sk(_raw(4)))
     assert win.window(NOW, SPEC.trip_s).n == 4
 
 
@@ -85,7 +89,7 @@ def test_late_arrivals_in_an_old_slice_are_rejected_and_counted() -> None:
     old = slice_of(NOW - 120, SPEC.slice_s)
     plan = win.plan({old: 3}, NOW)  # on start: accepted, part of the rebuilt window
     assert plan.fetch == (old,)
-    win.apply(old, {"w|m": _raw(3)})
+    win.apply(old, _sk(_raw(3)))
     win.advance(NOW)
     plan = win.plan({old: 8}, NOW + 10)
     assert (plan.fetch, plan.rejected, plan.rejected_late) == ((), 5, 5)
@@ -93,15 +97,34 @@ def test_late_arrivals_in_an_old_slice_are_rejected_and_counted() -> None:
 
 
 def test_group_merges_series_per_worker_and_per_model() -> None:
-    """Per-worker and per-model figures are exact merges of the worker × model series."""
-    per_series = {
-        keys.series_id("a", "m1"): sketch.Sketch.from_redis(_raw(2)),
-        keys.series_id("a", "m2"): sketch.Sketch.from_redis(_raw(3, ok=False)),
-        keys.series_id("b", "m1"): sketch.Sketch.from_redis(_raw(5, total_ms=4000)),
-    }
+    """Per-worker and per-model figures are exact merges of the worker × model series over the slices."""
+    per_series = merge_series(
+        [
+            {keys.series_id("a", "m1"): _raw(1), keys.series_id("a", "m2"): _raw(3, ok=False)},
+            {keys.series_id("a", "m1"): _raw(1), keys.series_id("b", "m1"): _raw(5, total_ms=4000)},
+            {keys.series_id("b", "m2"): None},
+        ]
+    )
+    assert set(per_series) == {"a|m1", "a|m2", "b|m1"}
     workers, models = group(per_series, "worker"), group(per_series, "model")
     assert {k: v.n for k, v in workers.items()} == {"a": 5, "b": 5}
     assert {k: v.n for k, v in models.items()} == {"m1": 7, "m2": 3}
     stats = window_stats(models["m1"], 60.0)
     assert (stats.n, stats.over_slo_fraction, stats.error_rate) == (7, 5 / 7, 0.0)
     assert window_stats(workers["a"], 60.0).error_rate == 3 / 5
+
+
+def test_slices_that_aged_out_of_the_window_are_not_counted_as_rejected() -> None:
+    """Index entries of slices older than the long window are remembered, not re-counted as late each time."""
+    win = RegionWindow("r", SPEC)
+    cur = slice_of(NOW, SPEC.slice_s)
+    index = {cur - i: 2 for i in range(45)}
+    for step in range(20):
+        now = NOW + step * SPEC.slice_s
+        index[cur + step] = 2
+        plan = win.plan(index, now)
+        for sid in plan.fetch:
+            win.apply(sid, _sk(_raw(2)))
+        win.advance(now)
+        assert plan.rejected == 0
+        assert win.window(now, SPEC.long_s).n == 2 * 30

@@ -5,6 +5,8 @@ heartbeats live in one slot: a writer's per-region pipeline (MULTI/EXEC) and a r
 one node. The prefix (`policy.redis.key_prefix`) comes first so that several deployments can share a server.
 
     {p}:{r}:s:{slice}:{worker}|{model}   string  dense u16 BITFIELD words of one series and one slice (sketch.py)
+    {p}:{r}:a:{slice}                    string  the same words as u32, summed over every series of the region
+                                                 (written in the same MULTI/EXEC: the region's exact merge)
     {p}:{r}:idx:{epoch}                  hash    slice id → samples written into that slice (change detection,
                                                  clock-skew accounting); one key per EPOCH_SLICES slices
     {p}:{r}:newest                       hash    worker|model → newest sample stamp of its latest batch (unix s)
@@ -33,6 +35,10 @@ def _region(prefix: str, region: str) -> str:
 
 def slice_key(prefix: str, region: str, slice_id: int, series: str) -> str:
     return f"{_region(prefix, region)}:s:{slice_id}:{series}"
+
+
+def region_slice_key(prefix: str, region: str, slice_id: int) -> str:
+    return f"{_region(prefix, region)}:a:{slice_id}"
 
 
 def epoch_of(slice_id: int) -> int:

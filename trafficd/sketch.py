@@ -17,8 +17,9 @@ values above MAX_MS in the last bucket (reported as MIN_MS and MAX_MS).
 
 In Redis a slice is a dense string of big-endian u16 words written with `BITFIELD ... OVERFLOW SAT INCRBY u16 #w`
 (`increments()` computes the words of a batch); the string only grows up to the highest bucket touched, so its size
-does not depend on the probe rate. In memory the words are widened to 32-bit fields packed into one Python int,
-so merging slices or workers is one big-integer addition (exact, no carries while every field stays < 2³²).
+does not depend on the probe rate. The region's aggregate slice holds the same words as u32 (it merges many series
+and must not saturate). In memory the even and the odd words are each spread into 32-bit fields of one
+Python int (one int per metric), so merging slices or workers is big-integer addition (exact, no carries below 2³²).
 
 A TTFT is always recorded: a probe that never produced a first token has a TTFT of at least its total time, so
 `ttft_ms or total_ms` is used (a lower bound, which is the safe side for an "over the SLO" count).
@@ -39,7 +40,7 @@ from trafficd.model import Sample
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(GAMMA)
-MIN_MS = 1.0
+MIN_MS = 5.0  # percentiles below 5 ms read as 5 ms: no LLM probe is that fast, and every bucket costs memory
 MAX_MS = 1_000_000.0  # 1,000 s: longer than any probe deadline
 MAX_INDEX = math.ceil(math.log(MAX_MS / MIN_MS) / _LOG_GAMMA)
 HEADER_WORDS = 4
@@ -93,63 +94,102 @@ def increments(samples: Iterable[Sample], total_threshold_ms: float, ttft_thresh
     return words
 
 
-def widen_u16be(raw: bytes) -> int:
-    """Big-endian u16 words (a Redis BITFIELD string) → one int of little-endian 32-bit fields."""
+# Masks selecting every other 16-bit word of an int: the even words land in 32-bit fields (no carries on merge).
+_EVEN_MASK = int.from_bytes(b"\xff\xff\x00\x00" * (MAX_INDEX + HEADER_WORDS + 2), "little")
+
+
+def split_u16be(raw: bytes) -> tuple[int, int]:
+    """Big-endian u16 words (a Redis BITFIELD string) → (even words, odd words), each as 32-bit fields."""
     if len(raw) % 2:
         raw = raw + b"\x00"
-    wide = bytearray(len(raw) * 2)
-    wide[0::4] = raw[1::2]
-    wide[1::4] = raw[0::2]
-    return int.from_bytes(wide, "little")
+    words = array.array("H")
+    words.frombytes(raw)
+    words.byteswap()  # the bytes are big-endian words whatever the machine; make them little-endian words
+    x = int.from_bytes(words.tobytes(), "little")
+    return x & _EVEN_MASK, (x >> 16) & _EVEN_MASK
 
 
-def encode_u16be(words: dict[int, int]) -> bytes:
-    """Word index → count → the Redis string BITFIELD would build (saturated u16, big-endian)."""
+def split_u32be(raw: bytes) -> tuple[int, int]:
+    """Big-endian u32 words (a region aggregate written with `INCRBY u32`) → (even words, odd words)."""
+    raw = raw + b"\x00" * (-len(raw) % 4)
+    words = array.array("I")
+    if words.itemsize != 4:  # pragma: no cover - every supported platform has 4-byte unsigned int
+        fields = [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
+        return _pack(fields[0::2]), _pack(fields[1::2])
+    words.frombytes(raw)
+    if sys.byteorder == "little":
+        words.byteswap()
+    even, odd = words[0::2], words[1::2]
+    if sys.byteorder == "big":  # pragma: no cover
+        even.byteswap()
+        odd.byteswap()
+    return int.from_bytes(even.tobytes(), "little"), int.from_bytes(odd.tobytes(), "little")
+
+
+def _pack(fields: Sequence[int]) -> int:
+    return sum(f << (_FIELD_BITS * i) for i, f in enumerate(fields))
+
+
+def encode_be(words: dict[int, int], width_bits: int = 16) -> bytes:
+    """Word index → count → the Redis string BITFIELD would build (saturated unsigned, big-endian)."""
     if not words:
         return b""
-    out = bytearray(2 * (max(words) + 1))
+    size, top = width_bits // 8, (1 << width_bits) - 1
+    out = bytearray(size * (max(words) + 1))
     for w, c in words.items():
-        out[2 * w : 2 * w + 2] = min(c, U16_MAX).to_bytes(2, "big")
+        out[size * w : size * (w + 1)] = min(c, top).to_bytes(size, "big")
     return bytes(out)
-
-
-def pack_words(words: dict[int, int]) -> int:
-    """Word index → count → packed int (pure path used by tests and the benchmark)."""
-    packed = 0
-    for w, c in words.items():
-        packed += min(c, _FIELD_MASK) << (_FIELD_BITS * w)
-    return packed
 
 
 @dataclass(frozen=True, slots=True)
 class Sketch:
-    """Counts of one or more series over one or more slices; `a + b` is the exact merge."""
+    """Counts of one or more series over one or more slices; `a + b` is the exact merge.
 
-    packed: int = 0
+    `even` holds the even slice words as 32-bit fields (n, over_total, total buckets…), `odd` the odd ones
+    (errors, over_ttft, TTFT buckets…): one int per metric, merged by integer addition.
+    """
+
+    even: int = 0
+    odd: int = 0
 
     @classmethod
-    def from_redis(cls, raw: bytes | None) -> Sketch:
-        return cls(widen_u16be(raw)) if raw else cls()
+    def from_redis(cls, raw: bytes | None, width_bits: int = 16) -> Sketch:
+        """From a slice string: u16 words (a series) or u32 words (a region aggregate)."""
+        if not raw:
+            return cls()
+        return cls(*(split_u16be(raw) if width_bits == 16 else split_u32be(raw)))
+
+    @classmethod
+    def from_words(cls, words: dict[int, int]) -> Sketch:
+        even = odd = 0
+        for w, c in words.items():
+            field = min(c, _FIELD_MASK) << (_FIELD_BITS * (w // 2))
+            if w % 2:
+                odd += field
+            else:
+                even += field
+        return cls(even, odd)
 
     @classmethod
     def from_samples(
         cls, samples: Iterable[Sample], total_threshold_ms: float, ttft_threshold_ms: float | None
     ) -> Sketch:
-        return cls(pack_words(increments(samples, total_threshold_ms, ttft_threshold_ms)))
+        return cls.from_words(increments(samples, total_threshold_ms, ttft_threshold_ms))
 
     def __add__(self, other: Sketch) -> Sketch:
-        return Sketch(self.packed + other.packed)
+        return Sketch(self.even + other.even, self.odd + other.odd)
 
     def __sub__(self, other: Sketch) -> Sketch:
-        if other.packed > self.packed:
+        if other.even > self.even or other.odd > self.odd:
             raise ValueError("cannot subtract a sketch that is not contained in this one")
-        return Sketch(self.packed - other.packed)
+        return Sketch(self.even - other.even, self.odd - other.odd)
 
     def __bool__(self) -> bool:
-        return self.packed != 0
+        return bool(self.even or self.odd)
 
     def word(self, index: int) -> int:
-        return (self.packed >> (_FIELD_BITS * index)) & _FIELD_MASK
+        half = self.odd if index % 2 else self.even
+        return (half >> (_FIELD_BITS * (index // 2))) & _FIELD_MASK
 
     @property
     def n(self) -> int:
@@ -169,11 +209,7 @@ class Sketch:
 
     def counts(self, metric: Metric) -> list[int]:
         """Bucket counts of one metric, index 0 … highest non-empty bucket."""
-        nbytes = (self.packed.bit_length() + 7) // 8
-        nbytes += (-nbytes) % 4
-        data = self.packed.to_bytes(nbytes, "little")
-        first = HEADER_WORDS + (0 if metric == "total" else 1)
-        return _little_fields(data)[first::2]
+        return _fields(self.even if metric == "total" else self.odd)[HEADER_WORDS // 2 :]
 
     def quantiles(self, metric: Metric, qs: Sequence[float]) -> tuple[float | None, ...]:
         """Nearest-rank quantiles from the histogram (None when empty); `qs` ascending."""
@@ -195,6 +231,32 @@ class Sketch:
 
     def quantile(self, metric: Metric, q: float) -> float | None:
         return self.quantiles(metric, (q,))[0]
+
+
+def to_u32be(sk: Sketch) -> bytes:
+    """A sketch as the u32 big-endian words of a region aggregate string (benchmark and tests write these)."""
+    even, odd = _fields(sk.even), _fields(sk.odd)
+    size = max(len(even), len(odd))
+    words = array.array("I", [0] * (2 * size))
+    words[0 : 2 * len(even) : 2] = array.array("I", even)
+    words[1 : 2 * len(odd) : 2] = array.array("I", odd)
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words.tobytes()
+
+
+def _fields(half: int) -> list[int]:
+    nbytes = (half.bit_length() + 7) // 8
+    return _little_fields(half.to_bytes(nbytes + (-nbytes) % 4, "little"))
+
+
+def merge(sketches: Iterable[Sketch]) -> Sketch:
+    """Exact merge of many sketches (one pass of integer additions)."""
+    even = odd = 0
+    for sk in sketches:
+        even += sk.even
+        odd += sk.odd
+    return Sketch(even, odd)
 
 
 def _little_fields(data: bytes) -> list[int]:

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from trafficd import keys, sketch
 from trafficd.logs import get_logger
 from trafficd.model import RegionEvidence, Sample
 from trafficd.policy import Policy, Redis
-from trafficd.window import RegionWindow, WindowSpec, WindowStats, group, slice_of, window_stats
+from trafficd.window import RegionWindow, WindowSpec, WindowStats, group, merge_series, slice_of, window_stats
 
 # What a broken or unreachable Redis raises through redis-py (connection refused/reset, timeouts, LOADING, ...).
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
@@ -83,6 +83,14 @@ def _ttl_s(policy: Policy) -> int:
 
 def _recent_m(policy: Policy) -> int:
     return policy.trip.fast_rule.of_last if policy.trip.fast_rule else 20
+
+
+def _bitfield_ops(words: Counter[int], kind: bytes) -> list[bytes]:
+    """`OVERFLOW SAT INCRBY <kind> #<word> <inc> …`, pre-encoded (the client's argument encoding is costly)."""
+    ops = [b"OVERFLOW", b"SAT"]
+    for word, inc in sorted(words.items()):
+        ops += (b"INCRBY", kind, b"#%d" % word, b"%d" % inc)
+    return ops
 
 
 def _error_text(exc: BaseException) -> str:
@@ -250,14 +258,18 @@ class SampleSink:
             newest_key = keys.newest_key(self.prefix, region)
             pipe.hset(newest_key, mapping={k: repr(v) for k, v in newest.items()})
             per_slice: dict[int, int] = defaultdict(int)
+            region_words: dict[int, Counter[int]] = defaultdict(Counter)
             for (series, sid), cell in cells.items():
+                words = sketch.increments(cell, self.total_ms, self.ttft_ms)
                 key = keys.slice_key(self.prefix, region, sid, series)
-                ops: list[Any] = ["OVERFLOW", "SAT"]
-                for word, inc in sorted(sketch.increments(cell, self.total_ms, self.ttft_ms).items()):
-                    ops += ["INCRBY", "u16", f"#{word}", inc]
-                pipe.execute_command("BITFIELD", key, *ops)
+                pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u16"))
                 self._expire_once(pipe, key, self.ttl_s, sid)
                 per_slice[sid] += len(cell)
+                region_words[sid].update(words)
+            for sid, words in region_words.items():  # the region's exact merge, in the same transaction
+                key = keys.region_slice_key(self.prefix, region, sid)
+                pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u32"))
+                self._expire_once(pipe, key, self.ttl_s, sid)
             region_sid = max(per_slice)
             newest_sid = max(newest_sid, region_sid)
             for sid, count in per_slice.items():
@@ -349,6 +361,7 @@ class StatsView:
         self.prefix = policy.redis.key_prefix
         self.regions = {r: RegionWindow(r, self.spec) for r in policy.region_names}
         self.extras: dict[str, _Extras] = {}
+        self.series: dict[str, list[str]] = {}  # active `worker|model` series per region
         self.rebuilt = False
         self.last_fetch_count = 0
         self.log = get_logger("store")
@@ -363,7 +376,12 @@ class StatsView:
         """Per region, worker, model and worker × model statistics over the trip and long windows."""
         if not await self.refresh(now):
             return {r: _unreadable_detail(r) for r in self.regions}
-        return {r: self._detail(r, now) for r in self.regions}
+        try:
+            raw = await self._read_series(now)
+        except TRANSIENT as exc:
+            self.log.warning("store.redis_unavailable", role="reader", error=_error_text(exc))
+            return {r: _unreadable_detail(r) for r in self.regions}
+        return {r: self._detail(r, now, raw[r]) for r in self.regions}
 
     async def refresh(self, now: float) -> bool:
         """Read the index and the changed slices; False (logged) when Redis cannot be read."""
@@ -398,7 +416,7 @@ class StatsView:
             pipe.hgetall(keys.heartbeat_key(self.prefix, region))
         replies = await pipe.execute()
         per_region = len(epochs) + 3
-        wanted: list[tuple[str, int, list[str]]] = []
+        wanted: list[tuple[str, int]] = []
         oldest_useful = keep.start * self.spec.slice_s - self.spec.skew_s
         for i, (region, win) in enumerate(self.regions.items()):
             part = replies[i * per_region : (i + 1) * per_region]
@@ -422,26 +440,37 @@ class StatsView:
                     series_ahead_s=ahead,
                     max_clock_skew_s=self.spec.skew_s,
                 )
-            series = sorted(s for s, t in newest.items() if t >= oldest_useful)
-            for sid in plan.fetch:
-                wanted.append((region, sid, series))
-        fetched = 0
+            self.series[region] = sorted(s for s, t in newest.items() if t >= oldest_useful)
+            wanted.extend((region, sid) for sid in plan.fetch)
         if wanted:
             pipe = self.client.pipeline(transaction=False)
-            for region, sid, series in wanted:
-                for s in series:
-                    pipe.get(keys.slice_key(self.prefix, region, sid, s))
-            raws = await pipe.execute()
-            pos = 0
-            for region, sid, series in wanted:
-                chunk = raws[pos : pos + len(series)]
-                pos += len(series)
-                self.regions[region].apply(sid, dict(zip(series, chunk, strict=True)))
-                fetched += 1
+            for region, sid in wanted:
+                pipe.get(keys.region_slice_key(self.prefix, region, sid))
+            for (region, sid), raw in zip(wanted, await pipe.execute(), strict=True):
+                self.regions[region].apply(sid, sketch.Sketch.from_redis(raw, width_bits=32))
         for win in self.regions.values():
             win.advance(now)
-        self.last_fetch_count = fetched
-        return fetched
+        self.last_fetch_count = len(wanted)
+        return len(wanted)
+
+    async def _read_series(self, now: float) -> dict[str, dict[int, dict[str, bytes | None]]]:
+        """Per region, the raw per-series slices of the accepted slices of the long window (for `detail`)."""
+        long_s = max(self.policy.windows.trip, self.policy.windows.long)
+        wanted = [
+            (region, sid, self.series[region])
+            for region, win in self.regions.items()
+            if self.series.get(region)
+            for sid in win.accepted_ids(now, long_s)
+        ]
+        out: dict[str, dict[int, dict[str, bytes | None]]] = {r: {} for r in self.regions}
+        if not wanted:
+            return out
+        pipe = self.client.pipeline(transaction=False)
+        for region, sid, series in wanted:  # one MGET per region slice: its keys share a hash slot
+            pipe.mget([keys.slice_key(self.prefix, region, sid, s) for s in series])
+        for (region, sid, series), raws in zip(wanted, await pipe.execute(), strict=True):
+            out[region][sid] = dict(zip(series, raws, strict=True))
+        return out
 
     def _evidence(self, region: str, now: float) -> RegionEvidence:
         win, ex, w = self.regions[region], self.extras[region], self.policy.windows
@@ -471,9 +500,10 @@ class StatsView:
             stale=stale,
         )
 
-    def _detail(self, region: str, now: float) -> RegionDetail:
+    def _detail(self, region: str, now: float, raw: dict[int, dict[str, bytes | None]]) -> RegionDetail:
         win, ex, w = self.regions[region], self.extras[region], self.policy.windows
-        trip_series, long_series = win.by_series(now, w.trip), win.by_series(now, w.long)
+        trip_series = merge_series(raw[sid] for sid in win.accepted_ids(now, w.trip) if sid in raw)
+        long_series = merge_series(raw[sid] for sid in win.accepted_ids(now, w.long) if sid in raw)
 
         def groups(trip: dict[str, sketch.Sketch], long: dict[str, sketch.Sketch]) -> dict[str, GroupStats]:
             empty = sketch.Sketch()

@@ -1,9 +1,9 @@
 """Incremental window bookkeeping for one region (pure: no Redis, `now` passed in).
 
-The controller holds the slices of the longest window in memory. Each evaluation it reads the region's slice
-index (slice id → number of samples written into it) and `plan()` says which slices changed and must be fetched;
-every other slice is served from memory. On start the memory is empty, so the first plan fetches the whole long
-window: the rebuild is the same code path.
+The controller holds the region totals of the slices of the longest window in memory. Each evaluation it reads the
+region's slice index (slice id → number of samples written into it) and `plan()` says which slices changed and must
+be fetched; every other slice is served from memory. On start the memory is empty, so the first plan fetches the
+whole long window: the rebuild is the same code path.
 
 Clock skew (see docs/stats.md): samples are stamped by the agent's clock and placed in the slice of their
 completion time. A write observed by the controller is accepted only if its slice lies within `skew_s` of the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from trafficd import keys
-from trafficd.sketch import Sketch
+from trafficd.sketch import Sketch, merge
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
@@ -62,25 +62,19 @@ class Plan:
 
 
 @dataclass(slots=True)
-class _Slice:
-    seen: int = 0  # samples the index reported when we last looked
-    rejected: bool = False  # first seen too far in the future: never counted
-    series: dict[str, bytes] = field(default_factory=dict)  # raw slice words per series, as read
-    total: Sketch = field(default_factory=Sketch)  # exact merge of the series
-
-
-@dataclass(slots=True)
 class RegionWindow:
     """The in-memory slices of one region and the clock-skew accounting."""
 
     region: str
     spec: WindowSpec
-    slices: dict[int, _Slice] = field(default_factory=dict)
+    slices: dict[int, Sketch] = field(default_factory=dict)  # region totals of accepted slices (long window)
+    seen: dict[int, int] = field(default_factory=dict)  # slice id → samples the index reported last time
+    rejected_ids: set[int] = field(default_factory=set)  # first seen too far ahead: never counted
     rejected_total: int = 0
     prev_now: float | None = None
 
     def plan(self, index: Mapping[int, int], now: float) -> Plan:
-        """Compare the index with what is held; decide what to fetch and what to reject."""
+        """Compare the index with what was seen; decide what to fetch and what to reject."""
         spec = self.spec
         keep = spec.keep_ids(now)
         newest_ok = slice_of(now + spec.skew_s, spec.slice_s)
@@ -89,71 +83,59 @@ class RegionWindow:
         future = late = 0
         offsets: list[float] = []
         for sid, count in index.items():
-            held = self.slices.get(sid)
-            seen = held.seen if held else 0
+            seen = self.seen.get(sid, 0)
             if count == seen:
                 continue
+            self.seen[sid] = count
             growth = max(0, count - seen)
             start_s = sid * spec.slice_s
-            end_s = start_s + spec.slice_s
-            too_new = sid > newest_ok
-            too_late = late_before is not None and end_s < late_before
-            if (held is not None and held.rejected) or too_new or too_late:
-                if growth:
-                    if too_late:
-                        late += growth
-                    else:
-                        future += growth
-                    offsets.append(round(start_s - now, 3))
-                if too_new and held is None:
-                    self.slices[sid] = _Slice(seen=count, rejected=True)
-                elif held is not None:
-                    held.seen = count
+            if sid > newest_ok and sid not in self.slices:
+                self.rejected_ids.add(sid)
+            if sid in self.rejected_ids:
+                future += growth
+            elif late_before is not None and start_s + spec.slice_s < late_before:
+                late += growth
+            elif sid >= keep.start:
+                fetch.append(sid)
                 continue
-            if sid < keep.start:
-                continue  # older than the longest window (rebuild): not needed
-            if held is None:
-                held = self.slices[sid] = _Slice()
-            held.seen = count
-            fetch.append(sid)
+            else:
+                continue  # on start: older than the longest window, not needed
+            if growth:
+                offsets.append(round(start_s - now, 3))
         self.rejected_total += future + late
         return Plan(tuple(sorted(fetch)), future + late, future, late, tuple(sorted(offsets)))
 
-    def apply(self, sid: int, content: Mapping[str, bytes | None]) -> None:
-        """Replace a slice's content with what was just read (every series of the region)."""
-        held = self.slices.setdefault(sid, _Slice())
-        held.series = {s: raw for s, raw in content.items() if raw}
-        total = 0
-        for raw in held.series.values():
-            total += Sketch.from_redis(raw).packed
-        held.total = Sketch(total)
+    def apply(self, sid: int, total: Sketch) -> None:
+        """Replace a slice's region total with what was just read."""
+        self.slices[sid] = total
 
     def advance(self, now: float) -> None:
         """Forget slices older than the longest window; remember `now` for the late-arrival rule."""
         first = self.spec.keep_ids(now).start
         for sid in [s for s in self.slices if s < first]:
             del self.slices[sid]
+        horizon = first - 2 * keys.EPOCH_SLICES  # older than any index key still read
+        self.seen = {s: c for s, c in self.seen.items() if s >= horizon}
+        self.rejected_ids = {s for s in self.rejected_ids if s >= horizon}
         self.prev_now = now
 
     def window(self, now: float, span_s: float) -> Sketch:
         """The region's exact merge over the window of `span_s` ending now."""
-        total = 0
-        for sid in self.spec.span_ids(now, span_s):
-            held = self.slices.get(sid)
-            if held is not None and not held.rejected:
-                total += held.total.packed
-        return Sketch(total)
+        return merge(self.slices[sid] for sid in self.spec.span_ids(now, span_s) if sid in self.slices)
 
-    def by_series(self, now: float, span_s: float) -> dict[str, Sketch]:
-        """Per `worker|model` merges over the window of `span_s` ending now."""
-        out: dict[str, int] = {}
-        for sid in self.spec.span_ids(now, span_s):
-            held = self.slices.get(sid)
-            if held is None or held.rejected:
-                continue
-            for series, raw in held.series.items():
-                out[series] = out.get(series, 0) + Sketch.from_redis(raw).packed
-        return {s: Sketch(p) for s, p in out.items()}
+    def accepted_ids(self, now: float, span_s: float) -> list[int]:
+        """Accepted slices of the window (the ones whose per-series detail is worth reading)."""
+        return [sid for sid in self.spec.span_ids(now, span_s) if sid in self.slices]
+
+
+def merge_series(slices: Iterable[Mapping[str, bytes | None]]) -> dict[str, Sketch]:
+    """Per `worker|model` merges of raw series slices (as read from Redis) over a window."""
+    out: dict[str, list[Sketch]] = {}
+    for content in slices:
+        for series, raw in content.items():
+            if raw:
+                out.setdefault(series, []).append(Sketch.from_redis(raw))
+    return {s: merge(parts) for s, parts in out.items()}
 
 
 # ---------------------------------------------------------------- statistics of a window (for humans and the judge)
@@ -197,15 +179,10 @@ def window_stats(sketch: Sketch, window_s: float) -> WindowStats:
     )
 
 
-def merge(sketches: Iterable[Sketch]) -> Sketch:
-    return Sketch(sum(s.packed for s in sketches))
-
-
 def group(per_series: Mapping[str, Sketch], by: Literal["worker", "model"]) -> dict[str, Sketch]:
     """Merge `worker|model` sketches per worker (`by="worker"`) or per model (`by="model"`)."""
-    out: dict[str, int] = {}
+    out: dict[str, list[Sketch]] = {}
     for series, sk in per_series.items():
         worker, model = keys.split_series(series)
-        name = worker if by == "worker" else model
-        out[name] = out.get(name, 0) + sk.packed
-    return {k: Sketch(v) for k, v in out.items()}
+        out.setdefault(worker if by == "worker" else model, []).append(sk)
+    return {k: merge(v) for k, v in out.items()}
