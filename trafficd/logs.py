@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
 _NOISY = ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access", "apscheduler", "asyncio")
 
 
+class _CurrentStdout:
+    """Writes to whatever `sys.stdout` is at the time of writing (pytest swaps it; a stale one may be closed)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+
 def configure(level: str = "INFO", json: bool | None = None, stream: Any = None) -> None:
     """Configure structlog and stdlib logging once per process."""
-    out = stream or sys.stdout
+    out = stream or _CurrentStdout()
     render_json = json if json is not None else not out.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
@@ -33,7 +46,7 @@ def configure(level: str = "INFO", json: bool | None = None, stream: Any = None)
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
@@ -42,4 +55,5 @@ def configure(level: str = "INFO", json: bool | None = None, stream: Any = None)
 
 
 def get_logger(component: str, **bound: Any) -> Any:
-    return structlog.get_logger().bind(component=component, **bound)
+    """A lazy logger: it follows `configure()` even when created at import time (module-level loggers)."""
+    return structlog.get_logger(component=component, **bound)

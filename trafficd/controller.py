@@ -1,0 +1,228 @@
+"""The controller loop: the only place where Redis, the pure core and Route 53 meet.
+
+One evaluation reads like its docstring:
+    lease → read window stats → load overrides → judge + guards + plan (pure) → log one decision per region
+    → reconcile Route 53 (diff, validate, apply, INSYNC) unless dry-run → persist state.
+
+Nothing is written until the lease is held and the previous state has been loaded. Redis or Route 53 failures
+are logged and the evaluation is retried on the next tick; missing evidence makes regions unknown (hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from trafficd import judge, metrics, notify, overrides, route53, store
+from trafficd.judge_state import ControllerState
+from trafficd.lease import Lease
+from trafficd.logs import get_logger
+from trafficd.model import Overrides, TrafficMatrix
+from trafficd.policy import LoadedPolicy, Policy
+from trafficd.reload import PolicyHolder
+
+
+def state_key(prefix: str, service: str) -> str:
+    return f"{prefix}:{{{service}}}:controller:state"
+
+
+@dataclass
+class Controller:
+    holder: PolicyHolder
+    controller_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        self.log = get_logger("controller", controller=self.controller_id)
+        self._built_for: str | None = None  # effective-policy hash the adapters were built for
+        self._built_policy: Policy | None = None
+        self._retired_clients: list[Any] = []
+        self.client: Any = None
+        self.lease: Lease  # built by _build() before the first evaluation
+        self._state: ControllerState | None = None
+        self.last_result: route53.ReconcileResult | None = None
+        self._lock = asyncio.Lock()
+        self.evaluations = 0
+        self.last_matrix: TrafficMatrix | None = None
+
+    # ---- adapters, rebuilt when the policy changes
+
+    def _build(self, loaded: LoadedPolicy) -> None:
+        """(Re)build the adapters a policy change affects; keep the lease and Redis client when possible.
+
+        A reload that only changes judging (SLO, windows, ramp, guards) keeps the Redis client, the lease and the
+        Route 53 reconciler (with its pending change); only the statistics view is rebuilt.
+        """
+        policy = loaded.policy
+        old = self._built_policy
+        if old is None or (old.redis, old.service, old.controller) != (policy.redis, policy.service, policy.controller):
+            if old is not None:
+                self._retired_clients.append(self.client)
+            self.client = store.redis_client(policy.redis)
+            previous: Lease | None = getattr(self, "lease", None)
+            self.lease = Lease(
+                self.client, policy.redis.key_prefix, policy.service, self.controller_id, policy.controller.lease_ttl
+            )
+            if previous is not None:  # keep leading without a gap when the same Redis is still behind it
+                self.lease.token, self.lease.expires_at = previous.token, previous.expires_at
+        if old is None or (old.dns, old.regions) != (policy.dns, policy.regions):
+            self.reconciler = route53.Reconciler(policy, route53.route53_client(policy))
+        self.stats = store.StatsView(self.client, policy)
+        self._built_policy = policy
+        self._built_for = loaded.hash
+
+    async def _load_state(self, loaded: LoadedPolicy, now: float) -> ControllerState:
+        policy = loaded.policy
+        raw = await self.client.get(state_key(policy.redis.key_prefix, policy.service))
+        if raw:
+            state = ControllerState.from_dict(json.loads(raw))
+            self.log.info("controller.state_loaded", regions=sorted(state.regions))
+        else:
+            state = ControllerState.initial(policy, now)
+            self.log.info("controller.state_initialised", regions=policy.region_names)
+        return state
+
+    async def _save_state(self, loaded: LoadedPolicy, state: ControllerState) -> None:
+        policy = loaded.policy
+        await self.client.set(state_key(policy.redis.key_prefix, policy.service), json.dumps(state.to_dict()))
+
+    # ---- one evaluation
+
+    async def evaluate_once(self, now: float | None = None) -> None:
+        """Judge every region once and apply the resulting plan (the body of the loop)."""
+        async with self._lock:
+            await self._evaluate(time.time() if now is None else now)
+
+    async def _evaluate(self, now: float) -> None:
+        loaded = self.holder.current
+        if self._built_for != loaded.hash:
+            self._build(loaded)
+        while self._retired_clients:
+            with contextlib.suppress(Exception):
+                await self._retired_clients.pop().aclose()
+        policy = loaded.policy
+        dry_run = self.dry_run or policy.controller.dry_run
+        try:
+            leader = await self.lease.ensure()
+        except Exception as exc:  # Redis down: we cannot know who leads, so nobody writes
+            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        metrics.LEADER.set(1.0 if leader else 0.0)
+        if not leader:
+            self._state = None  # reload state when we become leader again
+            metrics.EVALUATIONS.labels("standby").inc()
+            metrics.loop_completed()
+            self.log.debug("controller.standby")
+            return
+        try:
+            if self._state is None:
+                self._state = await self._load_state(loaded, now)
+            state = self._state
+            evidence = await self.stats.evidence(now)
+            active = await overrides.load(self.client, policy, now)
+        except Exception as exc:
+            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        evaluation = judge.evaluate(policy, state, evidence, active, now)
+        self.evaluations += 1
+        self._log_decisions(loaded, evaluation, active, dry_run)
+        if not self.lease.held:  # the lease may have lapsed while we were reading
+            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
+            return
+        try:
+            result = await asyncio.to_thread(self.reconciler.reconcile, evaluation.matrix, dry_run=dry_run)
+            if result.status != "no_changes":
+                metrics.DNS_CHANGES.labels(result.status).inc()
+        except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
+            self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            result = None
+        self.last_result = result
+        self.last_matrix = evaluation.matrix
+        self._state = evaluation.state
+        try:
+            await self._save_state(loaded, evaluation.state)
+        except Exception as exc:
+            self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+        metrics.EVALUATIONS.labels("leader").inc()
+        metrics.loop_completed()
+        notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
+
+    def _log_decisions(
+        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, active: Overrides, dry_run: bool
+    ) -> None:
+        for decision in evaluation.decisions:
+            fields = decision.to_log()
+            metrics.record_region(decision.region, fields)
+            moved = abs(decision.fraction_after - decision.fraction_before) > 1e-9
+            event = "controller.weights_shifted" if moved else "controller.region_judged"
+            self.log.info(
+                event,
+                policy_hash=loaded.hash,
+                lease_token=self.lease.token,
+                dry_run=dry_run,
+                frozen=active.freeze is not None,
+                fail_open=evaluation.fail_open,
+                **fields,
+            )
+
+    async def _close_client(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+    async def shutdown(self) -> None:
+        if self._built_for is None:
+            return
+        try:
+            await self.lease.release()
+        except Exception as exc:
+            self.log.warning("controller.lease_release_failed", error=type(exc).__name__)
+        await self._close_client()
+
+
+def _status_line(evaluation: judge.Evaluation) -> str:
+    parts = []
+    for d in evaluation.decisions:
+        f = d.to_log()
+        parts.append(f"{f.get('region')}={f.get('state_after')}:{f.get('serving_fraction_after')}")
+    return " ".join(parts)
+
+
+async def run_controller(holder: PolicyHolder, *, stop: asyncio.Event, dry_run: bool = False) -> None:
+    """Evaluate every `windows.evaluate_every` until `stop` is set; release the lease on the way out."""
+    controller = Controller(holder, dry_run=dry_run)
+    policy = holder.current.policy
+    controller.log.info(
+        "controller.started",
+        policy_hash=holder.current.hash,
+        policy_file=holder.current.path,
+        regions=policy.region_names,
+        dry_run=dry_run or policy.controller.dry_run,
+        evaluate_every_s=policy.windows.evaluate_every,
+    )
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(
+        controller.evaluate_once,
+        "interval",
+        seconds=policy.windows.evaluate_every,
+        max_instances=1,
+        coalesce=True,
+    )
+    notify.notify("READY=1", "STATUS=started")
+    scheduler.start()
+    # first evaluation at once; later ones from the scheduler
+    await controller.evaluate_once()
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        async with controller._lock:
+            await controller.shutdown()
+        controller.log.info("controller.stopped", evaluations=controller.evaluations)
