@@ -47,9 +47,14 @@ PAGE_SIZE = 300
 log = get_logger("route53")
 
 
-def route53_client(policy: Policy, *, max_attempts: int = 3) -> Route53Client:
-    """A boto3 Route 53 client: standard retry mode, and the policy's endpoint_url (moto) when it gives one."""
-    config = Config(retries={"mode": "standard", "max_attempts": max_attempts}, connect_timeout=5, read_timeout=20)
+def route53_client(policy: Policy, *, total_max_attempts: int = 3) -> Route53Client:
+    """A boto3 Route 53 client: standard retry mode, and the policy's endpoint_url (moto) when it gives one.
+
+    botocore's standard mode retries throttling and transient errors itself (`total_max_attempts` counts the
+    first try), with its own jittered backoff; the reconciler's budgeted backoff is the layer above it.
+    """
+    retries: Any = {"mode": "standard", "total_max_attempts": total_max_attempts}
+    config = Config(retries=retries, connect_timeout=5, read_timeout=20)
     kwargs: dict[str, Any] = {"config": config, "region_name": "us-east-1"}
     if policy.dns.endpoint_url:
         kwargs["endpoint_url"] = policy.dns.endpoint_url

@@ -1,0 +1,320 @@
+"""Route 53 failures, injected by a small HTTP proxy in front of moto server (and botocore's Stubber for paging).
+
+The proxy forwards every request to moto and can, per operation, answer with an API error instead, rewrite
+INSYNC to PENDING, or forward the request and then drop the connection (outcome unknown). The reconciler
+runs in a thread, as the controller runs it; its clock and sleep are fakes, so backoff costs no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import ClientSession, web
+from botocore.config import Config
+from botocore.stub import Stubber
+from dns_fixtures import make_policy
+from structlog.testing import capture_logs
+
+from trafficd.model import identity_matrix
+from trafficd.policy import Policy
+from trafficd.route53 import Reconciler, bootstrap, route53_client
+from trafficd.services import LOOPBACK, free_port
+
+REGIONS = ["us-east", "eu-west", "ap-southeast"]
+DRAIN_US = {
+    "us-east": {"us-east": 0.0, "eu-west": 1.0, "ap-southeast": 0.0},
+    "eu-west": {"eu-west": 1.0},
+    "ap-southeast": {"ap-southeast": 1.0},
+}
+ERROR_XML = (
+    '<?xml version="1.0"?><ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+    "<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+    "<RequestId>fault</RequestId></ErrorResponse>"
+)
+
+
+@dataclass
+class Fault:
+    op: str  # list | change | get_change
+    kind: str  # error | pending | drop_after | drop_before
+    times: int = 1  # how many matching requests it applies to (-1: every one)
+    status: int = 400
+    code: str = ""
+    message: str = "injected"
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @staticmethod
+    def operation(method: str, path: str) -> str:
+        if re.search(r"/hostedzone/[^/]+/rrset/?$", path):
+            return "change" if method == "POST" else "list"
+        return "get_change" if "/change/" in path else "other"
+
+    def _take(self, op: str) -> Fault | None:
+        for f in self.faults:
+            if f.op == op:
+                if f.times > 0:
+                    f.times -= 1
+                    if f.times == 0:
+                        self.faults.remove(f)
+                return f
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        op = self.operation(request.method, request.path)
+        self.ops.append(op)
+        fault = self._take(op)
+        if fault and fault.kind == "error":
+            body = ERROR_XML.format(code=fault.code, message=fault.message)
+            return web.Response(status=fault.status, body=body.encode(), content_type="text/xml")
+        if fault and fault.kind == "drop_before":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
+            ) as resp,
+        ):
+            data = await resp.read()
+            status, ctype = resp.status, resp.headers.get("Content-Type", "text/xml")
+        if fault and fault.kind == "drop_after":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if fault and fault.kind == "pending":
+            data = data.replace(b"INSYNC", b"PENDING")
+        return web.Response(status=status, body=data, headers={"Content-Type": ctype})
+
+
+class FakeTime:
+    """A clock that moves only when the reconciler sleeps (or the test advances it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+async def proxy(moto: Any) -> AsyncIterator[FaultProxy]:
+    p = FaultProxy(moto.url)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", p.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, p.port).start()
+    yield p
+    await runner.cleanup()
+
+
+@pytest.fixture
+def policy(hosted_zone: dict[str, str], moto: Any, route53: Any) -> Policy:
+    p = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, retry_budget="20s")
+    bootstrap(p, route53)
+    return p
+
+
+def reconciler(policy: Policy, proxy: FaultProxy, time: FakeTime) -> Reconciler:
+    client = boto3.client(
+        "route53",
+        endpoint_url=proxy.url,
+        region_name="us-east-1",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    return Reconciler(policy, client, clock=time.clock, sleep=time.sleep, rand=lambda: 1.0)
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+@pytest.mark.parametrize("code", ["Throttling", "PriorRequestNotComplete"])
+async def test_throttled_change_is_retried_with_capped_backoff(policy: Policy, proxy: FaultProxy, code: str) -> None:
+    """Throttling / PriorRequestNotComplete on the change: backoff 0.5 s, 1 s, then the same batch lands."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "error", times=2, code=code))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert result.status == "applied"
+    assert time.sleeps == [0.5, 1.0]
+    assert [e["code"] for e in events(logs, "route53.throttled")] == [code, code]
+    assert proxy.ops == ["list", "change", "change", "change"]
+    assert len(events(logs, "route53.changes_applied")) == 1
+
+
+async def test_retry_budget_bounds_throttling(policy: Policy, proxy: FaultProxy) -> None:
+    """Endless throttling stops when the next delay would pass the 20 s budget, and nothing is written."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "error", times=-1, code="Throttling"))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert result.status == "throttled"
+    assert time.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]  # next would be 10 s with 4.5 s left
+    assert sum(time.sleeps) <= 20.0
+    assert len(events(logs, "route53.retry_budget_exhausted")) == 1
+    assert not events(logs, "route53.changes_applied")
+
+
+async def test_throttled_listing_is_retried(policy: Policy, proxy: FaultProxy) -> None:
+    """A throttled ListResourceRecordSets is retried after a backoff too."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("list", "error", code="Throttling"))
+    result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert result.status == "applied" and time.sleeps == [0.5]
+    assert proxy.ops == ["list", "list", "change"]
+
+
+async def test_lost_response_is_re_read_before_retrying(policy: Policy, proxy: FaultProxy) -> None:
+    """A change applied but its response lost: the re-read shows it landed, so it is not sent again."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "drop_after"))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert proxy.ops == ["list", "change", "list"]
+    assert result.status == "applied" and result.change_id is None
+    assert len(events(logs, "route53.outcome_unknown")) == 1
+    assert events(logs, "route53.changes_applied")[0]["confirmed_by"] == "re-read"
+    assert not events(logs, "route53.drift_detected")
+
+
+async def test_lost_request_is_re_read_then_sent_again(policy: Policy, proxy: FaultProxy) -> None:
+    """A change that never reached Route 53: the re-read still shows the difference, so the batch is sent again."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "drop_before"))
+    result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert proxy.ops == ["list", "change", "list", "change"]
+    assert result.status == "applied" and result.change_id is not None
+
+
+async def test_pending_change_holds_the_zone_until_insync(policy: Policy, proxy: FaultProxy) -> None:
+    """PENDING → the next cycles only poll GetChange (every poll_interval) and change nothing until INSYNC."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults += [Fault("change", "pending"), Fault("get_change", "pending")]
+    with capture_logs() as logs:
+        first = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        assert first.status == "applied" and r.pending_change_id == first.change_id
+        time.now += 1.0  # sooner than poll_interval (3 s): no call at all
+        held = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        time.now += 3.0
+        still = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        time.now += 3.0
+        after = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+    assert (held.status, held.api_calls, still.status) == ("pending", 0, "pending")
+    assert proxy.ops == ["list", "change", "get_change", "get_change", "list", "change"]
+    assert after.status == "applied"
+    insync = events(logs, "route53.change_insync")
+    assert insync[0]["change_id"] == first.change_id and insync[0]["elapsed_s"] == 7.0
+
+
+async def test_stuck_pending_alerts_once_and_holds(policy: Policy, proxy: FaultProxy) -> None:
+    """A change PENDING past propagation_timeout raises one alert event and keeps holding new changes."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults += [Fault("change", "pending"), Fault("get_change", "pending", times=-1)]
+    with capture_logs() as logs:
+        await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        statuses = []
+        for _ in range(3):
+            time.now += 100.0
+            statuses.append((await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)).status)
+    assert statuses == ["pending", "stuck", "stuck"]
+    alerts = events(logs, "route53.change_pending_timeout")
+    assert len(alerts) == 1 and alerts[0]["action"] == "hold" and alerts[0]["elapsed_s"] == 200.0
+    assert proxy.ops.count("change") == 1
+
+
+async def test_access_denied_is_one_error_and_no_retry(policy: Policy, proxy: FaultProxy) -> None:
+    """AccessDenied: one access_denied event, no backoff, and the same batch is not sent again next cycle."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "error", times=-1, status=403, code="AccessDenied", message="not authorized"))
+    with capture_logs() as logs:
+        first = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        second = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert first.status == second.status == "access_denied"
+    assert time.sleeps == [] and proxy.ops.count("change") == 1
+    denied = events(logs, "route53.access_denied")
+    assert len(denied) == 1 and denied[0]["message"] == "not authorized"
+
+
+async def test_invalid_change_batch_is_one_error_and_no_retry(policy: Policy, proxy: FaultProxy) -> None:
+    """InvalidChangeBatch from Route 53: one batch_rejected event naming the reason, no retry."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("change", "error", times=-1, code="InvalidChangeBatch", message="bad weight"))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    assert result.status == "rejected" and result.problems == ("bad weight",)
+    rejected = events(logs, "route53.batch_rejected")
+    assert len(rejected) == 1 and rejected[0]["source"] == "route53" and len(rejected[0]["changes"]) == 2
+    assert time.sleeps == [] and proxy.ops.count("change") == 1
+
+
+async def test_standard_retry_mode_absorbs_one_throttle(policy: Policy, proxy: FaultProxy) -> None:
+    """route53_client sets botocore's standard retry mode, which retries a single Throttling by itself."""
+    client = route53_client(
+        policy.model_copy(update={"dns": policy.dns.model_copy(update={"endpoint_url": proxy.url})})
+    )
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert client.meta.endpoint_url == proxy.url
+    proxy.faults.append(Fault("list", "error", code="Throttling"))
+    time = FakeTime()
+    r = Reconciler(policy, client, clock=time.clock, sleep=time.sleep)
+    result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+    assert result.status == "no_changes" and time.sleeps == []
+    assert proxy.ops == ["list", "list"]
+
+
+def test_listing_follows_next_record_identifier() -> None:
+    """Pagination passes NextRecordIdentifier on (moto omits it; real Route 53 sends it within one name)."""
+    policy = make_policy()
+    client = boto3.client("route53", region_name="us-east-1")
+    stub = Stubber(client)
+    rr = {"Name": "p.example.com.", "Type": "CNAME", "TTL": 60, "Weight": 1, "ResourceRecords": [{"Value": "x."}]}
+    base = {"HostedZoneId": "ZTEST", "MaxItems": "300"}
+    page = {"IsTruncated": True, "MaxItems": "300", "NextRecordName": "p.example.com.", "NextRecordType": "CNAME"}
+    stub.add_response(
+        "list_resource_record_sets",
+        {"ResourceRecordSets": [{**rr, "SetIdentifier": "a"}], **page, "NextRecordIdentifier": "b"},
+        base,
+    )
+    stub.add_response(
+        "list_resource_record_sets",
+        {"ResourceRecordSets": [{**rr, "SetIdentifier": "b"}], "IsTruncated": False, "MaxItems": "300"},
+        {**base, "StartRecordName": "p.example.com.", "StartRecordType": "CNAME", "StartRecordIdentifier": "b"},
+    )
+    with stub:
+        zone = Reconciler(policy, client).list_zone()
+    assert [r.set_identifier for r in zone] == ["a", "b"]
+    stub.assert_no_pending_responses()
