@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from trafficd import keys, sketch
 from trafficd.model import Sample
-from trafficd.window import RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
+from trafficd.window import Plan, RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
 
 SPEC = WindowSpec(slice_s=10.0, trip_s=60.0, long_s=300.0, skew_s=30.0)
 NOW = 1_000_000.0  # slice 100000 starts here
+
+
+def _sk(raw: bytes) -> sketch.Sketch:
+    return sketch.Sketch.from_redis(raw)
+
+
+def step(win: RegionWindow, index: dict[int, int], now: float, per_slice: int = 1) -> Plan:
+    """One evaluation: plan, read every planned slice (`per_slice` samples each), commit."""
+    plan = win.plan(index, now)
+    win.commit(plan, {sid: _sk(_raw(per_slice)) for sid in plan.fetch}, now)
+    return plan
 
 
 def _raw(n: int, total_ms: float = 100.0, ok: bool = True) -> bytes:
@@ -20,29 +31,30 @@ def test_first_plan_fetches_the_whole_long_window_and_the_next_only_changes() ->
     win = RegionWindow("r", SPEC)
     cur = slice_of(NOW, SPEC.slice_s)
     index = {cur - i: 5 for i in range(40)}  # 40 slices, the oldest beyond the 5-min window
-    plan = win.plan(index, NOW)
+    plan = step(win, index, NOW, per_slice=5)
     assert plan.fetch == tuple(range(cur - 29, cur + 1))
     assert plan.rejected == 0
-    for sid in plan.fetch:
-        win.apply(sid, _sk(_raw(5)))
-    win.advance(NOW)
     index[cur] = 7
     index[cur + 1] = 2
-    plan = win.plan(index, NOW + 10)
-    assert plan.fetch == (cur, cur + 1)
+    assert step(win, index, NOW + 10).fetch == (cur, cur + 1)
+    assert step(win, index, NOW + 10).fetch == ()
 
 
-def _sk(raw: bytes) -> sketch.Sketch:
-    return sketch.Sketch.from_redis(raw)
+def test_a_plan_whose_read_failed_changes_nothing() -> None:
+    """Planning alone does not mark slices as seen: after a failed read the next plan fetches them again."""
+    win = RegionWindow("r", SPEC)
+    cur = slice_of(NOW, SPEC.slice_s)
+    first = win.plan({cur: 3}, NOW)  # the read of this plan fails: no commit
+    assert win.plan({cur: 3}, NOW).fetch == first.fetch == (cur,)
+    assert win.rejected_total == 0 and not win.slices
 
 
 def test_window_sums_exactly_the_slices_in_its_span() -> None:
     """The trip window sums the last trip/slice slices (current included); the long window all 30."""
     win = RegionWindow("r", SPEC)
     cur = slice_of(NOW, SPEC.slice_s)
-    for i in range(30):
-        win.plan({cur - i: 1}, NOW)
-        win.apply(cur - i, _sk(_raw(1 + i)))
+    plan = win.plan({cur - i: 1 + i for i in range(30)}, NOW)
+    win.commit(plan, {cur - i: _sk(_raw(1 + i)) for i in range(30)}, NOW)
     assert win.window(NOW, SPEC.trip_s).n == sum(1 + i for i in range(6))
     assert win.window(NOW, SPEC.long_s).n == sum(1 + i for i in range(30))
 
@@ -51,11 +63,10 @@ def test_old_slices_are_forgotten_as_time_passes() -> None:
     """After the clock moves a slice past the long window, it is dropped and no longer counted."""
     win = RegionWindow("r", SPEC)
     cur = slice_of(NOW, SPEC.slice_s)
-    win.plan({cur: 3}, NOW)
-    win.apply(cur, _sk(_raw(3)))
-    win.advance(NOW)
+    step(win, {cur: 3}, NOW, per_slice=3)
+    assert win.window(NOW, SPEC.long_s).n == 3
     later = NOW + SPEC.long_s + SPEC.slice_s
-    win.advance(later)
+    step(win, {cur: 3}, later)
     assert cur not in win.slices
     assert win.window(later, SPEC.long_s).n == 0
 
@@ -64,10 +75,9 @@ def test_slice_far_in_the_future_is_rejected_counted_and_never_accepted() -> Non
     """Samples stamped beyond max_clock_skew ahead are counted as rejected, even once the clock reaches them."""
     win = RegionWindow("r", SPEC)
     ahead = slice_of(NOW + 60, SPEC.slice_s)
-    plan = win.plan({ahead: 4}, NOW)
+    plan = step(win, {ahead: 4}, NOW)
     assert (plan.fetch, plan.rejected, plan.rejected_future) == ((), 4, 4)
-    win.advance(NOW)
-    plan = win.plan({ahead: 6}, NOW + 60)  # the clock caught up; the slice stays rejected
+    plan = step(win, {ahead: 6}, NOW + 60)  # the clock caught up; the slice stays rejected
     assert (plan.fetch, plan.rejected) == ((), 2)
     assert win.rejected_total == 6
     assert win.window(NOW + 60, SPEC.trip_s).n == 0
@@ -77,9 +87,8 @@ def test_slice_within_skew_ahead_is_accepted() -> None:
     """Samples stamped less than max_clock_skew ahead of the controller's clock count in the window."""
     win = RegionWindow("r", SPEC)
     ahead = slice_of(NOW + 20, SPEC.slice_s)
-    plan = win.plan({ahead: 4}, NOW)
+    plan = step(win, {ahead: 4}, NOW, per_slice=4)
     assert plan.fetch == (ahead,)
-    win.apply(ahead, _sk(_raw(4)))
     assert win.window(NOW, SPEC.trip_s).n == 4
 
 
@@ -87,11 +96,9 @@ def test_late_arrivals_in_an_old_slice_are_rejected_and_counted() -> None:
     """Samples arriving in a slice that ended more than max_clock_skew before the last look are not fetched."""
     win = RegionWindow("r", SPEC)
     old = slice_of(NOW - 120, SPEC.slice_s)
-    plan = win.plan({old: 3}, NOW)  # on start: accepted, part of the rebuilt window
+    plan = step(win, {old: 3}, NOW, per_slice=3)  # on start: accepted, part of the rebuilt window
     assert plan.fetch == (old,)
-    win.apply(old, _sk(_raw(3)))
-    win.advance(NOW)
-    plan = win.plan({old: 8}, NOW + 10)
+    plan = step(win, {old: 8}, NOW + 10)
     assert (plan.fetch, plan.rejected, plan.rejected_late) == ((), 5, 5)
     assert win.window(NOW + 10, SPEC.long_s).n == 3
 
@@ -119,12 +126,8 @@ def test_slices_that_aged_out_of_the_window_are_not_counted_as_rejected() -> Non
     win = RegionWindow("r", SPEC)
     cur = slice_of(NOW, SPEC.slice_s)
     index = {cur - i: 2 for i in range(45)}
-    for step in range(20):
-        now = NOW + step * SPEC.slice_s
-        index[cur + step] = 2
-        plan = win.plan(index, now)
-        for sid in plan.fetch:
-            win.apply(sid, _sk(_raw(2)))
-        win.advance(now)
-        assert plan.rejected == 0
+    for k in range(20):
+        now = NOW + k * SPEC.slice_s
+        index[cur + k] = 2
+        assert step(win, index, now, per_slice=2).rejected == 0
         assert win.window(now, SPEC.long_s).n == 2 * 30

@@ -59,6 +59,8 @@ class Plan:
     rejected_future: int  # stamped in a slice that started more than skew_s ahead of the clock
     rejected_late: int  # arrived in a slice that ended more than skew_s before the previous evaluation
     rejected_offsets_s: tuple[float, ...]  # start of each rejecting slice relative to now (s)
+    seen: dict[int, int] = field(default_factory=dict)  # index counts to remember once committed
+    newly_rejected_ids: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)
@@ -74,24 +76,26 @@ class RegionWindow:
     prev_now: float | None = None
 
     def plan(self, index: Mapping[int, int], now: float) -> Plan:
-        """Compare the index with what was seen; decide what to fetch and what to reject."""
+        """Compare the index with what was seen; decide what to fetch and what to reject (changes nothing)."""
         spec = self.spec
         keep = spec.keep_ids(now)
         newest_ok = slice_of(now + spec.skew_s, spec.slice_s)
         late_before = None if self.prev_now is None else self.prev_now - spec.skew_s
         fetch: list[int] = []
+        seen_now: dict[int, int] = {}
+        new_rejected: set[int] = set()
         future = late = 0
         offsets: list[float] = []
         for sid, count in index.items():
             seen = self.seen.get(sid, 0)
             if count == seen:
                 continue
-            self.seen[sid] = count
+            seen_now[sid] = count
             growth = max(0, count - seen)
             start_s = sid * spec.slice_s
             if sid > newest_ok and sid not in self.slices:
-                self.rejected_ids.add(sid)
-            if sid in self.rejected_ids:
+                new_rejected.add(sid)
+            if sid in self.rejected_ids or sid in new_rejected:
                 future += growth
             elif late_before is not None and start_s + spec.slice_s < late_before:
                 late += growth
@@ -102,15 +106,16 @@ class RegionWindow:
                 continue  # on start: older than the longest window, not needed
             if growth:
                 offsets.append(round(start_s - now, 3))
-        self.rejected_total += future + late
-        return Plan(tuple(sorted(fetch)), future + late, future, late, tuple(sorted(offsets)))
+        return Plan(
+            tuple(sorted(fetch)), future + late, future, late, tuple(sorted(offsets)), seen_now, frozenset(new_rejected)
+        )
 
-    def apply(self, sid: int, total: Sketch) -> None:
-        """Replace a slice's region total with what was just read."""
-        self.slices[sid] = total
-
-    def advance(self, now: float) -> None:
-        """Forget slices older than the longest window; remember `now` for the late-arrival rule."""
+    def commit(self, plan: Plan, fetched: Mapping[int, Sketch], now: float) -> None:
+        """Apply a plan once its slices were read: nothing changes if the read failed, so nothing is lost."""
+        self.seen.update(plan.seen)
+        self.rejected_ids |= plan.newly_rejected_ids
+        self.rejected_total += plan.rejected
+        self.slices.update(fetched)
         first = self.spec.keep_ids(now).start
         for sid in [s for s in self.slices if s < first]:
             del self.slices[sid]
