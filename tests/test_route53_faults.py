@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +149,7 @@ def reconciler(policy: Policy, proxy: FaultProxy, time: FakeTime) -> Reconciler:
     return Reconciler(policy, client, clock=time.clock, sleep=time.sleep, rand=lambda: 1.0)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
@@ -286,7 +286,8 @@ async def test_standard_retry_mode_absorbs_one_throttle(policy: Policy, proxy: F
     client = route53_client(
         policy.model_copy(update={"dns": policy.dns.model_copy(update={"endpoint_url": proxy.url})})
     )
-    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+    retries = client.meta.config.retries  # type: ignore[attr-defined]
+    assert retries == {"mode": "standard", "total_max_attempts": 3}
     assert client.meta.endpoint_url == proxy.url
     proxy.faults.append(Fault("list", "error", code="Throttling"))
     time = FakeTime()
