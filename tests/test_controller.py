@@ -1,0 +1,193 @@
+"""The controller loop against real redis-server and moto server: leadership, dry-run, outages, reload, state.
+
+Samples are written with the agents' real `SampleSink`; each evaluation is driven with `evaluate_once()` so the
+test decides when the loop turns (no sleeps), while every adapter underneath is the real one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from trafficd import route53, store
+from trafficd.controller import Controller
+from trafficd.demo import own_weights
+from trafficd.model import Sample
+from trafficd.policy import load_policy
+from trafficd.reload import PolicyHolder
+from trafficd.services import RedisServer
+
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+
+
+def policy_text(redis_url: str, prefix: str, zone: dict[str, str], moto_url: str, *, slo: str = "3s") -> str:
+    regions = "\n".join(
+        f"""  {r}:
+    workers: [{{name: {r}-w1, url: "http://127.0.0.1:9"}}]
+    dns: {{endpoint: {r}.lb.{zone["name"]}, aws_region: us-east-1}}
+    neighbours: [{", ".join(x for x in REGIONS if x != r)}]"""
+        for r in REGIONS
+    )
+    return f"""version: 1
+service: ctl
+redis: {{url: "{redis_url}", key_prefix: {prefix}}}
+models: [{{name: m}}]
+regions:
+{regions}
+slo: {{total_p99: {slo}, error_rate: 50%}}
+windows: {{evaluate_every: 1s, slice: 1s, trip: 10s, long: 20s, min_samples: 10, stale_after: 30s}}
+trip: {{evaluations: 1, fast_rule: null}}
+recover: {{below: 80%, evaluations: 2, hold_down: 1s}}
+ramp: {{max_step: 50%, cooldown: 100ms}}
+guards: {{min_serving_regions: 2, max_drained: 1}}
+dns:
+  zone_id: {zone["id"]}
+  record_name: api.{zone["name"]}
+  ttl: 1
+  poll_interval: 100ms
+  endpoint_url: {moto_url}
+controller: {{lease_ttl: 5s}}
+"""
+
+
+@pytest.fixture
+def setup(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path) -> Any:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
+    loaded = load_policy(path)
+    client = route53.route53_client(loaded.policy)
+    route53.bootstrap(loaded.policy, client)
+    return path, loaded, client
+
+
+async def feed(loaded: Any, latency_ms: dict[str, float], n: int = 20) -> None:
+    """Write `n` samples per region (real SampleSink) with the given total latency, plus heartbeats."""
+    policy = loaded.policy
+    client = store.redis_client(policy.redis)
+    sink = store.SampleSink(client, policy)
+    now = time.time()
+    samples = [
+        Sample(region=r, worker=f"{r}-w1", model="m", t=now - 0.5 - i * 0.01, ok=True, reason=None, total_ms=ms)
+        for r, ms in latency_ms.items()
+        for i in range(n)
+    ]
+    await sink.write(samples)
+    for r in latency_ms:
+        await sink.heartbeat("test-agent", r)
+    await client.aclose()
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+async def test_breaching_region_is_shifted_in_route53_with_inputs_logged(setup: Any) -> None:
+    """A region over the SLO loses half its own weight in one evaluation; the decision event carries its inputs."""
+    path, loaded, r53 = setup
+    ctl = Controller(PolicyHolder(path, loaded))
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    with capture_logs() as logs:
+        await ctl.evaluate_once()
+    await ctl.shutdown()
+    assert own_weights(loaded.policy, r53) == {"us-east": 255, "eu-west": 128, "ap-southeast": 255}
+    (shift,) = events(logs, "controller.weights_shifted")
+    assert shift["region"] == "eu-west" and shift["n"] == 20 and shift["p99_ms"] > 3000
+    assert shift["serving_fraction_before"] == 1.0 and shift["serving_fraction_after"] == 0.5
+    assert shift["policy_hash"] == loaded.hash and shift["lease_token"] is not None
+    assert {"error_rate", "state_before", "state_after", "weights_before", "weights_after", "decided_by"} <= set(shift)
+
+
+async def test_dry_run_decides_and_logs_but_writes_no_dns(setup: Any) -> None:
+    """With --dry-run the same shift is decided and logged (dry_run=true) but Route 53 keeps every weight."""
+    path, loaded, r53 = setup
+    ctl = Controller(PolicyHolder(path, loaded), dry_run=True)
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    with capture_logs() as logs:
+        await ctl.evaluate_once()
+    await ctl.shutdown()
+    (shift,) = events(logs, "controller.weights_shifted")
+    assert shift["region"] == "eu-west" and shift["dry_run"] is True
+    assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
+
+
+async def test_standby_controller_writes_nothing_while_another_leads(setup: Any) -> None:
+    """Of two controllers only the lease holder judges and writes; the other stays standby with no decision."""
+    path, loaded, r53 = setup
+    leader = Controller(PolicyHolder(path, loaded), controller_id="a")
+    standby = Controller(PolicyHolder(path, loaded), controller_id="b")
+    await feed(loaded, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
+    await leader.evaluate_once()
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    with capture_logs() as logs:
+        await standby.evaluate_once()
+    assert not events(logs, "controller.weights_shifted") and not events(logs, "controller.region_judged")
+    assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
+    await leader.shutdown()  # releases the lease: the standby takes over at its next evaluation
+    with capture_logs() as logs:
+        await standby.evaluate_once()
+    await standby.shutdown()
+    assert [e["region"] for e in events(logs, "controller.weights_shifted")] == ["eu-west"]
+
+
+async def test_redis_outage_holds_and_writes_nothing(setup: Any, redis_server: RedisServer) -> None:
+    """With Redis down the controller logs controller.redis_unavailable, makes no decision and leaves DNS alone."""
+    path, loaded, r53 = setup
+    ctl = Controller(PolicyHolder(path, loaded))
+    await feed(loaded, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()
+    redis_server.stop()
+    try:
+        with capture_logs() as logs:
+            await ctl.evaluate_once()
+    finally:
+        redis_server.start()
+    assert events(logs, "controller.redis_unavailable")
+    assert not events(logs, "controller.weights_shifted")
+    assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
+    await ctl.shutdown()
+
+
+async def test_state_survives_a_new_leader(setup: Any) -> None:
+    """A second controller taking over continues from the stored state (eu-west keeps draining, not reset)."""
+    path, loaded, r53 = setup
+    first = Controller(PolicyHolder(path, loaded), controller_id="a")
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await first.evaluate_once()
+    await first.shutdown()
+    second = Controller(PolicyHolder(path, loaded), controller_id="b")
+    with capture_logs() as logs:
+        await second.evaluate_once(now=time.time() + 0.5)  # past the 100 ms per-region cooldown
+    await second.shutdown()
+    assert events(logs, "controller.state_loaded")
+    (shift,) = events(logs, "controller.weights_shifted")
+    assert shift["serving_fraction_before"] == 0.5 and shift["serving_fraction_after"] == 0.0
+    assert own_weights(loaded.policy, r53)["eu-west"] == 0
+
+
+async def test_reloaded_policy_is_used_and_its_hash_logged(setup: Any) -> None:
+    """After a reload raising min_samples to 100, 20 samples are too few: every region holds (unknown), new hash."""
+    path, loaded, r53 = setup
+    holder = PolicyHolder(path, loaded)
+    ctl = Controller(holder)
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    path.write_text(path.read_text().replace("min_samples: 10,", "min_samples: 100,"))
+    assert holder.reload() is True
+    with capture_logs() as logs:
+        await ctl.evaluate_once()
+    await ctl.shutdown()
+    judged = events(logs, "controller.region_judged")
+    assert {e["region"] for e in judged} == set(REGIONS)
+    assert {e["state_after"] for e in judged} == {"unknown"}
+    assert {e["policy_hash"] for e in judged} == {holder.hash} != {loaded.hash}
+    assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Any:
+    yield
+    structlog.reset_defaults()
