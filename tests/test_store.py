@@ -99,6 +99,20 @@ async def test_written_samples_come_back_as_exact_region_evidence(policy: Policy
     assert (r2.n, r2.stale, r2.unreadable) == (0, True, False)
 
 
+async def test_a_region_without_a_fresh_heartbeat_is_stale(policy: Policy, client: Any) -> None:
+    """Fresh samples without any agent heartbeat, or an old newest sample, make the region stale (unknown)."""
+    now = time.time()
+    sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
+    await sink.write([sample("r1", "w1", "m1", now - 0.5, 100.0)])
+    await sink.write([sample("r2", "w3", "m1", now - 8.0, 100.0)])  # older than stale_after (5 s)
+    await sink.heartbeat("a2", "r2")
+    ev = await view.evidence(now)
+    assert (ev["r1"].stale, ev["r1"].heartbeat_age_s) == (True, None)
+    assert ev["r2"].stale and ev["r2"].newest_sample_age_s == pytest.approx(8.0, abs=0.01)
+    await sink.heartbeat("a1", "r1")
+    assert not (await view.evidence(now))["r1"].stale
+
+
 async def test_second_evaluation_fetches_only_changed_slices_and_equals_a_rebuild(policy: Policy, client: Any) -> None:
     """After the first read, only slices whose index count changed are fetched; the totals equal a fresh rebuild."""
     now = math.floor(time.time()) + 0.5
@@ -202,6 +216,18 @@ async def test_samples_stamped_beyond_the_clock_skew_are_rejected_counted_and_lo
     assert (rejected[0]["region"], rejected[0]["rejected"], rejected[0]["rejected_future"]) == ("r1", 7, 7)
     assert rejected[0]["series_ahead_s"] == {"w2|m1": pytest.approx(60, abs=0.1)}
     assert view.regions["r1"].rejected_total == 7
+
+
+async def test_an_agent_clock_a_day_ahead_is_logged_and_its_samples_never_count(policy: Policy, client: Any) -> None:
+    """Samples stamped a day ahead land where no window reads; the series is named in the clock-skew log."""
+    now = time.time()
+    sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
+    await sink.write([sample("r1", "w1", "m1", now + 86_400, 100.0) for _ in range(3)])
+    with structlog.testing.capture_logs() as logs:
+        ev = await view.evidence(now)
+    assert (ev["r1"].n, ev["r1"].newest_sample_age_s, ev["r1"].stale) == (0, None, True)
+    skew = [e for e in logs if e["event"] == "store.samples_rejected_clock_skew"]
+    assert skew and skew[0]["series_ahead_s"] == {"w1|m1": pytest.approx(86_400, abs=1)}
 
 
 async def test_redis_outage_buffers_bounded_reports_unreadable_and_flushes_on_restart(

@@ -173,9 +173,12 @@ class StatsView:
         return len(wanted)
 
     def _log_rejections(self, region: str, plan: Plan, now: float) -> None:
-        if not plan.rejected:
-            return
+        """Log rejected samples, and series whose clock runs ahead even when their slices are beyond the index
+        range read (an agent a day ahead writes where no window looks: its samples are never counted)."""
         skew = self.spec.skew_s
+        ahead = {s: round(t - now, 3) for s, t in self.extras[region].newest.items() if t > now + skew}
+        if not plan.rejected and not ahead:
+            return
         self.log.warning(
             "store.samples_rejected_clock_skew",
             region=region,
@@ -184,7 +187,7 @@ class StatsView:
             rejected_late=plan.rejected_late,
             rejected_total=self.regions[region].rejected_total,
             slice_offsets_s=list(plan.rejected_offsets_s),
-            series_ahead_s={s: round(t - now, 3) for s, t in self.extras[region].newest.items() if t > now + skew},
+            series_ahead_s=ahead,
             max_clock_skew_s=skew,
         )
 
