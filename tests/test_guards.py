@@ -205,6 +205,9 @@ def test_fail_open_flag_on_the_evaluation() -> None:
     p = make_policy()
     evs = run(p, [frame(slow("us-east"), slow("eu-west"), slow("ap-southeast"))] * 4, every_s=2)
     assert all(e.fail_open for e in evs) and all(f == 1.0 for f in evs[-1].fractions.values())
+    summary = evs[1].to_log()
+    assert summary["fail_open"] and "3 of 3 regions breaching" in summary["notes"][0]
+    assert summary["guard_events"][0]["guard"] == "fail_open" and summary["guard_events"][0]["region"] is None
 
 
 @pytest.mark.parametrize(

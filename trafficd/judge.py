@@ -235,6 +235,15 @@ class Evaluation:
     frozen: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def to_log(self) -> dict[str, Any]:
+        """The evaluation-wide facts (fail open, freeze, every guard change) for one summary log event."""
+        return {
+            "fail_open": self.fail_open,
+            "frozen": self.frozen,
+            "notes": list(self.notes),
+            "guard_events": [e.to_log() for e in self.guard_events],
+        }
+
     def decision(self, region: str) -> Decision:
         return next(d for d in self.decisions if d.region == region)
 
