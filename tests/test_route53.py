@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from typing import Any
 
+import dns.message
+import dns.rrset
 import pytest
 import yaml
 from dns_fixtures import make_policy
@@ -277,3 +281,61 @@ def test_dns_commands_exit_78_on_a_bad_policy(tmp_path: Any, capsys: Any) -> Non
     for cmd in ("show", "plan", "bootstrap"):
         assert cli(["dns", cmd, "--policy", str(bad)]) == 78
     assert "bad.yaml" in capsys.readouterr().err
+
+
+class FakeAuthority:
+    """A tiny authoritative DNS server on loopback (UDP) answering CNAME queries from a dict."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            name = query.question[0].name.to_text()
+            if name in self.answers:
+                response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", self.answers[name] + "."))
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_verification_asks_the_authoritative_servers(hosted_zone: dict[str, str], moto: Any, route53: Any) -> None:
+    """With dns.verify, after INSYNC each owned name is asked; a drained or missing answer is flagged not ok."""
+    policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, verify=True)
+    api = f"api.{hosted_zone['name']}"
+    server = FakeAuthority(
+        {
+            f"us-east.pool.{api}": "eu-west.lb.example.net",  # allowed after the drain
+            f"eu-west.pool.{api}": "us-east.lb.example.net",  # weight 0 in eu-west's pool: not ok
+            api: "eu-west.lb.example.net",
+        }
+    )
+    try:
+        r = Reconciler(policy, route53, verify_nameservers=[f"127.0.0.1:{server.port}"])
+        r.bootstrap()
+        with capture_logs() as logs:
+            assert r.reconcile(DRAIN_US, dry_run=False).status == "applied"
+    finally:
+        server.close()
+    verified = {e["name"]: e for e in logs if e["event"] == "route53.verified"}
+    assert verified[f"us-east.pool.{api}"]["ok"] is True
+    assert verified[f"us-east.pool.{api}"]["expected"] == ["eu-west.lb.example.net", "us-east.lb.example.net"]
+    assert verified[f"eu-west.pool.{api}"]["ok"] is False
+    assert verified[f"ap-southeast.pool.{api}"] | {"answers": [], "ok": False} == verified[f"ap-southeast.pool.{api}"]
+    assert verified[api]["ok"] is True

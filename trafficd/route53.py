@@ -28,6 +28,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trafficd import dns_verify
 from trafficd import records as rec
 from trafficd.logs import get_logger
 from trafficd.model import Record, TrafficMatrix, identity_matrix
@@ -91,7 +92,7 @@ class Reconciler:
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[], float] = random.random
     page_size: int = PAGE_SIZE
-    verifier: Callable[[Reconciler, list[Record]], None] | None = None
+    verify_nameservers: list[str] | None = None  # host[:port] to verify against; default: the zone's NS
     _pending: _Pending | None = None
     _expected: dict[rec.Key, Record | None] = field(default_factory=dict)
     _respected: set[rec.Key] = field(default_factory=set)
@@ -188,9 +189,9 @@ class Reconciler:
         return True
 
     def _verify(self) -> None:
-        if self.policy.dns.verify and self.verifier is not None:
+        if self.policy.dns.verify:
             try:
-                self.verifier(self, self._last_zone)
+                dns_verify.verify(self.policy, self._last_zone, self.verify_nameservers)
             except Exception as exc:  # verification only reports; it never stops the loop
                 log.warning("route53.verify_failed", error=str(exc)[:300])
 
