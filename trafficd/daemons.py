@@ -17,6 +17,7 @@ from trafficd import notify
 from trafficd.fakeworker import Behaviour, serve
 
 if TYPE_CHECKING:
+    from trafficd.policy import Policy
     from trafficd.reload import PolicyHolder
 
 
@@ -27,6 +28,14 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, holder.reload)
     watchdog = asyncio.create_task(_watchdog(stop))
+    server = None
+    port = args.metrics_port
+    if port is None and body == "controller":
+        port = holder.policy.controller.metrics_port
+    if port is not None:
+        from trafficd import metrics
+
+        server = await metrics.start_server(args.metrics_host, port)
     try:
         if body == "agent":
             from trafficd.agent import run_agent
@@ -41,6 +50,8 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
         stop.set()
         notify.notify("STOPPING=1")
         await watchdog
+        if server is not None:
+            await server.cleanup()
 
 
 async def _watchdog(stop: asyncio.Event) -> None:
@@ -57,12 +68,14 @@ async def _watchdog(stop: asyncio.Event) -> None:
 def _agent(args: argparse.Namespace) -> int:
     from trafficd.reload import PolicyHolder, load_or_exit
 
-    loaded = load_or_exit(args.policy)
-    if args.region not in loaded.policy.regions:
-        known = ", ".join(loaded.policy.region_names)
-        print(f"{args.policy}: region {args.region!r} is not in the policy (regions: {known})")
-        return 78
-    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded), "agent", args))
+    def has_region(policy: Policy) -> list[str]:
+        """An agent refuses a policy (at start: exit 78; on reload: keep the last good) without its region."""
+        if args.region in policy.regions:
+            return []
+        return [f"region {args.region!r} is not in the policy (regions: {', '.join(policy.region_names)})"]
+
+    loaded = load_or_exit(args.policy, accept=has_region)
+    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded, accept=has_region), "agent", args))
     return 0
 
 
@@ -81,16 +94,23 @@ def _fake_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /healthz on this port")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="probe one region's workers and record samples in Redis")
     p.add_argument("--policy", required=True, help="policy file (YAML)")
     p.add_argument("--region", required=True)
     p.add_argument("--agent-id", default=None, help="name in heartbeats (default: host:pid)")
+    _metrics_args(p)
     p.set_defaults(func=_agent)
 
     p = sub.add_parser("controller", help="judge regions and shift Route 53 weights")
     p.add_argument("--policy", required=True, help="policy file (YAML)")
     p.add_argument("--dry-run", action="store_true", help="decide and log everything, write no DNS")
+    _metrics_args(p)
     p.set_defaults(func=_controller)
 
     p = sub.add_parser("fake-worker", help="run a fake OpenAI-compatible streaming worker (demo, tests)")
