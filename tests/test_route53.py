@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -339,3 +340,17 @@ def test_verification_asks_the_authoritative_servers(hosted_zone: dict[str, str]
     assert verified[f"eu-west.pool.{api}"]["ok"] is False
     assert (verified[f"ap-southeast.pool.{api}"]["answers"], verified[f"ap-southeast.pool.{api}"]["ok"]) == ([], False)
     assert verified[api]["ok"] is True
+
+
+def test_shipped_iam_policy_is_least_privilege_and_current(capsys: Any) -> None:
+    """docs/iam-policy.json is what `dns iam-policy` prints for the example: UPSERT of owned names only, and reads."""
+    root = Path(__file__).resolve().parent.parent
+    assert cli(["dns", "iam-policy", "--policy", str(root / "policies" / "example.yaml")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads((root / "docs" / "iam-policy.json").read_text()) == printed
+    actions = sorted(s["Action"] for s in printed["Statement"])
+    assert actions == ["route53:ChangeResourceRecordSets", "route53:GetChange", "route53:ListResourceRecordSets"]
+    cond = printed["Statement"][0]["Condition"]["ForAllValues:StringEquals"]
+    assert cond["route53:ChangeResourceRecordSetsActions"] == ["UPSERT"]
+    names = cond["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+    assert "api.example.com" in names and all(n == n.lower() and not n.endswith(".") for n in names)

@@ -4,6 +4,8 @@
                                                    sharing our names (never touched)
     trafficd dns plan --policy F [--from current|healthy | --matrix-file M] [--json]
                                                    the batch reconcile would send now; writes nothing
+    trafficd dns iam-policy --policy F             the least-privilege IAM policy (docs/iam-policy.json is
+                                                   the one for policies/example.yaml)
     trafficd dns bootstrap --policy F              create the owned records that are absent (full weight to
                                                    each region's own endpoint); never changes existing ones
 
@@ -205,6 +207,50 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def iam_policy(policy: Policy) -> dict[str, Any]:
+    """The least-privilege IAM policy for this policy file: UPSERT of the owned names and type only, plus reads."""
+    zone_arn = f"arn:aws:route53:::hostedzone/{policy.dns.zone_id}"
+    names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)})
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TrafficdUpsertOwnedRecordsOnly",
+                "Effect": "Allow",
+                "Action": "route53:ChangeResourceRecordSets",
+                "Resource": zone_arn,
+                "Condition": {
+                    "ForAllValues:StringEquals": {
+                        "route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
+                        "route53:ChangeResourceRecordSetsRecordTypes": [policy.dns.record_type],
+                        "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+                    }
+                },
+            },
+            {
+                "Sid": "TrafficdReadTheZone",
+                "Effect": "Allow",
+                "Action": "route53:ListResourceRecordSets",
+                "Resource": zone_arn,
+            },
+            {
+                "Sid": "TrafficdWatchItsChanges",
+                "Effect": "Allow",
+                "Action": "route53:GetChange",
+                "Resource": "arn:aws:route53:::change/*",
+            },
+        ],
+    }
+
+
+def _iam(args: argparse.Namespace) -> int:
+    policy = _load(args.policy)
+    if policy is None:
+        return EX_CONFIG
+    print(json.dumps(iam_policy(policy), indent=2))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dns", help="show the Route 53 records, plan what reconcile would change, bootstrap")
     cmds = p.add_subparsers(dest="dns_command", metavar="ACTION")
@@ -221,6 +267,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--matrix-file", metavar="JSON", help="traffic matrix to plan for (overrides --from)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_plan)
+
+    c = cmds.add_parser("iam-policy", help="print the least-privilege IAM policy for this policy file")
+    c.add_argument("--policy", required=True, metavar="FILE")
+    c.set_defaults(func=_iam)
 
     c = cmds.add_parser("bootstrap", help="create the owned records that are absent (identity weights)")
     c.add_argument("--policy", required=True, metavar="FILE")
