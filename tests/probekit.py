@@ -73,7 +73,7 @@ class ScriptedWorker:
 
     def scenarios(self) -> dict[str, Handler]:
         async def ok(r: web.Request) -> web.StreamResponse:
-            return await _script(r, [ROLE, tok("a"), 0.02, tok("b"), chunk(finish="stop"), DONE])
+            return await _script(r, [ROLE, tok("a"), 0.05, tok("b"), chunk(finish="stop"), DONE])
 
         async def slow(r: web.Request) -> web.StreamResponse:
             return await _script(r, [ROLE, 0.15, tok("a"), DONE])

@@ -35,13 +35,13 @@ async def run(prober: Prober, worker: ScriptedWorker, scenario: str, d: Deadline
 
 
 async def test_ok_stream_measures_every_field(prober: Prober, worker: ScriptedWorker) -> None:
-    """A normal stream is ok with ttft ≤ total, the 20 ms gap between tokens, 2 tokens, status and connect time."""
+    """A normal stream is ok with ttft ≤ total, the 50 ms gap between tokens, 2 tokens, status and connect time."""
     s = (await run(prober, worker, "ok")).sample
     assert s.ok and s.reason is None and s.status == 200
     assert s.tokens == 2 and s.reasoning_tokens == 0
     assert s.ttft_ms is not None and s.max_gap_ms is not None and s.connect_ms is not None
     assert 0 < s.ttft_ms <= s.total_ms
-    assert s.max_gap_ms >= 19.0
+    assert s.max_gap_ms >= 25.0  # 50 ms sent; a busy machine may deliver the first token late
     assert (s.region, s.worker, s.model) == ("r1", "w1", "m1")
 
 
@@ -112,7 +112,7 @@ async def test_slow_drip_is_total_timeout_at_the_deadline(prober: Prober, worker
     s = (await run(prober, worker, "drip", deadlines(total="350ms"))).sample
     assert not s.ok and s.reason == "total_timeout"
     assert 350.0 <= s.total_ms < 1000.0 and s.tokens >= 2
-    assert s.max_gap_ms is not None and s.max_gap_ms >= 90.0
+    assert s.max_gap_ms is not None and s.max_gap_ms >= 80.0
 
 
 async def test_timed_out_probe_counts_over_the_slo(prober: Prober, worker: ScriptedWorker) -> None:
