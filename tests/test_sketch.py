@@ -97,12 +97,14 @@ def test_redis_encoding_round_trips_with_saturation(words: dict[int, int]) -> No
 
 
 @given(st.dictionaries(st.integers(0, 2 * sketch.MAX_INDEX + 5), st.integers(1, 2**32 + 5), max_size=50))
-def test_region_aggregate_u32_encoding_round_trips(words: dict[int, int]) -> None:
-    """The u32 region aggregate string widens back to the same counts (saturated at 2³² − 1)."""
-    raw = sketch.encode_be(words, 32)
-    expected = Sketch.from_words({w: min(c, 2**32 - 1) for w, c in words.items()})
-    assert Sketch.from_redis(raw, width_bits=32) == expected
-    assert Sketch.from_redis(sketch.to_u32be(expected), width_bits=32) == expected
+def test_region_aggregate_encoding_round_trips(words: dict[int, int]) -> None:
+    """The region aggregate (u32 header, u16 buckets) reads back the same counts, saturation flagged."""
+    cap = {w: min(c, 2**32 - 1 if w < sketch.HEADER_WORDS else sketch.U16_MAX) for w, c in words.items()}
+    expected = Sketch.from_words(cap)
+    raw = sketch.encode_aggregate(Sketch.from_words(words))
+    assert Sketch.from_aggregate(raw) == expected
+    saturated = any(c >= sketch.U16_MAX for w, c in words.items() if w >= sketch.HEADER_WORDS)
+    assert sketch.aggregate_saturated(raw) == saturated
 
 
 def test_slice_size_depends_on_the_largest_value_not_the_count() -> None:

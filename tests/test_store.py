@@ -273,3 +273,19 @@ async def test_redis_outage_buffers_bounded_reports_unreadable_and_flushes_on_re
     await sink.heartbeat("a", "r1")
     r1 = (await view.evidence(time.time()))["r1"]
     assert (r1.n, r1.errors, r1.unreadable, r1.stale) == (50, 0, False, False)
+
+
+async def test_region_counts_stay_exact_when_a_bucket_saturates(policy: Policy, client: Any) -> None:
+    """70,000 samples in one bucket of one region slice: n and the over-SLO count stay exact (u32 header); the
+    saturated u16 bucket is logged."""
+    now = math.floor(time.time()) + 0.9
+    sink, view = (
+        store.SampleSink(client, policy, max_buffer=100_000, max_batch=100_000),
+        store.StatsView(client, policy),
+    )
+    batch = [sample("r1", f"w{1 + i % 2}", "m1", now - 0.5, 3100.0) for i in range(70_000)]
+    await sink.write(batch)
+    with structlog.testing.capture_logs() as logs:
+        ev = (await view.evidence(now))["r1"]
+    assert (ev.n, ev.over_slo_fraction) == (70_000, 1.0)
+    assert any(e["event"] == "store.histogram_saturated" and e["region"] == "r1" for e in logs)

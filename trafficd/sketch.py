@@ -17,9 +17,10 @@ values above MAX_MS in the last bucket (reported as MIN_MS and MAX_MS).
 
 In Redis a slice is a dense string of big-endian u16 words written with `BITFIELD ... OVERFLOW SAT INCRBY u16 #w`
 (`increments()` computes the words of a batch); the string only grows up to the highest bucket touched, so its size
-does not depend on the probe rate. The region's aggregate slice holds the same words as u32 (it merges many series
-and must not saturate). In memory the even and the odd words are each spread into 32-bit fields of one
-Python int (one int per metric), so merging slices or workers is big-integer addition (exact, no carries below 2³²).
+does not depend on the probe rate. The region's aggregate slice holds the same words with the four header words
+as u32 (n and the exact counts must never saturate, however many series it merges) and the buckets as u16.
+In memory the even and the odd words are each spread into 32-bit fields of one Python int (one int per metric),
+so merging slices or workers is big-integer addition (exact, no carries below 2³²).
 
 A TTFT is always recorded: a probe that never produced a first token has a TTFT of at least its total time, so
 `ttft_ms or total_ms` is used (a lower bound, which is the safe side for an "over the SLO" count).
@@ -109,25 +110,31 @@ def split_u16be(raw: bytes) -> tuple[int, int]:
     return x & _EVEN_MASK, (x >> 16) & _EVEN_MASK
 
 
-def split_u32be(raw: bytes) -> tuple[int, int]:
-    """Big-endian u32 words (a region aggregate written with `INCRBY u32`) → (even words, odd words)."""
-    raw = raw + b"\x00" * (-len(raw) % 4)
-    words = array.array("I")
-    if words.itemsize != 4:  # pragma: no cover - every supported platform has 4-byte unsigned int
-        fields = [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
-        return _pack(fields[0::2]), _pack(fields[1::2])
-    words.frombytes(raw)
-    if sys.byteorder == "little":
-        words.byteswap()
-    even, odd = words[0::2], words[1::2]
-    if sys.byteorder == "big":  # pragma: no cover
-        even.byteswap()
-        odd.byteswap()
-    return int.from_bytes(even.tobytes(), "little"), int.from_bytes(odd.tobytes(), "little")
+def split_aggregate(raw: bytes) -> tuple[int, int]:
+    """A region aggregate string (4 header words as u32, then u16 bucket words) → (even words, odd words)."""
+    head = raw[: 4 * HEADER_WORDS].ljust(4 * HEADER_WORDS, b"\x00")
+    n, errors, over_total, over_ttft = (int.from_bytes(head[i : i + 4], "big") for i in range(0, 16, 4))
+    even_b, odd_b = split_u16be(raw[4 * HEADER_WORDS :])
+    shift = _FIELD_BITS * HEADER_WORDS // 2
+    return n | over_total << _FIELD_BITS | even_b << shift, errors | over_ttft << _FIELD_BITS | odd_b << shift
 
 
-def _pack(fields: Sequence[int]) -> int:
-    return sum(f << (_FIELD_BITS * i) for i, f in enumerate(fields))
+def aggregate_fields(words: dict[int, int]) -> list[tuple[str, int, int]]:
+    """(type, bit offset, increment) of a region aggregate BITFIELD: u32 header words, u16 bucket words."""
+    out = []
+    for w, c in sorted(words.items()):
+        if w < HEADER_WORDS:
+            out.append(("u32", 32 * w, c))
+        else:
+            out.append(("u16", 32 * HEADER_WORDS + 16 * (w - HEADER_WORDS), c))
+    return out
+
+
+def aggregate_saturated(raw: bytes) -> bool:
+    """True when a bucket of a region aggregate hit 65535 (its percentiles are then a lower bound)."""
+    body = array.array("H")
+    body.frombytes(raw[4 * HEADER_WORDS : len(raw) - (len(raw) % 2)])
+    return U16_MAX in body  # 0xFFFF reads the same in either byte order
 
 
 def encode_be(words: dict[int, int], width_bits: int = 16) -> bytes:
@@ -139,6 +146,14 @@ def encode_be(words: dict[int, int], width_bits: int = 16) -> bytes:
     for w, c in words.items():
         out[size * w : size * (w + 1)] = min(c, top).to_bytes(size, "big")
     return bytes(out)
+
+
+def encode_aggregate(sk: Sketch) -> bytes:
+    """A sketch as a region aggregate string (what the BITFIELDs of `aggregate_fields` build)."""
+    head = b"".join(min(sk.word(w), 2**32 - 1).to_bytes(4, "big") for w in range(HEADER_WORDS))
+    buckets = {2 * i: c for i, c in enumerate(sk.counts("total")) if c}
+    buckets.update({2 * i + 1: c for i, c in enumerate(sk.counts("ttft")) if c})
+    return head + encode_be(buckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +168,14 @@ class Sketch:
     odd: int = 0
 
     @classmethod
-    def from_redis(cls, raw: bytes | None, width_bits: int = 16) -> Sketch:
-        """From a slice string: u16 words (a series) or u32 words (a region aggregate)."""
-        if not raw:
-            return cls()
-        return cls(*(split_u16be(raw) if width_bits == 16 else split_u32be(raw)))
+    def from_redis(cls, raw: bytes | None) -> Sketch:
+        """From a series slice string (u16 words)."""
+        return cls(*split_u16be(raw)) if raw else cls()
+
+    @classmethod
+    def from_aggregate(cls, raw: bytes | None) -> Sketch:
+        """From a region aggregate slice string (u32 header words, u16 bucket words)."""
+        return cls(*split_aggregate(raw)) if raw else cls()
 
     @classmethod
     def from_words(cls, words: dict[int, int]) -> Sketch:
@@ -231,18 +249,6 @@ class Sketch:
 
     def quantile(self, metric: Metric, q: float) -> float | None:
         return self.quantiles(metric, (q,))[0]
-
-
-def to_u32be(sk: Sketch) -> bytes:
-    """A sketch as the u32 big-endian words of a region aggregate string (benchmark and tests write these)."""
-    even, odd = _fields(sk.even), _fields(sk.odd)
-    size = max(len(even), len(odd))
-    words = array.array("I", [0] * (2 * size))
-    words[0 : 2 * len(even) : 2] = array.array("I", even)
-    words[1 : 2 * len(odd) : 2] = array.array("I", odd)
-    if sys.byteorder == "little":
-        words.byteswap()
-    return words.tobytes()
 
 
 def _fields(half: int) -> list[int]:

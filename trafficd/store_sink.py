@@ -23,6 +23,14 @@ from trafficd.store_client import TRANSIENT, Backoff, error_text, recent_m, ttl_
 from trafficd.window import slice_of
 
 
+def _aggregate_ops(words: Counter[int]) -> list[bytes]:
+    """The region aggregate's BITFIELD: u32 header words (never saturate), u16 bucket words."""
+    ops = [b"OVERFLOW", b"SAT"]
+    for kind, offset, inc in sketch.aggregate_fields(words):
+        ops += (b"INCRBY", kind.encode(), b"%d" % offset, b"%d" % inc)
+    return ops
+
+
 def _bitfield_ops(words: Counter[int], kind: bytes) -> list[bytes]:
     """`OVERFLOW SAT INCRBY <kind> #<word> <inc> …`, pre-encoded (the client's argument encoding is costly)."""
     ops = [b"OVERFLOW", b"SAT"]
@@ -184,7 +192,7 @@ class SampleSink:
             region_words[sid].update(words)
         for sid, words in region_words.items():  # the region's exact merge, in the same transaction
             key = keys.region_slice_key(self.prefix, region, sid)
-            pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u32"))
+            pipe.execute_command("BITFIELD", key, *_aggregate_ops(words))
             self._expire_once(pipe, key, self.ttl_s, sid)
         region_sid = max(per_slice)
         for sid, count in per_slice.items():

@@ -165,7 +165,9 @@ class StatsView:
             for region, sid in wanted:
                 pipe.get(keys.region_slice_key(self.prefix, region, sid))
             for (region, sid), raw in zip(wanted, await pipe.execute(), strict=True):
-                fetched[region][sid] = sketch.Sketch.from_redis(raw, width_bits=32)
+                fetched[region][sid] = sketch.Sketch.from_aggregate(raw)
+                if raw and sketch.aggregate_saturated(raw):
+                    self.log.warning("store.histogram_saturated", region=region, slice_start_s=sid * self.spec.slice_s)
         for region, win in self.regions.items():
             win.commit(plans[region], fetched[region], now)
             self._log_rejections(region, plans[region], now)

@@ -214,7 +214,7 @@ async def populate(
             pipe.hincrby(keys.index_key(prefix, region, keys.epoch_of(sid)), str(sid), per_slice)
             pipe.hset(keys.newest_key(prefix, region), series, repr(sid * 10.0 + 5))
         for region, parts in totals.items():
-            pipe.set(keys.region_slice_key(prefix, region, sid), sketch.to_u32be(sketch.merge(parts)), ex=900)
+            pipe.set(keys.region_slice_key(prefix, region, sid), sketch.encode_aggregate(sketch.merge(parts)), ex=900)
             pipe.hset(keys.heartbeat_key(prefix, region), "agent", repr(sid * 10.0 + 5))
     await pipe.execute()
 
