@@ -17,6 +17,7 @@ import boto3
 import pytest
 from aiohttp import ClientSession, web
 from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError
 from botocore.stub import Stubber
 from dns_fixtures import make_policy
 from structlog.testing import capture_logs
@@ -24,6 +25,7 @@ from structlog.testing import capture_logs
 from trafficd.model import identity_matrix
 from trafficd.policy import Policy
 from trafficd.route53 import Reconciler, bootstrap, route53_client
+from trafficd.route53_outcome import classify
 from trafficd.services import LOOPBACK, free_port
 
 REGIONS = ["us-east", "eu-west", "ap-southeast"]
@@ -319,3 +321,52 @@ def test_listing_follows_next_record_identifier() -> None:
         zone = Reconciler(policy, client).list_zone()
     assert [r.set_identifier for r in zone] == ["a", "b"]
     stub.assert_no_pending_responses()
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "Op")
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (_client_error("Throttling", 400), "throttled"),
+        (_client_error("PriorRequestNotComplete", 400), "throttled"),
+        (_client_error("InvalidChangeBatch", 400), "rejected"),
+        (_client_error("AccessDenied", 403), "denied"),
+        (_client_error("Whatever", 403), "denied"),
+        (_client_error("ServiceUnavailable", 503), "ambiguous"),
+        (_client_error("NoSuchHostedZone", 404), "failed"),
+        (ConnectionClosedError(endpoint_url="http://x"), "ambiguous"),
+        (EndpointConnectionError(endpoint_url="http://x"), "ambiguous"),
+        (NoCredentialsError(), "failed"),
+    ],
+)
+def test_error_tree(exc: Exception, kind: str) -> None:
+    """Every error the API or botocore raises falls in one branch: throttled, ambiguous, rejected, denied, failed."""
+    assert classify(exc) == kind
+
+
+async def test_server_error_on_listing_is_retried(policy: Policy, proxy: FaultProxy) -> None:
+    """A 5xx from ListResourceRecordSets is transient: a `route53.retrying` event, a backoff, and a second read."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("list", "error", status=503, code="ServiceUnavailable"))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+    assert result.status == "no_changes" and time.sleeps == [0.5]
+    assert [e["code"] for e in events(logs, "route53.retrying")] == ["ServiceUnavailable"]
+    assert not events(logs, "route53.throttled")
+
+
+async def test_unknown_zone_is_one_error(policy: Policy, proxy: FaultProxy) -> None:
+    """NoSuchHostedZone is not retried: one request_failed event naming the call and code."""
+    time = FakeTime()
+    r = reconciler(policy, proxy, time)
+    proxy.faults.append(Fault("list", "error", status=404, code="NoSuchHostedZone", message="no zone"))
+    with capture_logs() as logs:
+        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+    assert result.status == "error" and result.error == "NoSuchHostedZone: no zone" and time.sleeps == []
+    failed = events(logs, "route53.request_failed")
+    assert [(e["call"], e["code"]) for e in failed] == [("ListResourceRecordSets", "NoSuchHostedZone")]

@@ -273,13 +273,13 @@ class Reconciler:
             try:
                 return self.list_zone(calls)
             except (ClientError, BotoCoreError) as exc:
-                if isinstance(exc, ClientError) and (result := self._fatal(exc, call, calls, drift, None)):
+                if result := self._fatal(exc, call, calls, drift, None):
                     return result
-                code = error_code(exc)
+                code, kind = error_code(exc), classify(exc)
             except Route53Error as exc:
                 log.error("route53.request_failed", call=call, error=str(exc)[:300])
                 return ReconcileResult("error", drift=tuple(drift), api_calls=calls.n, error=str(exc)[:300])
-            if not self._backoff(budget, call, code):
+            if not self._backoff(budget, call, code, kind):
                 return self._exhausted(calls, drift)
 
     def _send(self, plan: rec.Plan, calls: _Calls, budget: _Budget, drift: list[rec.Drift]) -> ReconcileResult | None:
@@ -295,14 +295,14 @@ class Reconciler:
                 return self._applied(info, plan, calls, drift)
             except (ClientError, BotoCoreError) as exc:
                 code = error_code(exc)
-                if isinstance(exc, ClientError) and (result := self._fatal(exc, call, calls, drift, plan)):
+                if result := self._fatal(exc, call, calls, drift, plan):
                     return result
                 ambiguous = classify(exc) == "ambiguous"
                 if ambiguous:
                     log.warning("route53.outcome_unknown", call=call, code=code, action="re-read before retrying")
             if ambiguous:
                 self._forget(plan)
-            if not self._backoff(budget, call, code):
+            if not self._backoff(budget, call, code, "ambiguous" if ambiguous else "throttled"):
                 return self._exhausted(calls, drift)
             if ambiguous:
                 return None
@@ -344,7 +344,7 @@ class Reconciler:
             self._expected.pop(c.after.key, None)
 
     def _fatal(
-        self, exc: ClientError, call: str, calls: _Calls, drift: list[rec.Drift], plan: rec.Plan | None
+        self, exc: ClientError | BotoCoreError, call: str, calls: _Calls, drift: list[rec.Drift], plan: rec.Plan | None
     ) -> ReconcileResult | None:
         """One error event and a result for rejected / denied / failed; None for throttled and ambiguous."""
         kind, code, message = classify(exc), error_code(exc), error_message(exc)
@@ -364,7 +364,7 @@ class Reconciler:
         log.error("route53.request_failed", call=call, code=code, message=message, zone_id=self.zone_id)
         return ReconcileResult("error", changes, drift=tuple(drift), api_calls=calls.n, error=err)
 
-    def _backoff(self, budget: _Budget, call: str, code: str) -> bool:
+    def _backoff(self, budget: _Budget, call: str, code: str, kind: str = "throttled") -> bool:
         """Sleep a capped, jittered delay if the budget allows it; False when it does not."""
         budget.attempt += 1
         attempt = budget.attempt
@@ -374,7 +374,7 @@ class Reconciler:
         if delay > left:
             return False
         log.warning(
-            "route53.throttled",
+            "route53.throttled" if kind == "throttled" else "route53.retrying",
             call=call,
             code=code,
             attempt=attempt,

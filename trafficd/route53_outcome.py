@@ -4,11 +4,11 @@ The error tree (codes from the Route 53 API reference; botocore raises them as `
 
     throttled   Throttling, PriorRequestNotComplete (and the generic throttling codes): the request was not
                 applied → capped, jittered backoff within the per-cycle budget, then the same request again.
-    ambiguous   HTTP 5xx, or a transport error (`BotoCoreError`: connection closed, read timeout): a change
-                may or may not have been applied → re-read the zone before deciding to send again.
+    ambiguous   HTTP 5xx, or a transport error (connection refused or closed, read timeout): a change may
+                or may not have been applied → re-read the zone before deciding to send again.
     rejected    InvalidChangeBatch, InvalidInput: Route 53 refused the batch → one error event, no retry.
     denied      AccessDenied (or HTTP 403): IAM does not allow it → one error event, no retry.
-    failed      anything else (NoSuchHostedZone, …) → one error event, no retry.
+    failed      anything else (NoSuchHostedZone, no credentials, …) → one error event, no retry.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from trafficd import records as rec
 
@@ -46,7 +47,7 @@ def error_message(exc: BaseException) -> str:
 
 def classify(exc: BaseException) -> Kind:
     """Which branch of the error tree (module docstring) an exception from a boto3 call belongs to."""
-    if isinstance(exc, BotoCoreError):
+    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
         return "ambiguous"
     if not isinstance(exc, ClientError):
         return "failed"
