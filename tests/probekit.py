@@ -226,7 +226,7 @@ def make_policy(
     *,
     region: str = "r1",
     probe: dict[str, Any] | None = None,
-    models: list[str] | None = None,
+    models: list[str | dict[str, Any]] | None = None,
     discovery: dict[str, Any] | None = None,
     slo: dict[str, Any] | None = None,
     redis: dict[str, Any] | None = None,
@@ -240,7 +240,7 @@ def make_policy(
         "version": 1,
         "service": "svc",
         "probe": probe or {},
-        "models": [{"name": m} for m in (models or ["m1"])],
+        "models": [m if isinstance(m, dict) else {"name": m} for m in (models or ["m1"])],
         "regions": {region: region_cfg},
         "dns": {"zone_id": "Z1", "record_name": "api.example.com."},
     }

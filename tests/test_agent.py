@@ -30,6 +30,13 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
+class Holder:
+    """The PolicyHolder interface the agent reads: `.current` is the policy in force."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+
 async def test_every_worker_and_model_is_probed_each_round(worker: ScriptedWorker) -> None:
     """Two workers × two models give four series per round, heartbeats each round, and counted rounds."""
     policy = make_policy(
@@ -54,22 +61,48 @@ async def test_every_worker_and_model_is_probed_each_round(worker: ScriptedWorke
     assert events(logs, "agent.stopped")
 
 
-async def test_failing_worker_is_sampled_logged_once_and_recovered(worker: ScriptedWorker) -> None:
-    """A stalling series gives failed samples, one agent.series_failed with its reason, and counts by outcome."""
+async def test_each_model_is_its_own_series_with_its_own_deadlines(worker: ScriptedWorker) -> None:
+    """Two model tiers on one worker: the tier with a 100 ms first-token deadline times out, the other does not."""
     policy = make_policy(
-        [{"name": "good", "url": f"{worker.url}/ok"}, {"name": "bad", "url": f"{worker.url}/stall"}],
-        probe={"interval": "150ms", "jitter": "10%", "deadlines": {"gap": "100ms"}},
+        [{"name": "w1", "url": f"{worker.url}/role_early"}],
+        probe={"interval": "200ms"},
+        models=["big", {"name": "fast", "deadlines": {"first_token": "100ms"}}],
     )
     sink, stop = FakeSink(), asyncio.Event()
+    task = await start(policy, sink, stop)
+    await wait_until(lambda: {s.model for s in sink.samples} == {"big", "fast"}, what="both models")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    fast = [s for s in sink.samples if s.model == "fast"]
+    big = [s for s in sink.samples if s.model == "big"]
+    assert all(s.reason == "ttft_timeout" and s.ttft_ms == 100.0 for s in fast)
+    assert all(s.ok and s.ttft_ms is not None and s.ttft_ms >= 300.0 for s in big)
+    assert {b["model"] for b in worker.bodies} == {"big", "fast"}
+
+
+async def test_failing_worker_is_sampled_logged_once_and_recovered(worker: ScriptedWorker) -> None:
+    """A stalling series gives failed samples, one agent.series_failed, counts by outcome, then series_recovered."""
+    probe = {"interval": "150ms", "jitter": "10%", "deadlines": {"gap": "100ms"}}
+    policy = make_policy(
+        [{"name": "good", "url": f"{worker.url}/ok"}, {"name": "bad", "url": f"{worker.url}/stall"}], probe=probe
+    )
+    healed = make_policy(
+        [{"name": "good", "url": f"{worker.url}/ok"}, {"name": "bad", "url": f"{worker.url}/ok"}], probe=probe
+    )
+    holder, sink, stop = Holder(policy), FakeSink(), asyncio.Event()
     with capture_logs() as logs:
-        task = await start(policy, sink, stop)
+        task = await start(holder, sink, stop)
         await wait_until(lambda: sum(s.worker == "bad" for s in sink.samples) >= 3, what="three failed samples")
+        holder.current = healed
+        await wait_until(lambda: bool(events(logs, "agent.series_recovered")), what="the recovery")
         stop.set()
         await asyncio.wait_for(task, 10)
     bad = [s for s in sink.samples if s.worker == "bad"]
-    assert all(not s.ok and s.reason == "stall_timeout" and s.total_ms >= 100.0 for s in bad)
+    assert all(s.reason == "stall_timeout" and s.total_ms >= 100.0 for s in bad if not s.ok)
     failed = events(logs, "agent.series_failed")
     assert len(failed) == 1 and failed[0]["worker"] == "bad" and failed[0]["reason"] == "stall_timeout"
+    (recovered,) = events(logs, "agent.series_recovered")
+    assert recovered["worker"] == "bad" and recovered["was"] == "stall_timeout"
     rounds = [e for e in events(logs, "agent.round_completed") if e["probes"] == 2]
     assert rounds and rounds[0]["outcomes"] == {"ok": 1, "stall_timeout": 1}
 
@@ -147,13 +180,6 @@ async def test_missing_api_key_stops_the_agent_with_a_config_error(
     with capture_logs() as logs, pytest.raises(AgentConfigError, match="TRAFFICD_TEST_MISSING_KEY"):
         await run_agent(policy, "r1", stop=asyncio.Event(), sink=FakeSink())
     assert events(logs, "agent.config_failed") and not worker.arrivals
-
-
-class Holder:
-    """The PolicyHolder interface the agent reads: `.current` is the policy in force."""
-
-    def __init__(self, current: Any) -> None:
-        self.current = current
 
 
 async def test_reloaded_policy_applies_to_the_next_round(worker: ScriptedWorker) -> None:

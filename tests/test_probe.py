@@ -205,6 +205,27 @@ async def test_hung_handshake_is_connect_error_at_the_connect_deadline(prober: P
     assert s.connect_ms == 200.0 and s.total_ms >= 200.0
 
 
+async def test_accept_then_no_response_is_ttft_timeout(prober: Prober) -> None:
+    """A worker that accepts the connection and reads the request but never answers hits the first-token deadline."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+        await r.read(65536)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        d = deadlines(first_token="300ms")
+        s = await prober.probe(Target("r1", "w1", "m1", f"http://127.0.0.1:{port}", deadlines=d))
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+    assert not s.ok and s.reason == "ttft_timeout" and s.status is None
+    assert s.ttft_ms == 300.0 and s.total_ms >= 300.0 and s.connect_ms is not None
+
+
 def test_reason_codes_are_the_shared_ones() -> None:
     """The reason codes the probe emits are exactly the shared taxonomy in trafficd.model.REASONS."""
     assert set(REASONS) == {
