@@ -144,7 +144,7 @@ def test_records_not_owned_are_never_modified(policy: Policy, route53: Any, host
 
 
 def test_invalid_batch_is_refused_before_sending(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
-    """A pool that already holds a simple record would mix routing types: we refuse, though moto would accept."""
+    """A pool holding a simple record would mix routing types: refused (moto would accept), logged once, not resent."""
     zid, api = hosted_zone["id"], f"api.{hosted_zone['name']}"
     upsert(
         route53,
@@ -152,9 +152,11 @@ def test_invalid_batch_is_refused_before_sending(policy: Policy, route53: Any, h
         {"Name": f"eu-west.pool.{api}", "Type": "CNAME", "TTL": 60, "ResourceRecords": [{"Value": "x.example.net"}]},
     )
     before = zone_sets(route53, zid)
+    r = Reconciler(policy, route53)
     with capture_logs() as logs:
-        result = Reconciler(policy, route53).reconcile(identity_matrix(REGIONS), dry_run=False)
-    assert result.status == "rejected"
+        result = r.reconcile(identity_matrix(REGIONS), dry_run=False)
+        again = r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    assert result.status == again.status == "rejected"
     assert any("mixed routing types" in p for p in result.problems)
     assert [e["source"] for e in logs if e["event"] == "route53.batch_rejected"] == ["validation"]
     assert zone_sets(route53, zid) == before

@@ -245,19 +245,21 @@ class Reconciler:
                 log.debug("route53.no_changes", respected=["/".join(k) for k in plan.respected], api_calls=calls.n)
                 return ReconcileResult("no_changes", drift=dr, deferred=deferred, api_calls=calls.n)
             changes_log = [c.to_log() for c in plan.changes]
+            fingerprint = repr(sorted(repr(c.after) for c in plan.changes))
+            if self._held and self._held[0] == fingerprint and self.clock() < self._held[1]:
+                return self._held[2]  # refused before: not logged or sent again until FATAL_HOLD_S has passed
             if not plan.ok:
                 log.error(
                     "route53.batch_rejected", source="validation", problems=list(plan.problems), changes=changes_log
                 )
-                return ReconcileResult(
+                refused = ReconcileResult(
                     "rejected", plan.changes, drift=dr, problems=plan.problems, deferred=deferred, api_calls=calls.n
                 )
+                self._held = (fingerprint, self.clock() + FATAL_HOLD_S, refused)
+                return refused
             if dry_run:
                 log.info("route53.changes_planned", dry_run=True, changes=changes_log, deferred=deferred)
                 return ReconcileResult("dry_run", plan.changes, drift=dr, deferred=deferred, api_calls=calls.n)
-            fingerprint = repr(sorted(repr(c.after) for c in plan.changes))
-            if self._held and self._held[0] == fingerprint and self.clock() < self._held[1]:
-                return self._held[2]  # refused before: not sent again until FATAL_HOLD_S has passed
             result = self._send(plan, calls, budget, drift)
             if result is None:
                 unknown = plan
