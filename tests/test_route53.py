@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from trafficd import records as rec
 from trafficd.cli import build_parser
+from trafficd.dns_cli import dns_view
 from trafficd.model import identity_matrix
 from trafficd.policy import Policy
 from trafficd.route53 import Reconciler, bootstrap
@@ -113,6 +114,13 @@ def test_plain_weighted_topology(hosted_zone: dict[str, str], moto: Any, route53
     assert result.status == "applied"
     # column sums 0.25, 1.75, 1.0 → scaled so the largest is 255
     assert weights(route53, hosted_zone["id"], api) == {"us-east": 36, "eu-west": 255, "ap-southeast": 146}
+    view = dns_view(policy, Reconciler(policy, route53).list_zone())
+    assert {r: v["share"] for r, v in view["regions"].items()} == {
+        "us-east": 0.0824,
+        "eu-west": 0.5838,
+        "ap-southeast": 0.3341,
+    }
+    assert Reconciler(policy, route53).current_matrix()["eu-west"]["eu-west"] == pytest.approx(255 / 437)
 
 
 def test_records_not_owned_are_never_modified(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:

@@ -138,6 +138,10 @@ class Reconciler:
         keys = rec.owned_keys(self.policy)
         return {r.key: r for r in zone if r.key in keys}
 
+    def current_matrix(self) -> TrafficMatrix:
+        """The matrix today's owned records express (rows absent where a pool is missing or all zero)."""
+        return rec.matrix_from_records(self.policy, self.owned(self.list_zone()).values())
+
     def plan(self, matrix: TrafficMatrix) -> rec.Plan:
         """What reconcile would send now for `matrix` (reads the zone, writes nothing, no drift memory)."""
         return rec.plan(self.policy, matrix, self.list_zone())
