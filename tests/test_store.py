@@ -251,7 +251,11 @@ async def test_redis_outage_buffers_bounded_reports_unreadable_and_flushes_on_re
             assert (len(sink.buffer), sink.dropped_total) == (50, 20)
             ev = await view.evidence(time.time())
             assert all(e.unreadable and e.n == 0 for e in ev.values()) and set(ev) == {"r1", "r2"}
-            await asyncio.sleep(0.25)  # past the capped backoff: the next write attempts again and fails
+
+            async def backoff_over() -> bool:
+                return sink._backoff.ready(time.monotonic())
+
+            await wait_for(backoff_over, 2.0)  # the next write attempts again, fails and reports the drops
             await sink.write([])
         names = [e["event"] for e in logs]
         assert "store.samples_buffered" in names
