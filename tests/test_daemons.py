@@ -85,3 +85,24 @@ def test_agent_rejects_a_reload_without_its_region_and_keeps_probing(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_agent_with_an_unreadable_api_key_file_exits_78(
+    redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path
+) -> None:
+    """A valid policy naming an API key file that cannot be read stops the agent with EX_CONFIG (78), not a trace."""
+    path = tmp_path / "policy.yaml"
+    text = policy_text(redis_url, key_prefix, hosted_zone, moto.url)
+    missing = tmp_path / "no-such-key"
+    path.write_text(
+        text.replace("models: [{name: m}]", f"probe: {{auth: {{api_key_file: {missing}}}}}\nmodels: [{{name: m}}]")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "trafficd", "agent", "--policy", str(path), "--region", "eu-west"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 78, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(missing) in proc.stderr or "api_key" in proc.stderr

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from typing import TYPE_CHECKING
 
 from trafficd import notify
+from trafficd.cli import EX_CONFIG
 from trafficd.fakeworker import Behaviour, serve
 
 if TYPE_CHECKING:
@@ -74,8 +76,14 @@ def _agent(args: argparse.Namespace) -> int:
             return []
         return [f"region {args.region!r} is not in the policy (regions: {', '.join(policy.region_names)})"]
 
+    from trafficd.agent import AgentConfigError
+
     loaded = load_or_exit(args.policy, accept=has_region)
-    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded, accept=has_region), "agent", args))
+    try:
+        asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded, accept=has_region), "agent", args))
+    except AgentConfigError as exc:  # e.g. the API key file or CA file named in the policy cannot be read
+        print(f"{args.policy}: {exc}", file=sys.stderr)
+        return EX_CONFIG
     return 0
 
 
