@@ -29,6 +29,9 @@ from trafficd.model import Overrides, TrafficMatrix
 from trafficd.policy import LoadedPolicy, Policy
 from trafficd.reload import PolicyHolder
 
+# reconcile outcomes that mean a change batch was (or was about to be) sent; `pending` repeats every cycle
+SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
+
 
 def state_key(prefix: str, service: str) -> str:
     return f"{prefix}:{{{service}}}:controller:state"
@@ -139,7 +142,7 @@ class Controller:
             return
         try:
             result = await asyncio.to_thread(self.reconciler.reconcile, evaluation.matrix, dry_run=dry_run)
-            if result.status != "no_changes":
+            if result.status in SENT_STATUSES:
                 metrics.DNS_CHANGES.labels(result.status).inc()
         except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
