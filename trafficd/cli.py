@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "trafficd.policy_cli",
     "trafficd.probe_cli",
     "trafficd.simulate",
+    "trafficd.stats_cli",
 )
 
 
