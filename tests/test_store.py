@@ -113,6 +113,17 @@ async def test_a_region_without_a_fresh_heartbeat_is_stale(policy: Policy, clien
     assert not (await view.evidence(now))["r1"].stale
 
 
+async def test_samples_with_impossible_times_are_dropped_and_logged_not_raised(policy: Policy, client: Any) -> None:
+    """A NaN or negative latency cannot break the agent loop: it is dropped, logged, and the rest is written."""
+    now = time.time()
+    sink = store.SampleSink(client, policy)
+    bad = [sample("r1", "w1", "m1", now - 1, math.nan), sample("r1", "w1", "m1", now - 1, -5.0)]
+    with structlog.testing.capture_logs() as logs:
+        await sink.write([*bad, sample("r1", "w1", "m1", now - 1, 100.0)])
+    assert sink.written_total == 1
+    assert [e["dropped"] for e in logs if e["event"] == "store.samples_invalid"] == [2]
+
+
 async def test_second_evaluation_fetches_only_changed_slices_and_equals_a_rebuild(policy: Policy, client: Any) -> None:
     """After the first read, only slices whose index count changed are fetched; the totals equal a fresh rebuild."""
     now = math.floor(time.time()) + 0.5

@@ -76,7 +76,10 @@ class SampleSink:
 
     async def write(self, samples: Sequence[Sample]) -> None:
         """Queue the samples and flush what is queued; never raises for Redis trouble."""
-        self.buffer.extend(samples)
+        good = [s for s in samples if math.isfinite(s.t) and math.isfinite(s.total_ms) and s.total_ms >= 0]
+        if len(good) != len(samples):
+            self.log.warning("store.samples_invalid", dropped=len(samples) - len(good))
+        self.buffer.extend(good)
         self._trim()
         await self._flush()
 
