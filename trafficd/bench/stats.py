@@ -160,8 +160,8 @@ async def ingest(client: Any, policy: Policy, total: int, rng: random.Random) ->
         print(f"{label}: {count / elapsed:,.0f} samples/s; Redis CPU {cpu / count * 1e6:.2f} µs/sample")
 
 
-async def memory(client: Any, url: str, rng: random.Random) -> None:
-    print("\n## Redis memory per series per 5-min window (10-s slices, 5 worker × model series in one region)")
+async def memory(client: Any, url: str, rng: random.Random, series: int) -> None:
+    print(f"\n## Redis memory per series per 5-min window (10-s slices, {series} worker × model series in one region)")
     figures: dict[tuple[str, int], float] = {}
     dists: list[tuple[str, Callable[[], float]]] = [
         ("bimodal with stalls", lambda: bimodal(rng)),
@@ -171,7 +171,7 @@ async def memory(client: Any, url: str, rng: random.Random) -> None:
         for rate in (1, 100):
             prefix = f"mem{rate}{dist_name[0]}"
             sink = store.SampleSink(client, make_policy(url, prefix, 1), max_batch=10_000)
-            series, now = 5, time.time()
+            now = time.time()
             batch = []
             for w in range(series):
                 for i in range(300 * rate):
@@ -312,7 +312,7 @@ async def run(quick: bool) -> None:
             print(f"redis-server {info['redis_version']} on {server.url}")
             await ingest(client, policy, 5_000 if quick else 60_000, rng)
             await client.flushdb()
-            await memory(client, server.url, rng) if not quick else None
+            await memory(client, server.url, rng, 1 if quick else 5)
             await evaluation(client, server.url, rng, (10, 100) if quick else (10, 100, 1000), 3 if quick else 6)
             await decisions_via_redis(client, server.url, 30 if quick else 300, rng)
         finally:
