@@ -6,6 +6,7 @@ test decides when the loop turns (no sleeps), while every adapter underneath is 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,21 @@ async def test_reloaded_policy_is_used_and_its_hash_logged(setup: Any) -> None:
 def _reset_structlog() -> Any:
     yield
     structlog.reset_defaults()
+
+
+async def test_dns_plan_shows_what_the_controller_would_change_now(setup: Any, capsys: Any) -> None:
+    """`trafficd dns plan` (default --from controller) lists eu-west's next step from Redis and writes nothing."""
+    import asyncio
+
+    from trafficd.cli import build_parser
+
+    path, loaded, r53 = setup
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    args = build_parser().parse_args(["dns", "plan", "--policy", str(path), "--json"])
+    capsys.readouterr()
+    with capture_logs():
+        assert await asyncio.to_thread(args.func, args) == 0
+    out = json.loads(capsys.readouterr().out)
+    changed = {c["after"]["set_identifier"]: c["after"]["weight"] for c in out["changes"]}
+    assert changed == {"eu-west-to-eu-west": 128, "eu-west-to-us-east": 128}
+    assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}

@@ -275,7 +275,7 @@ def test_dns_plan_writes_nothing(
     before = zone_sets(route53, hosted_zone["id"])
     pfile = _policy_file(tmp_path, policy)
     capsys.readouterr()
-    assert cli(["dns", "plan", "--policy", pfile]) == 0
+    assert cli(["dns", "plan", "--policy", pfile, "--from", "current"]) == 0
     assert capsys.readouterr().out.strip() == "no changes"
     mfile = tmp_path / "matrix.json"
     mfile.write_text(json.dumps(DRAIN_US))

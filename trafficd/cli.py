@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from trafficd import logs
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, to_stderr=not getattr(args, "logs_to_stdout", False))
     code: int = args.func(args)
     return code
 

@@ -190,6 +190,24 @@ class Controller:
         await self._close_client()
 
 
+async def preview(policy: Policy, now: float | None = None) -> tuple[judge.Evaluation, ControllerState]:
+    """What the controller would decide now, from the same Redis inputs, writing nothing (for `dns plan`/status).
+
+    Returns the evaluation and the stored state it started from (initial state when none is stored yet).
+    """
+    now = time.time() if now is None else now
+    client = store.redis_client(policy.redis)
+    try:
+        raw = await client.get(state_key(policy.redis.key_prefix, policy.service))
+        state = ControllerState.from_dict(json.loads(raw)) if raw else ControllerState.initial(policy, now)
+        evidence = await store.StatsView(client, policy).evidence(now)
+        active = await overrides.load(client, policy, now)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return judge.evaluate(policy, state, evidence, active, now), state
+
+
 def _status_line(evaluation: judge.Evaluation) -> str:
     parts = []
     for d in evaluation.decisions:

@@ -113,13 +113,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--region", required=True)
     p.add_argument("--agent-id", default=None, help="name in heartbeats (default: host:pid)")
     _metrics_args(p)
-    p.set_defaults(func=_agent)
+    p.set_defaults(func=_agent, logs_to_stdout=True)
 
     p = sub.add_parser("controller", help="judge regions and shift Route 53 weights")
     p.add_argument("--policy", required=True, help="policy file (YAML)")
     p.add_argument("--dry-run", action="store_true", help="decide and log everything, write no DNS")
     _metrics_args(p)
-    p.set_defaults(func=_controller)
+    p.set_defaults(func=_controller, logs_to_stdout=True)
 
     p = sub.add_parser("fake-worker", help="run a fake OpenAI-compatible streaming worker (demo, tests)")
     p.add_argument("--host", default="127.0.0.1")

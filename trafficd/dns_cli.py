@@ -9,10 +9,11 @@
     trafficd dns bootstrap --policy F              create the owned records that are absent (full weight to
                                                    each region's own endpoint); never changes existing ones
 
-`plan` needs the matrix the controller would apply. Until it reads the controller's state from Redis it
-takes it from: `--from current` (default: the matrix today's records express, so the plan shows only
-missing or hand-edited records), `--from healthy` (identity: every region serves its own users) or
-`--matrix-file` (JSON `{"us-east": {"us-east": 0.5, "eu-west": 0.5}, ...}`).
+`plan` needs the matrix to apply: `--from controller` (default) runs the controller's own judgement now on
+the same Redis inputs (stored state, window statistics, overrides) without writing anything; `--from
+current` takes the matrix today's records express (the plan shows only missing or hand-edited records);
+`--from healthy` is the identity (every region serves its own users); `--matrix-file` reads JSON
+`{"us-east": {"us-east": 0.5, "eu-west": 0.5}, ...}`.
 Exit codes: 0 ok, 1 Route 53 error or an invalid plan, 78 invalid policy.
 """
 
@@ -24,6 +25,7 @@ import sys
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from redis.exceptions import RedisError
 
 from trafficd import records as rec
 from trafficd.model import Record, TrafficMatrix, identity_matrix
@@ -142,6 +144,13 @@ def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file
         return {str(s): {str(d): float(x) for d, x in row.items()} for s, row in data.items()}
     if source == "healthy":
         return identity_matrix(policy.region_names)
+    if source == "controller":
+        import asyncio
+
+        from trafficd.controller import preview
+
+        evaluation, _ = asyncio.run(preview(policy))
+        return evaluation.matrix
     owned = rec.owned_keys(policy)
     return rec.matrix_from_records(policy, (r for r in zone if r.key in owned))
 
@@ -157,7 +166,7 @@ def _plan(args: argparse.Namespace) -> int:
         return 1
     try:
         matrix = matrix_for_plan(policy, zone, args.source, args.matrix_file)
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, RedisError) as exc:
         print(f"cannot read the matrix: {exc}", file=sys.stderr)
         return 1
     plan = rec.plan(policy, matrix, zone)
@@ -263,7 +272,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     c = cmds.add_parser("plan", help="what reconcile would change now (writes nothing; exit 1 if invalid)")
     c.add_argument("--policy", required=True, metavar="FILE")
-    c.add_argument("--from", dest="source", choices=("current", "healthy"), default="current")
+    c.add_argument(
+        "--from",
+        dest="source",
+        choices=("controller", "current", "healthy"),
+        default="controller",
+        help="controller: what the controller would decide now from Redis (default); current: the matrix the "
+        "records express; healthy: every region serves its own users",
+    )
     c.add_argument("--matrix-file", metavar="JSON", help="traffic matrix to plan for (overrides --from)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_plan)

@@ -15,22 +15,29 @@ import structlog
 _NOISY = ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access", "apscheduler", "asyncio")
 
 
-class _CurrentStdout:
-    """Writes to whatever `sys.stdout` is at the time of writing (pytest swaps it; a stale one may be closed)."""
+class _Current:
+    """Writes to whatever `sys.<name>` is at the time of writing (pytest swaps it; a stale one may be closed)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return int(getattr(sys, self.name).write(text))
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        getattr(sys, self.name).flush()
 
     def isatty(self) -> bool:
-        return sys.stdout.isatty()
+        return bool(getattr(sys, self.name).isatty())
 
 
-def configure(level: str = "INFO", json: bool | None = None, stream: Any = None) -> None:
-    """Configure structlog and stdlib logging once per process."""
-    out = stream or _CurrentStdout()
+def configure(level: str = "INFO", json: bool | None = None, stream: Any = None, to_stderr: bool = False) -> None:
+    """Configure structlog and stdlib logging once per process.
+
+    Daemons log to stdout (journald keeps it); on-call commands log to stderr so that their output (tables,
+    JSON) stays clean on stdout.
+    """
+    out = stream or _Current("stderr" if to_stderr else "stdout")
     render_json = json if json is not None else not out.isatty()
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
