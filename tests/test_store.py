@@ -304,3 +304,20 @@ async def test_region_counts_stay_exact_when_a_bucket_saturates(policy: Policy, 
         ev = (await view.evidence(now))["r1"]
     assert (ev.n, ev.over_slo_fraction) == (70_000, 1.0)
     assert any(e["event"] == "store.histogram_saturated" and e["region"] == "r1" for e in logs)
+
+
+async def test_flush_writes_the_buffer_at_once_after_redis_returns(
+    redis_server: RedisServer, policy: Policy, client: Any
+) -> None:
+    """`flush()` (for shutdown) ignores the backoff: once Redis is back, everything buffered is written now."""
+    sink = store.SampleSink(client, policy, retry_base_s=60.0, retry_cap_s=60.0)
+    now = time.time()
+    redis_server.stop()
+    try:
+        await sink.write([sample("r1", "w1", "m1", now - 1, 100.0) for _ in range(5)])
+        assert len(sink.buffer) == 5 and not sink.healthy
+        assert not await sink.flush()
+    finally:
+        redis_server.start()
+    assert await sink.flush()
+    assert (sink.written_total, sink.healthy) == (5, True)

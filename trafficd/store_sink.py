@@ -83,6 +83,14 @@ class SampleSink:
         self._trim()
         await self._flush()
 
+    async def flush(self) -> bool:
+        """Write what is queued now, ignoring the backoff (e.g. at shutdown); True when nothing is left."""
+        async with self._lock:
+            pass  # let a flush in flight finish first
+        self._backoff.retry_at = 0.0
+        await self._flush()
+        return not self.buffer
+
     async def heartbeat(self, agent_id: str, region: str) -> None:
         """Record that the agent is alive (and flush anything buffered); never raises for Redis trouble."""
         if not self._backoff.ready(time.monotonic()):
