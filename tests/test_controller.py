@@ -18,10 +18,10 @@ from structlog.testing import capture_logs
 
 from trafficd import route53, store
 from trafficd.controller import Controller
-from trafficd.demo import own_weights
 from trafficd.model import Sample
 from trafficd.policy import load_policy
 from trafficd.reload import PolicyHolder
+from trafficd.route53 import own_weights
 from trafficd.services import RedisServer
 
 
@@ -179,3 +179,37 @@ async def test_dns_plan_shows_what_the_controller_would_change_now(setup: Any, c
     changed = {c["after"]["set_identifier"]: c["after"]["weight"] for c in out["changes"]}
     assert changed == {"eu-west-to-eu-west": 128, "eu-west-to-us-east": 128}
     assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
+
+
+async def test_status_shows_leader_states_weights_and_overrides(setup: Any, capsys: Any) -> None:
+    """`trafficd status` shows the lease holder, eu-west draining at 0.5 with weight 128, and a manual freeze."""
+    import asyncio
+
+    from trafficd import overrides as ov
+    from trafficd.cli import build_parser
+    from trafficd.model import Override
+
+    path, loaded, _ = setup
+    ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-a")
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()
+    client = store.redis_client(loaded.policy.redis)
+    freeze = Override("freeze", None, "incident 42", time.time() + 600, created_by="alice")
+    await ov.set_override(client, loaded.policy, freeze)
+    await client.aclose()
+    args = build_parser().parse_args(["status", "--policy", str(path), "--json"])
+    capsys.readouterr()
+    with capture_logs():
+        assert await asyncio.to_thread(args.func, args) == 0
+    data = json.loads(capsys.readouterr().out)
+    await ctl.shutdown()
+    assert data["leader"].startswith("ctl-a:")
+    assert data["freeze"]["reason"] == "incident 42"
+    eu = data["regions"]["eu-west"]
+    assert eu["state"] == "draining" and eu["serving_fraction"] == 0.5 and eu["n"] == 20
+    assert data["dns_weights"] == {"us-east": 255, "eu-west": 128, "ap-southeast": 255}
+    args = build_parser().parse_args(["status", "--policy", str(path), "--no-dns"])
+    with capture_logs():
+        assert await asyncio.to_thread(args.func, args) == 0
+    text = capsys.readouterr().out
+    assert "FROZEN" in text and "eu-west" in text and "draining" in text

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "trafficd.bench.probe",
     "trafficd.daemons",
     "trafficd.demo",
+    "trafficd.status",
     "trafficd.dns_cli",
     "trafficd.overrides",
     "trafficd.policy_cli",

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import boto3
 
 from trafficd import logs
-from trafficd.policy import Policy, load_policy
+from trafficd.policy import load_policy
 from trafficd.services import LOOPBACK, MotoServer, RedisServer, free_port, stop_process, wait_for_port
 
 REGIONS = {  # demo region → the AWS region its latency record names
@@ -203,26 +203,6 @@ def set_worker(port: int, **changes: Any) -> dict[str, Any]:
         return result
 
 
-def own_weights(policy: Policy, client: Any) -> dict[str, int | None]:
-    """Each region's weight for serving its own users, read back from Route 53 (None: record missing).
-
-    Latency-weighted: the weight of the region's own member in its pool; weighted: its record's weight.
-    """
-    from trafficd import records, route53
-
-    zone = {r.key: r for r in route53.Reconciler(policy, client).list_zone()}
-    rtype = policy.dns.record_type
-    out: dict[str, int | None] = {}
-    for region in policy.region_names:
-        if policy.dns.topology == "latency-weighted":
-            key = (records.pool_name(policy, region), rtype, records.member_set_identifier(policy, region, region))
-        else:
-            key = (records.normalize_name(policy.dns.record_name), rtype, policy.set_identifier(region))
-        found = zone.get(key)
-        out[region] = None if found is None else found.weight
-    return out
-
-
 @contextlib.contextmanager
 def started_stack(
     *, timing: Timing, redis_url: str | None = None, workdir: Path | None = None
@@ -372,7 +352,7 @@ def run_demo(
                     healthy_seen.add(str(ev.get("region")))
                 if ev.get("event") in SHOWN_EVENTS:
                     say("   " + _describe(ev))
-            weights = own_weights(policy, r53)
+            weights = route53.own_weights(policy, r53)
             if weights != last_weights:
                 say("Route 53 own-region weights: " + "  ".join(f"{r}={w}" for r, w in weights.items()))
                 last_weights = weights

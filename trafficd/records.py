@@ -178,6 +178,24 @@ def matrix_from_records(policy: Policy, records: Iterable[Record]) -> TrafficMat
     return out
 
 
+def own_weights(policy: Policy, records: Iterable[Record]) -> dict[str, int | None]:
+    """Each region's weight for serving its own users (None: record absent).
+
+    Latency-weighted: the weight of the region's own member in its pool; weighted: its record's weight.
+    """
+    by_key = {r.key: r for r in records}
+    rtype = policy.dns.record_type
+    out: dict[str, int | None] = {}
+    for region in policy.region_names:
+        if policy.dns.topology == "latency-weighted":
+            key = (pool_name(policy, region), rtype, member_set_identifier(policy, region, region))
+        else:
+            key = (normalize_name(policy.dns.record_name), rtype, policy.set_identifier(region))
+        found = by_key.get(key)
+        out[region] = None if found is None else found.weight
+    return out
+
+
 # ---------------------------------------------------------------- diff, drift, validation
 
 

@@ -422,3 +422,8 @@ class Reconciler:
 def bootstrap(policy: Policy, client: Route53Client) -> ReconcileResult:
     """Create the initial owned records (full weight to each region's own endpoint) where absent."""
     return Reconciler(policy, client).bootstrap()
+
+
+def own_weights(policy: Policy, client: Route53Client) -> dict[str, int | None]:
+    """Each region's weight for its own users, read back from Route 53 now (demo, status, tests)."""
+    return rec.own_weights(policy, Reconciler(policy, client).list_zone())
