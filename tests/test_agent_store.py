@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from probekit import ScriptedWorker, make_policy, wait_until
@@ -46,3 +47,52 @@ async def test_agent_samples_and_heartbeats_reach_redis(
     assert not evidence.unreadable
     assert evidence.n == len(worker.arrivals)
     assert evidence.errors == worker.scenarios_seen.count("s503") > 0
+
+
+async def test_reloaded_slo_threshold_applies_to_samples_written_after_it(
+    worker: ScriptedWorker, redis_url: str, key_prefix: str, tmp_path: Any
+) -> None:
+    """After a SIGHUP-style reload from a 1 ms to a 10 s SLO, new samples are no longer counted over the SLO."""
+    from trafficd.reload import PolicyHolder
+
+    loaded = make_policy(
+        [{"name": "good", "url": f"{worker.url}/ok"}],
+        probe={"interval": "100ms", "jitter": "0%"},
+        slo={"total_p99": "1ms"},
+        redis={"url": redis_url, "key_prefix": key_prefix},
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(_dump(loaded))
+    holder = PolicyHolder(path, loaded)
+    client = redis_client(loaded.policy.redis)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(holder, "r1", stop=stop, agent_id="agent-reload"))
+    try:
+        view = StatsView(client, loaded.policy)
+
+        async def evidence(min_n: int) -> Any:
+            deadline = time.monotonic() + 10
+            while True:
+                ev = (await view.evidence(time.time()))["r1"]
+                if ev.n >= min_n or time.monotonic() > deadline:
+                    return ev
+                await asyncio.sleep(0.05)
+
+        first = await evidence(3)
+        assert first.n >= 3 and first.over_slo_fraction == 1.0
+        path.write_text(path.read_text().replace("total_p99: 1ms", "total_p99: 10s"))
+        assert holder.reload()
+        later = await evidence(first.n + 5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        stop.set()
+        await client.aclose()
+    assert later.n > first.n
+    assert later.over_slo_fraction < 1.0  # the samples written after the reload are under the new 10 s SLO
+
+
+def _dump(loaded: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(loaded.policy.model_dump(mode="json", exclude_none=True))

@@ -367,7 +367,17 @@ async def run_agent(
         except store.StoreConfigError as exc:
             log.error("agent.config_failed", region=region, error=str(exc))
             raise AgentConfigError(str(exc)) from None
-        sink = store.SampleSink(client, policy)
+        real_sink = store.SampleSink(client, policy)
+        sink = real_sink
+        on_change = getattr(holder_or_loaded_policy, "on_change", None)
+        if on_change is not None:
+
+            def follow(old: LoadedPolicy, new: LoadedPolicy) -> None:
+                real_sink.use_policy(new.policy)
+                if new.policy.redis != old.policy.redis:
+                    log.warning("agent.redis_change_needs_restart", region=region, policy_hash=new.hash)
+
+            on_change(follow)
     agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id or default_agent_id(), rng=rng)
     try:
         await agent.run(stop)

@@ -52,12 +52,8 @@ class SampleSink:
         retry_base_s: float = 0.2,
         retry_cap_s: float = 10.0,
     ) -> None:
-        self.client, self.policy = client, policy
-        self.prefix = policy.redis.key_prefix
-        self.slice_s = policy.windows.slice
-        self.total_ms, self.ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
-        self.ttl_s, self.recent_m = ttl_s(policy), recent_m(policy)
-        self.index_ttl_s = self.ttl_s + math.ceil(keys.EPOCH_SLICES * self.slice_s)
+        self.client = client
+        self.use_policy(policy)
         self.max_buffer, self.max_batch = max_buffer, max_batch
         self.buffer: deque[Sample] = deque()
         self.dropped_total = 0
@@ -69,6 +65,19 @@ class SampleSink:
         self._lock = asyncio.Lock()
         self._ttl_set: dict[str, int] = {}  # key → slice id when its EXPIRE was sent (pruned as slices pass)
         self.log = get_logger("store")
+
+    def use_policy(self, policy: Policy) -> None:
+        """Take the thresholds, slice length and expiries of a (reloaded) policy; the buffer is kept.
+
+        Over-SLO counts are exact only against the threshold in force when a sample is written, so a changed
+        SLO applies to samples written from now on (the window holds a mix for one trip window).
+        """
+        self.policy = policy
+        self.prefix = policy.redis.key_prefix
+        self.slice_s = policy.windows.slice
+        self.total_ms, self.ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
+        self.ttl_s, self.recent_m = ttl_s(policy), recent_m(policy)
+        self.index_ttl_s = self.ttl_s + math.ceil(keys.EPOCH_SLICES * self.slice_s)
 
     @property
     def healthy(self) -> bool:
