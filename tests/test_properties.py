@@ -120,8 +120,8 @@ def check_invariants(policy: Policy, before: ControllerState, ev: Evaluation, no
     # frozen: only forced overrides move (never_all_zero aside, which needs an all-zero state)
     if frozen and any(s > EPS for s in prev.values()):
         assert moved <= forced
-    # cooldown: a region moves only once its cooldown has passed
-    for r in moved:
+    # cooldown: a region moves only once its cooldown has passed (the all-zero rescue aside)
+    for r in moved if any(s > EPS for s in prev.values()) else ():
         last = before.regions.get(r, RegionState()).last_step_at
         assert last is None or now - last >= policy.ramp.cooldown - EPS
         assert ev.state.regions[r].last_step_at == now
