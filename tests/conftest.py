@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 
 from trafficd.services import MotoServer, RedisServer
 
@@ -68,3 +69,12 @@ def hosted_zone(route53: Any) -> dict[str, str]:
     name = f"t{uuid.uuid4().hex[:10]}.example.com."
     zone = route53.create_hosted_zone(Name=name, CallerReference=uuid.uuid4().hex)["HostedZone"]
     return {"id": zone["Id"].split("/")[-1], "name": name}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Every test starts from structlog's defaults: a test that configures logging (the demo, a CLI) must not
+    change what `capture_logs()` sees in the next test on the same worker."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from ctlkit import REGIONS, policy_text
 from structlog.testing import capture_logs
 
@@ -155,12 +154,6 @@ async def test_reloaded_policy_is_used_and_its_hash_logged(setup: Any) -> None:
     assert {e["state_after"] for e in judged} == {"unknown"}
     assert {e["policy_hash"] for e in judged} == {holder.hash} != {loaded.hash}
     assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
-
-
-@pytest.fixture(autouse=True)
-def _reset_structlog() -> Any:
-    yield
-    structlog.reset_defaults()
 
 
 async def test_dns_plan_shows_what_the_controller_would_change_now(setup: Any, capsys: Any) -> None:

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from trafficd import logs, store
+from trafficd import store
 from trafficd.policy import Policy, PolicyError, load_policy
 from trafficd.store_view import GroupStats, RegionDetail
 from trafficd.window import WindowStats
@@ -81,7 +81,6 @@ async def _collect(policy: Policy, now: float) -> dict[str, RegionDetail]:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    logs.configure(args.log_level, stream=sys.stderr)
     try:
         policy = load_policy(args.policy).policy
         if args.region is not None and args.region not in policy.regions:

@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -298,7 +297,7 @@ def machine() -> str:
 
 
 async def run(quick: bool) -> None:
-    logs.configure("WARNING", stream=sys.stderr)
+    logs.configure("WARNING", to_stderr=True)
     rng = random.Random(20261127)
     print(f"# trafficd stats benchmark ({'quick' if quick else 'full'})")
     print(f"machine: {machine()}")
