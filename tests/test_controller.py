@@ -69,6 +69,8 @@ async def test_breaching_region_is_shifted_in_route53_with_inputs_logged(setup: 
     assert shift["serving_fraction_before"] == 1.0 and shift["serving_fraction_after"] == 0.5
     assert shift["policy_hash"] == loaded.hash and shift["lease_token"] is not None
     assert {"error_rate", "state_before", "state_after", "weights_before", "weights_after", "decided_by"} <= set(shift)
+    (summary,) = events(logs, "controller.evaluated")  # one summary per evaluation
+    assert summary["dns"] == "applied" and summary["dns_changes"] == 2 and summary["fail_open"] is False
 
 
 async def test_dry_run_decides_and_logs_but_writes_no_dns(setup: Any) -> None:

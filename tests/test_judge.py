@@ -221,3 +221,10 @@ def test_regions_dropped_from_the_policy_are_forgotten() -> None:
     ev = evaluate(make_policy(), st, frame(), Overrides(), 0.0)
     assert set(ev.state.regions) == {"us-east", "eu-west", "ap-southeast"}
     assert all(r.serving_fraction == 1.0 for r in ev.state.regions.values())
+
+
+def test_quantile_breach_is_decided_on_counts_not_floats() -> None:
+    """At quantile 90 %, 1 slow of 10 keeps the p90 under the SLO (no breach) and 2 of 10 put it over (breach)."""
+    policy = make_policy(slo={"quantile": "90%"}, windows={"min_samples": 10})
+    assert "p99" not in verdict(policy, slow("r", n=10, over=0.1)).rules
+    assert "p99" in verdict(policy, slow("r", n=10, over=0.2)).rules

@@ -21,7 +21,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from trafficd import judge, metrics, notify, overrides, route53, store
+from trafficd import judge, keys, metrics, notify, overrides, route53, store
 from trafficd.judge_state import ControllerState
 from trafficd.lease import Lease
 from trafficd.logs import get_logger
@@ -33,8 +33,7 @@ from trafficd.reload import PolicyHolder
 SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
 
 
-def state_key(prefix: str, service: str) -> str:
-    return f"{prefix}:{{{service}}}:controller:state"
+state_key = keys.controller_state_key
 
 
 @dataclass
@@ -105,6 +104,7 @@ class Controller:
             await self._evaluate(time.time() if now is None else now)
 
     async def _evaluate(self, now: float) -> None:
+        started = time.monotonic()
         loaded = self.holder.current
         if self._built_for != loaded.hash:
             self._build(loaded)
@@ -154,6 +154,16 @@ class Controller:
             await self._save_state(loaded, evaluation.state)
         except Exception as exc:
             self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+        self.log.info(
+            "controller.evaluated",
+            policy_hash=loaded.hash,
+            lease_token=self.lease.token,
+            dry_run=dry_run,
+            dns=None if result is None else result.status,
+            dns_changes=0 if result is None else len(result.changes),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            **evaluation.to_log(),
+        )
         metrics.EVALUATIONS.labels("leader").inc()
         metrics.loop_completed()
         notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")

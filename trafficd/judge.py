@@ -24,6 +24,7 @@ from trafficd.judge_state import ControllerState, Phase, RegionState
 from trafficd.model import Overrides, RegionEvidence, RegionStateName, TrafficMatrix
 from trafficd.planner import EPS
 from trafficd.policy import FastRule, Policy
+from trafficd.sketch import exceeds_quantile
 
 __all__ = ["ControllerState", "Decision", "Evaluation", "Phase", "RegionState", "Verdict", "evaluate", "verdict"]
 
@@ -43,6 +44,11 @@ def _fast_rule(fast: FastRule | None, ev: RegionEvidence) -> bool:
     return ev.recent_n <= fast.of_last or ev.recent_over / ev.recent_n >= fast.over / fast.of_last
 
 
+def _over_quantile(fraction: float, n: int, q: float) -> bool:
+    """Exact q-quantile-over-threshold test on counts (a float `fraction > 1 - q` is wrong at q = 0.9)."""
+    return exceeds_quantile(round(fraction * n), n, q)
+
+
 def verdict(policy: Policy, ev: RegionEvidence | None) -> Verdict:
     """What this window's evidence says about a region, with the reasons in words."""
     if ev is None:
@@ -51,13 +57,14 @@ def verdict(policy: Policy, ev: RegionEvidence | None) -> Verdict:
         return Verdict(guards.UNKNOWN, ("unreadable",), ("stats store unreadable",))
     if ev.stale:
         return Verdict(guards.UNKNOWN, ("stale",), ("agent heartbeat or newest sample is stale",))
-    q_tail = 1.0 - policy.slo.quantile
+    q = policy.slo.quantile
+    q_tail = 1.0 - q
     min_n = policy.windows.min_samples
     enough = ev.n >= min_n
     rules: list[str] = []
     reasons: list[str] = []
     slo_ms = policy.slo_threshold_ms
-    if enough and ev.over_slo_fraction > q_tail:
+    if enough and _over_quantile(ev.over_slo_fraction, ev.n, q):
         rules.append("p99")
         reasons.append(f"{ev.over_slo_fraction:.2%} of {ev.n} samples over {slo_ms:g}ms (> {q_tail:.2%})")
     fast = policy.trip.fast_rule
@@ -68,7 +75,7 @@ def verdict(policy: Policy, ev: RegionEvidence | None) -> Verdict:
         rules.append("error_rate")
         reasons.append(f"error rate {ev.error_rate:.2%} > {policy.slo.error_rate:.2%}")
     ttft_ms = policy.ttft_threshold_ms
-    if ttft_ms is not None and ev.ttft_n >= min_n and ev.ttft_over_slo_fraction > q_tail:
+    if ttft_ms is not None and ev.ttft_n >= min_n and _over_quantile(ev.ttft_over_slo_fraction, ev.ttft_n, q):
         rules.append("ttft")
         reasons.append(f"{ev.ttft_over_slo_fraction:.2%} of TTFTs over {ttft_ms:g}ms")
     if rules:

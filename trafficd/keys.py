@@ -59,3 +59,33 @@ def recent_key(prefix: str, region: str) -> str:
 
 def heartbeat_key(prefix: str, region: str) -> str:
     return f"{_region(prefix, region)}:hb"
+
+
+# ---- per service (controller and on-call): hash tag {service} keeps them in one Redis Cluster slot
+
+
+def _service(prefix: str, service: str) -> str:
+    return f"{prefix}:{{{service}}}"
+
+
+def controller_state_key(prefix: str, service: str) -> str:
+    """JSON of the controller's `ControllerState` (region states, timers, last matrix)."""
+    return f"{_service(prefix, service)}:controller:state"
+
+
+def lease_key(prefix: str, service: str) -> str:
+    """The leader lease: `holder:token`, with a PX expiry."""
+    return f"{_service(prefix, service)}:controller:lease"
+
+
+def lease_token_key(prefix: str, service: str) -> str:
+    """Fencing-token counter, INCR on every acquisition."""
+    return f"{_service(prefix, service)}:controller:lease_token"
+
+
+def override_region_key(prefix: str, service: str, region: str) -> str:
+    return f"{_service(prefix, service)}:override:region:{region}"
+
+
+def override_freeze_key(prefix: str, service: str) -> str:
+    return f"{_service(prefix, service)}:override:freeze"

@@ -13,7 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from trafficd.keys import lease_key
+from trafficd.keys import lease_token_key as token_key
 from trafficd.logs import get_logger
+
+__all__ = ["Lease", "lease_key", "token_key"]
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -28,14 +32,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def lease_key(prefix: str, service: str) -> str:
-    return f"{prefix}:{{{service}}}:controller:lease"
-
-
-def token_key(prefix: str, service: str) -> str:
-    return f"{prefix}:{{{service}}}:controller:lease_token"
 
 
 @dataclass

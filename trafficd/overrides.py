@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from trafficd import guards, store
+from trafficd import guards, keys, store
 from trafficd.logs import get_logger
 from trafficd.model import Override, Overrides
 from trafficd.policy import Policy, PolicyError, format_duration, load_policy, parse_duration
@@ -36,11 +36,11 @@ DEFAULT_FREEZE_S = 3600.0
 
 
 def region_key(policy: Policy, region: str) -> str:
-    return f"{policy.redis.key_prefix}:{{{policy.service}}}:override:region:{region}"
+    return keys.override_region_key(policy.redis.key_prefix, policy.service, region)
 
 
 def freeze_key(policy: Policy) -> str:
-    return f"{policy.redis.key_prefix}:{{{policy.service}}}:override:freeze"
+    return keys.override_freeze_key(policy.redis.key_prefix, policy.service)
 
 
 def redis_client(policy: Policy) -> Any:
@@ -87,7 +87,7 @@ async def clear(client: Any, policy: Policy, region: str | None) -> Override | N
 
 async def _controller_fractions(client: Any, policy: Policy) -> dict[str, float] | None:
     """Serving fractions the controller last stored, to judge a drain against what is already shed."""
-    key = f"{policy.redis.key_prefix}:{{{policy.service}}}:controller:state"  # controller.state_key
+    key = keys.controller_state_key(policy.redis.key_prefix, policy.service)
     raw = await client.get(key)
     if not raw:
         return None
