@@ -253,14 +253,14 @@ def test_cross_field_errors_are_listed_together() -> None:
         "    dns: {endpoint: us-east.lb.example.com, aws_region: us-east-1}\n    neighbours: [us-east]\n"
         "    models: [{name: a}, {name: a}]\n",
     ).replace("      - name: euw1-a\n", "      - name: euw1-a\n        url: http://127.0.0.1:1\n      - name: euw1-a\n")
-    text += "windows:\n  stale_after: 2s\nrecover:\n  hold_down: 1h\n  hold_down_max: 10m\n"
+    text += "windows:\n  stale_after: 200ms\nrecover:\n  hold_down: 1h\n  hold_down_max: 10m\n"
     text = text.replace("  record_name: api.example.com.\n", "  record_name: api.example.com.\n  pool_name: pools.x.\n")
     assert problems(text) == [
         "13:18: regions.us-east.neighbours[0]: a region cannot be its own neighbour",
         "14:32: regions.us-east.models[1].name: model 'a' is listed twice",
         "19:15: regions.eu-west.workers[1].name: worker 'euw1-a' is listed twice",
         "25:14: dns.pool_name: must contain '{region}': every region needs a pool of its own",
-        "27:16: windows.stale_after: (2s) is shorter than probe.interval (5s): every region would keep turning "
+        "27:16: windows.stale_after: (200ms) is shorter than probe.interval (500ms): every region would keep turning "
         "unknown between two probes",
         "29:14: recover.hold_down: (1h) is longer than recover.hold_down_max (10m)",
     ]
@@ -359,3 +359,13 @@ def test_docs_name_every_field() -> None:
     paths = [p for p in _field_paths(Policy, "") if not p.startswith("regions.<name>.models[]")]
     assert len(paths) > 90
     assert [p for p in paths if f"`{p}" not in docs] == []
+
+
+def test_a_region_that_cannot_reach_min_samples_is_warned_about() -> None:
+    """Probing one worker × one model every 5 s gives 60 samples per 5 min, under min_samples 400: a warning."""
+    loaded = parse_policy(MINIMAL + "probe:\n  interval: 5s\n", "slow.yaml")
+    texts = [str(w) for w in loaded.warnings]
+    assert len(texts) == 2  # both regions
+    assert texts[0].startswith("slow.yaml:")
+    assert "regions.us-east.workers: give about 60 samples per trip window (1 workers × 1 models × 5m / 5s)" in texts[0]
+    assert "fewer than windows.min_samples (400)" in texts[0]

@@ -133,7 +133,7 @@ def test_diff_shows_behaviour_changes(capsys: pytest.CaptureFixture[str], tmp_pa
 def test_diff_ignores_comments_and_spelt_out_defaults(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Comments and defaults written out change nothing: exit 0; an invalid side exits 2."""
     same = tmp_path / "same.yaml"
-    same.write_text("# reviewed by on-call\n" + MINIMAL.read_text() + "windows:\n  trip: 1m  # default\n")
+    same.write_text("# reviewed by on-call\n" + MINIMAL.read_text() + "windows:\n  trip: 5m  # default\n")
     code, out, _ = run(capsys, "diff", str(MINIMAL), str(same))
     assert code == 0 and out == f"no change in behaviour (policy hash {parse_policy(MINIMAL.read_text()).hash})\n"
     code, _, err = run(capsys, "diff", str(MINIMAL), str(INVALID / "invalid-tab-indent.yaml"))
@@ -202,5 +202,5 @@ def test_schema_accepts_the_examples_and_refuses_unknown_keys(capsys: pytest.Cap
     for path in (EXAMPLE, MINIMAL):
         validator.validate(yaml.safe_load(path.read_text()))
     assert not validator.is_valid(yaml.safe_load((INVALID / "invalid-misspelt-key.yaml").read_text()))
-    assert schema["$defs"]["Windows"]["properties"]["trip"]["default"] == "1m"
+    assert schema["$defs"]["Windows"]["properties"]["trip"]["default"] == "5m"
     assert schema["$defs"]["Slo"]["properties"]["error_rate"]["default"] == "1%"

@@ -87,7 +87,7 @@ class Tls(Strict):
 
 
 class Probe(Strict):
-    interval: Duration = 5.0
+    interval: Duration = 0.5  # 1 worker × 1 model → 600 samples per 5m trip window (min_samples 400)
     jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
     concurrency: int = Field(default=64, ge=1, le=1024)
     max_tokens: int = Field(default=16, ge=1, le=4096)
@@ -163,8 +163,8 @@ class Slo(Strict):
 class Windows(Strict):
     evaluate_every: Duration = 10.0
     slice: Duration = 10.0
-    trip: Duration = 60.0  # window the breach is judged on
-    long: Duration = 300.0  # longer window, for status and humans
+    trip: Duration = 300.0  # window the breach is judged on (long enough for min_samples)
+    long: Duration = 900.0  # longer window, for status and humans
     min_samples: int = Field(default=400, ge=1)
     stale_after: Duration = 30.0  # newest sample / heartbeat older than this → unknown
     max_clock_skew: Duration = 30.0  # samples stamped further than this from the controller's clock are rejected

@@ -162,6 +162,20 @@ def warnings(p: Policy) -> list[tuple[Loc, str]]:
                 "a probe that times out never counts as over the TTFT SLO",
             )
         )
+    for name, region in p.regions.items():
+        if not region.workers or region.discovery is not None:
+            continue  # discovered fleets vary in size: nothing to count here
+        expected = int(len(region.workers) * len(p.models_for(name)) * p.windows.trip / p.probe.interval)
+        if expected < p.windows.min_samples:
+            out.append(
+                (
+                    ("regions", name, "workers"),
+                    f"give about {expected} samples per trip window ({len(region.workers)} workers × "
+                    f"{len(p.models_for(name))} models × {_fmt(p.windows.trip)} / {_fmt(p.probe.interval)}), fewer "
+                    f"than windows.min_samples ({p.windows.min_samples}): the region would stay unknown (never "
+                    "judged); probe more often, lengthen windows.trip or list more workers",
+                )
+            )
     if p.regions and set(p.guards.never_drain) >= set(p.regions):
         out.append((("guards", "never_drain"), "lists every region: trafficd will never drain anything"))
     return out
