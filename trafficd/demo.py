@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -415,13 +416,18 @@ def _describe(ev: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    workdir = Path(args.workdir) if args.workdir else None
+    keep = args.workdir is not None
+    workdir = Path(args.workdir) if keep else Path(tempfile.mkdtemp(prefix="trafficd-demo-"))
     result = run_demo(redis_url=args.redis_url, slow_region=args.slow_region, workdir=workdir)
+    if result.ok and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)  # passed: nothing left behind
+    elif not result.ok:
+        print(f"policy and every process's log kept in {workdir}", file=sys.stderr)
     return 0 if result.ok else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the local drain-and-restore demo with real components (~2 minutes)")
+    p = sub.add_parser("demo", help="run the local drain-and-restore demo with real components (about a minute)")
     p.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
     p.add_argument("--slow-region", default="eu-west", choices=list(REGIONS))
     p.add_argument("--workdir", help="keep policy and logs here (default: a temporary directory)")
