@@ -119,15 +119,23 @@ def _load(path: str) -> Policy | None:
         return None
 
 
-def _show(args: argparse.Namespace) -> int:
-    policy = _load(args.policy)
+def _policy_and_zone(path: str) -> tuple[Policy, list[Record]] | int:
+    """The policy and the zone's records now, or the exit code to return (78 bad policy, 1 Route 53 error)."""
+    policy = _load(path)
     if policy is None:
         return EX_CONFIG
     try:
-        zone = Reconciler(policy, route53_client(policy)).list_zone()
+        return policy, Reconciler(policy, route53_client(policy)).list_zone()
     except (ClientError, BotoCoreError, Route53Error) as exc:
         print(f"Route 53: {exc}", file=sys.stderr)
         return 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    loaded = _policy_and_zone(args.policy)
+    if isinstance(loaded, int):
+        return loaded
+    policy, zone = loaded
     view = dns_view(policy, zone)
     if args.json:
         print(json.dumps(view, indent=2))
@@ -156,14 +164,10 @@ def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file
 
 
 def _plan(args: argparse.Namespace) -> int:
-    policy = _load(args.policy)
-    if policy is None:
-        return EX_CONFIG
-    try:
-        zone = Reconciler(policy, route53_client(policy)).list_zone()
-    except (ClientError, BotoCoreError, Route53Error) as exc:
-        print(f"Route 53: {exc}", file=sys.stderr)
-        return 1
+    loaded = _policy_and_zone(args.policy)
+    if isinstance(loaded, int):
+        return loaded
+    policy, zone = loaded
     try:
         matrix = matrix_for_plan(policy, zone, args.source, args.matrix_file)
     except (OSError, ValueError, AttributeError, RedisError) as exc:
