@@ -208,3 +208,30 @@ async def test_status_shows_leader_states_weights_and_overrides(setup: Any, caps
         assert await asyncio.to_thread(args.func, args) == 0
     text = capsys.readouterr().out
     assert "FROZEN" in text and "eu-west" in text and "draining" in text
+
+
+async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any) -> None:
+    """run_controller at a 10 s interval evaluates once; a reload to 200 ms makes it evaluate again within seconds."""
+    import asyncio
+
+    from trafficd.controller import run_controller
+
+    path, loaded, _ = setup
+    path.write_text(path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s"))
+    holder = PolicyHolder(path, load_policy(path))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(run_controller(holder, stop=stop))
+        deadline = time.monotonic() + 10
+        while not events(logs, "controller.evaluated"):
+            assert time.monotonic() < deadline, "no first evaluation"
+            await asyncio.sleep(0.05)
+        path.write_text(path.read_text().replace("evaluate_every: 10s", "evaluate_every: 200ms"))
+        assert holder.reload()
+        while len(events(logs, "controller.evaluated")) < 3:
+            assert time.monotonic() < deadline, "the new interval was not applied"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    (changed,) = events(logs, "controller.interval_changed")
+    assert changed["evaluate_every_s"] == 0.2

@@ -238,18 +238,29 @@ async def run_controller(holder: PolicyHolder, *, stop: asyncio.Event, dry_run: 
         dry_run=dry_run or policy.controller.dry_run,
         evaluate_every_s=policy.windows.evaluate_every,
     )
+
+    async def tick() -> None:
+        try:
+            await controller.evaluate_once()
+        except Exception:  # a bug in one evaluation must not stop the next ones: log it with its traceback
+            controller.log.exception("controller.evaluation_failed")
+
     scheduler = AsyncIOScheduler()
     scheduler.add_job(
-        controller.evaluate_once,
-        "interval",
-        seconds=policy.windows.evaluate_every,
-        max_instances=1,
-        coalesce=True,
+        tick, "interval", id="evaluate", seconds=policy.windows.evaluate_every, max_instances=1, coalesce=True
     )
-    notify.notify("READY=1", "STATUS=started")
+
+    def follow(old: LoadedPolicy, new: LoadedPolicy) -> None:
+        """A reload that changes `windows.evaluate_every` reschedules the loop (other fields apply next tick)."""
+        every = new.policy.windows.evaluate_every
+        if every != old.policy.windows.evaluate_every:
+            scheduler.reschedule_job("evaluate", trigger="interval", seconds=every)
+            controller.log.info("controller.interval_changed", evaluate_every_s=every, policy_hash=new.hash)
+
+    holder.on_change(follow)
     scheduler.start()
-    # first evaluation at once; later ones from the scheduler
-    await controller.evaluate_once()
+    await tick()  # the first evaluation at once (it loads the state before anything is written)
+    notify.notify("READY=1", "STATUS=started")
     try:
         await stop.wait()
     finally:
