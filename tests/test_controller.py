@@ -216,7 +216,7 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
 
     from trafficd.controller import run_controller
 
-    path, loaded, _ = setup
+    path, _, _ = setup
     path.write_text(path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s"))
     holder = PolicyHolder(path, load_policy(path))
     stop = asyncio.Event()
