@@ -6,12 +6,23 @@ never drift apart: a slow region must be drained in Route 53 and restored once i
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from trafficd.demo import REGIONS, Timing, run_demo
+from trafficd import route53
+from trafficd.demo import REGIONS, Timing, run_demo, set_worker, started_stack
+from trafficd.lease import lease_key
+from trafficd.policy import load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -50,3 +61,89 @@ def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) ->
         for key in ("region", "p99_ms", "n", "error_rate", "state_before", "state_after", "policy_hash"):
             assert key in e, (key, e)
     assert {e["region"] for e in shifts} == {"eu-west"}
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.2)
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+def _last_state(path: Path, region: str) -> str | None:
+    judged = [
+        e
+        for e in _events(path)
+        if e.get("event") in ("controller.region_judged", "controller.weights_shifted") and e.get("region") == region
+    ]
+    return str(judged[-1]["state_after"]) if judged else None
+
+
+def test_dead_agent_holds_and_a_standby_controller_finishes_the_drain(redis_url: str, tmp_path: Path) -> None:
+    """A killed agent makes its region unknown (weights held); killing the leader mid-drain, the standby takes over
+    from the stored state and drains as far as the one healthy neighbour's capacity allows (60 %), no further."""
+    with started_stack(timing=FAST, redis_url=redis_url, workdir=tmp_path) as (stack, policy_file, ports):
+        policy = load_policy(policy_file).policy
+        r53 = route53.route53_client(policy)
+        stack.spawn("controller-b", ["controller", "--policy", str(policy_file)])
+        logs = {name: tmp_path / f"{name}.log" for name in ("controller", "controller-b")}
+
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+        def leader() -> str | None:
+            """Which of the two controller processes holds the lease (its value is host:pid:token)."""
+            holder = client.get(lease_key(policy.redis.key_prefix, policy.service))
+            if holder is None:
+                return None
+            pid = int(str(holder).split(":")[1])
+            return next((n for n in logs if stack.procs[n].pid == pid), None)
+
+        _wait(
+            "a leader judging every region healthy",
+            lambda: (
+                leader() is not None
+                and all(_last_state(logs[leader() or "controller"], r) == "healthy" for r in REGIONS)
+            ),
+            40,
+        )
+
+        os.killpg(stack.procs["agent-ap-southeast"].pid, signal.SIGKILL)
+        _wait(
+            "ap-southeast unknown", lambda: _last_state(logs[leader() or "controller"], "ap-southeast") == "unknown", 30
+        )
+        assert route53.own_weights(policy, r53) == {r: 255 for r in REGIONS}  # unknown holds
+
+        set_worker(ports["eu-west"], ttft_ms=FAST.slow_ttft_ms)
+        _wait("eu-west draining", lambda: (route53.own_weights(policy, r53)["eu-west"] or 255) < 255, 40)
+        first = leader()
+        assert first is not None
+        os.killpg(stack.procs[first].pid, signal.SIGKILL)
+        other = "controller-b" if first == "controller" else "controller"
+        _wait("the standby to take the lease", lambda: leader() == other, 30)
+        # ap-southeast is unknown, so only us-east (headroom 60 %) may take eu-west's users: serving floor 0.4
+        floor = round(255 * 0.4)
+        _wait(
+            "the new leader to drain to the capacity limit",
+            lambda: route53.own_weights(policy, r53)["eu-west"] == floor,
+            40,
+        )
+        taken = _events(logs[other])
+        assert any(e.get("event") == "controller.state_loaded" for e in taken)  # continued, did not restart
+        assert _capacity_bit(logs[other])
+        assert route53.own_weights(policy, r53) == {"us-east": 255, "eu-west": floor, "ap-southeast": 255}
+
+
+def _capacity_bit(log: Path) -> bool:
+    """The new leader's last eu-west decision holds at serving 0.4 because of the capacity guard."""
+    judged = [e for e in _events(log) if e.get("region") == "eu-west" and "serving_fraction_after" in e]
+    return (
+        bool(judged) and "capacity" in judged[-1]["guards"] and abs(judged[-1]["serving_fraction_after"] - 0.4) < 1e-6
+    )
