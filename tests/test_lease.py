@@ -51,3 +51,16 @@ async def test_expired_lease_is_taken_over_and_the_old_leader_steps_down(redis_u
     assert await a.ensure() is False  # a paused ex-leader wakes up: it must not believe it still leads
     assert not a.held
     await client.aclose()
+
+
+async def test_standby_attempts_do_not_consume_fencing_tokens(redis_url: str, key_prefix: str) -> None:
+    """Tokens grow by one per acquisition only: ten failed standby attempts leave the next token at 2."""
+    client = aioredis.Redis.from_url(redis_url)
+    a = Lease(client, key_prefix, "svc", "a", ttl_s=5.0)
+    b = Lease(client, key_prefix, "svc", "b", ttl_s=5.0)
+    assert await a.ensure() and a.token == 1
+    for _ in range(10):
+        assert await b.ensure() is False
+    await a.release()
+    assert await b.ensure() and b.token == 2
+    await client.aclose()

@@ -1,6 +1,6 @@
 """Leader lease in Redis so that exactly one controller writes DNS (DESIGN §7).
 
-`SET key value NX PX ttl` acquires; a Lua compare-and-extend renews only while the value is still ours; a
+A Lua script (EXISTS, INCR, SET PX) acquires; a Lua compare-and-extend renews only while the value is still ours; a
 compare-and-delete releases on shutdown. Every acquisition takes a fresh, increasing fencing token (INCR),
 logged with every change so that a paused ex-leader's late write can be recognised in the audit trail. A
 lease is advisory: the leader checks it still holds it right before every write and steps down when a
@@ -24,6 +24,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+
+# Acquire atomically: only a successful acquisition takes a fresh fencing token (standbys do not burn tokens).
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return token
 """
 
 _RELEASE = """
@@ -70,9 +80,10 @@ class Lease:
                 return True
             self._log.warning("lease.lost", token=self.token)
             self.token = None
-        token = int(await self.client.incr(token_key(self.prefix, self.service)))
-        value = f"{self.holder_id}:{token}"
-        if await self.client.set(key, value, nx=True, px=ttl_ms):
+        token = int(
+            await self.client.eval(_ACQUIRE, 2, key, token_key(self.prefix, self.service), self.holder_id, ttl_ms)
+        )
+        if token:
             self.token = token
             self.expires_at = started + self.ttl_s * 2 / 3
             self._log.info("lease.acquired", token=token, ttl_s=self.ttl_s)
