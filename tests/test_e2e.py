@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from trafficd import route53
-from trafficd.demo import REGIONS, Timing, run_demo, set_worker, started_stack
+from trafficd.demo import run_demo
+from trafficd.demo_stack import REGIONS, Timing, set_worker, started_stack
 from trafficd.lease import lease_key
 from trafficd.policy import load_policy
 
