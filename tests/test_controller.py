@@ -235,3 +235,28 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
         await asyncio.wait_for(task, 10)
     (changed,) = events(logs, "controller.interval_changed")
     assert changed["evaluate_every_s"] == 0.2
+
+
+async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While Route 53 refuses the batch (AccessDenied) the state stays put; once it works DNS moves one step only."""
+    from trafficd.route53_outcome import ReconcileResult
+
+    path, _, r53 = setup
+    path.write_text(path.read_text().replace("max_step: 50%", "max_step: 25%"))
+    loaded = load_policy(path)
+    ctl = Controller(PolicyHolder(path, loaded))
+    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()  # builds the adapters, shifts eu-west to 0.75
+    assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.75)
+    real = ctl.reconciler.reconcile
+    monkeypatch.setattr(ctl.reconciler, "reconcile", lambda matrix, dry_run: ReconcileResult("access_denied"))
+    with capture_logs() as logs:
+        for i in range(3):
+            await ctl.evaluate_once(now=time.time() + 0.2 * (i + 1))
+    held = events(logs, "controller.plan_held")
+    assert len(held) == 3 and all(h["dns"] == "access_denied" for h in held)
+    assert all(h["fractions_wanted"]["eu-west"] == 0.5 for h in held)  # the same next step, re-decided
+    monkeypatch.setattr(ctl.reconciler, "reconcile", real)
+    await ctl.evaluate_once(now=time.time() + 1.0)
+    await ctl.shutdown()
+    assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.5)  # one step, not a jump to 0

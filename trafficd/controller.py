@@ -29,6 +29,8 @@ from trafficd.model import Overrides, TrafficMatrix
 from trafficd.policy import LoadedPolicy, Policy
 from trafficd.reload import PolicyHolder
 
+# reconcile outcomes after which Route 53 shows the plan (or, in dry-run, would): the new state is kept
+COMMITTED_STATUSES = frozenset({"applied", "no_changes", "dry_run"})
 # reconcile outcomes that mean a change batch was (or was about to be) sent; `pending` repeats every cycle
 SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
 
@@ -148,12 +150,24 @@ class Controller:
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
             result = None
         self.last_result = result
-        self.last_matrix = evaluation.matrix
-        self._state = evaluation.state
-        try:
-            await self._save_state(loaded, evaluation.state)
-        except Exception as exc:
-            self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+        moved = _matrix_moved(state.matrix, evaluation.matrix)
+        if moved and (result is None or result.status not in COMMITTED_STATUSES):
+            # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
+            # re-decides the same step instead of walking on while DNS stays behind (and then jumps).
+            self.log.warning(
+                "controller.plan_held",
+                policy_hash=loaded.hash,
+                lease_token=self.lease.token,
+                dns=None if result is None else result.status,
+                fractions_wanted=evaluation.fractions,
+            )
+        else:
+            self.last_matrix = evaluation.matrix
+            self._state = evaluation.state
+            try:
+                await self._save_state(loaded, evaluation.state)
+            except Exception as exc:
+                self.log.warning("controller.state_save_failed", error=type(exc).__name__)
         self.log.info(
             "controller.evaluated",
             policy_hash=loaded.hash,
@@ -216,6 +230,16 @@ async def preview(policy: Policy, now: float | None = None) -> tuple[judge.Evalu
         with contextlib.suppress(Exception):
             await client.aclose()
     return judge.evaluate(policy, state, evidence, active, now), state
+
+
+def _matrix_moved(before: TrafficMatrix, after: TrafficMatrix) -> bool:
+    """Whether any share of any region's users moved between two plans."""
+    sources = set(before) | set(after)
+    return any(
+        abs(before.get(s, {}).get(d, 0.0) - after.get(s, {}).get(d, 0.0)) > 1e-9
+        for s in sources
+        for d in set(before.get(s, {})) | set(after.get(s, {}))
+    )
 
 
 def _status_line(evaluation: judge.Evaluation) -> str:
