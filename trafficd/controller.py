@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import time
@@ -21,11 +20,11 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from trafficd import judge, keys, metrics, notify, overrides, route53, store
+from trafficd import controller_state, judge, metrics, notify, overrides, route53, store
 from trafficd.judge_state import ControllerState
 from trafficd.lease import Lease
 from trafficd.logs import get_logger
-from trafficd.model import Overrides, TrafficMatrix
+from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy import LoadedPolicy, Policy
 from trafficd.reload import PolicyHolder
 
@@ -33,9 +32,6 @@ from trafficd.reload import PolicyHolder
 COMMITTED_STATUSES = frozenset({"applied", "no_changes", "dry_run"})
 # reconcile outcomes that mean a change batch was (or was about to be) sent; `pending` repeats every cycle
 SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
-
-
-state_key = keys.controller_state_key
 
 
 @dataclass
@@ -52,10 +48,8 @@ class Controller:
         self.client: Any = None
         self.lease: Lease  # built by _build() before the first evaluation
         self._state: ControllerState | None = None
-        self.last_result: route53.ReconcileResult | None = None
         self._lock = asyncio.Lock()
         self.evaluations = 0
-        self.last_matrix: TrafficMatrix | None = None
 
     # ---- adapters, rebuilt when the policy changes
 
@@ -83,20 +77,13 @@ class Controller:
         self._built_policy = policy
         self._built_for = loaded.hash
 
-    async def _load_state(self, loaded: LoadedPolicy, now: float) -> ControllerState:
-        policy = loaded.policy
-        raw = await self.client.get(state_key(policy.redis.key_prefix, policy.service))
-        if raw:
-            state = ControllerState.from_dict(json.loads(raw))
+    async def _load_state(self, policy: Policy, now: float) -> ControllerState:
+        state = await controller_state.load(self.client, policy)
+        if state is not None:
             self.log.info("controller.state_loaded", regions=sorted(state.regions))
-        else:
-            state = ControllerState.initial(policy, now)
-            self.log.info("controller.state_initialised", regions=policy.region_names)
-        return state
-
-    async def _save_state(self, loaded: LoadedPolicy, state: ControllerState) -> None:
-        policy = loaded.policy
-        await self.client.set(state_key(policy.redis.key_prefix, policy.service), json.dumps(state.to_dict()))
+            return state
+        self.log.info("controller.state_initialised", regions=policy.region_names)
+        return ControllerState.initial(policy, now)
 
     # ---- one evaluation
 
@@ -129,7 +116,7 @@ class Controller:
             return
         try:
             if self._state is None:
-                self._state = await self._load_state(loaded, now)
+                self._state = await self._load_state(policy, now)
             state = self._state
             evidence = await self.stats.evidence(now)
             active = await overrides.load(self.client, policy, now)
@@ -149,7 +136,6 @@ class Controller:
         except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
             result = None
-        self.last_result = result
         moved = _matrix_moved(state.matrix, evaluation.matrix)
         if moved and (result is None or result.status not in COMMITTED_STATUSES):
             # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
@@ -162,10 +148,9 @@ class Controller:
                 fractions_wanted=evaluation.fractions,
             )
         else:
-            self.last_matrix = evaluation.matrix
             self._state = evaluation.state
             try:
-                await self._save_state(loaded, evaluation.state)
+                await controller_state.save(self.client, policy, evaluation.state)
             except Exception as exc:
                 self.log.warning("controller.state_save_failed", error=type(exc).__name__)
         self.log.info(
@@ -220,16 +205,24 @@ async def preview(policy: Policy, now: float | None = None) -> tuple[judge.Evalu
     Returns the evaluation and the stored state it started from (initial state when none is stored yet).
     """
     now = time.time() if now is None else now
+    stored, evidence, active = await read_inputs(policy, now)
+    state = stored or ControllerState.initial(policy, now)
+    return judge.evaluate(policy, state, evidence, active, now), state
+
+
+async def read_inputs(
+    policy: Policy, now: float
+) -> tuple[ControllerState | None, dict[str, RegionEvidence], Overrides]:
+    """The judge's inputs as stored in Redis now: controller state (None if none yet), evidence, overrides."""
     client = store.redis_client(policy.redis)
     try:
-        raw = await client.get(state_key(policy.redis.key_prefix, policy.service))
-        state = ControllerState.from_dict(json.loads(raw)) if raw else ControllerState.initial(policy, now)
+        state = await controller_state.load(client, policy)
         evidence = await store.StatsView(client, policy).evidence(now)
         active = await overrides.load(client, policy, now)
     finally:
         with contextlib.suppress(Exception):
             await client.aclose()
-    return judge.evaluate(policy, state, evidence, active, now), state
+    return state, evidence, active
 
 
 def _matrix_moved(before: TrafficMatrix, after: TrafficMatrix) -> bool:

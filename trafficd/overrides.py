@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from trafficd import guards, keys, store
+from trafficd import controller_state, guards, keys, store
 from trafficd.logs import get_logger
 from trafficd.model import Override, Overrides
 from trafficd.policy import Policy, PolicyError, format_duration, load_policy, parse_duration
@@ -87,13 +87,8 @@ async def clear(client: Any, policy: Policy, region: str | None) -> Override | N
 
 async def _controller_fractions(client: Any, policy: Policy) -> dict[str, float] | None:
     """Serving fractions the controller last stored, to judge a drain against what is already shed."""
-    key = keys.controller_state_key(policy.redis.key_prefix, policy.service)
-    raw = await client.get(key)
-    if not raw:
-        return None
-    from trafficd.judge import ControllerState
-
-    return ControllerState.from_dict(json.loads(raw)).fractions()
+    state = await controller_state.load(client, policy)
+    return None if state is None else state.fractions()
 
 
 # ---------------------------------------------------------------- commands

@@ -16,9 +16,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from trafficd import overrides, store
-from trafficd.controller import state_key
-from trafficd.judge_state import ControllerState
+from trafficd import store
+from trafficd.controller import read_inputs
 from trafficd.lease import lease_key
 from trafficd.policy import Policy, PolicyError, load_policy
 
@@ -30,12 +29,9 @@ async def gather(policy: Policy, now: float) -> dict[str, Any]:
     client = store.redis_client(policy.redis)
     try:
         holder = await client.get(lease_key(policy.redis.key_prefix, policy.service))
-        raw = await client.get(state_key(policy.redis.key_prefix, policy.service))
-        active = await overrides.load(client, policy, now)
-        evidence = await store.StatsView(client, policy).evidence(now)
     finally:
         await client.aclose()
-    state = ControllerState.from_dict(json.loads(raw)) if raw else None
+    state, evidence, active = await read_inputs(policy, now)
     regions: dict[str, Any] = {}
     for name in policy.region_names:
         rs = state.regions.get(name) if state else None
