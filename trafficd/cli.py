@@ -12,8 +12,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-EX_CONFIG = 78
-
 # Modules that add sub-commands (keep sorted; each owns its commands, its handlers and their tests).
 COMMAND_MODULES = (
     "trafficd.bench.probe",

@@ -15,8 +15,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from trafficd import notify
-from trafficd.cli import EX_CONFIG
 from trafficd.fakeworker import Behaviour, serve
+from trafficd.reload import EX_CONFIG
 
 if TYPE_CHECKING:
     from trafficd.policy import Policy

@@ -30,9 +30,8 @@ from redis.exceptions import RedisError
 from trafficd import records as rec
 from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy import Policy, PolicyError, load_policy
+from trafficd.reload import EX_CONFIG
 from trafficd.route53 import Reconciler, Route53Error, route53_client
-
-EX_CONFIG = 78
 
 
 def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:

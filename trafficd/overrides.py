@@ -30,8 +30,8 @@ from trafficd import controller_state, guards, keys, store
 from trafficd.logs import get_logger
 from trafficd.model import Override, Overrides
 from trafficd.policy import Policy, PolicyError, format_duration, load_policy, parse_duration
+from trafficd.reload import EX_CONFIG
 
-EX_CONFIG = 78
 DEFAULT_FREEZE_S = 3600.0
 
 

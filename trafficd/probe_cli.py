@@ -16,9 +16,8 @@ from typing import Any, TextIO
 
 from trafficd.policy import Deadlines, PolicyError, Probe, load_policy, parse_duration
 from trafficd.probe import ProbeConfigError, Prober, ProbeResult, Target
+from trafficd.reload import EX_CONFIG
 from trafficd.secrets import SecretError, load_api_key
-
-EX_CONFIG = 78
 
 
 def _r(v: float | None) -> float | None:

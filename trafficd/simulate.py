@@ -27,8 +27,7 @@ from typing import Any
 from trafficd.judge import ControllerState, Evaluation, evaluate
 from trafficd.model import Override, Overrides, RegionEvidence
 from trafficd.policy import Policy, PolicyError, load_policy, parse_duration
-
-EX_CONFIG = 78
+from trafficd.reload import EX_CONFIG
 
 
 class TimelineError(ValueError):

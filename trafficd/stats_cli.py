@@ -17,10 +17,9 @@ import time
 
 from trafficd import store
 from trafficd.policy import Policy, PolicyError, load_policy
+from trafficd.reload import EX_CONFIG
 from trafficd.store_view import GroupStats, RegionDetail
 from trafficd.window import WindowStats
-
-EX_CONFIG = 78
 
 
 def _ms(value: float | None) -> str:

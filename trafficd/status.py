@@ -20,8 +20,7 @@ from trafficd import store
 from trafficd.controller import read_inputs
 from trafficd.lease import lease_key
 from trafficd.policy import Policy, PolicyError, load_policy
-
-EX_CONFIG = 78
+from trafficd.reload import EX_CONFIG
 
 
 async def gather(policy: Policy, now: float) -> dict[str, Any]:
