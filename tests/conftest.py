@@ -15,7 +15,7 @@ import boto3
 import pytest
 import structlog
 
-from trafficd.services import MotoServer, RedisServer
+from trafficd.dev.services import MotoServer, RedisServer
 
 # Never reach real AWS: dummy credentials and no ambient profile, for every test and every subprocess.
 os.environ.update(

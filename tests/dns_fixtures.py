@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trafficd.policy import Policy
+from trafficd.policy.schema import Policy
 
 REGIONS = {
     "us-east": ("us-east.lb.example.net", "us-east-1"),

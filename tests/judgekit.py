@@ -6,9 +6,9 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from trafficd.judge import ControllerState, Evaluation, evaluate
+from trafficd.decide.judge import ControllerState, Evaluation, evaluate
 from trafficd.model import Override, Overrides, RegionEvidence
-from trafficd.policy import Policy
+from trafficd.policy.schema import Policy
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from trafficd.policy import Deadlines, LoadedPolicy, parse_policy
+from trafficd.policy.schema import Deadlines, LoadedPolicy, parse_policy
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
-from trafficd.agent import AgentConfigError, run_agent
+from trafficd.probe.agent import AgentConfigError, run_agent
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from probekit import ScriptedWorker, make_policy, wait_until
 
 from trafficd import keys
-from trafficd.agent import run_agent
-from trafficd.store import StatsView, redis_client
+from trafficd.probe.agent import run_agent
+from trafficd.stats.store import StatsView, redis_client
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def test_reloaded_slo_threshold_applies_to_samples_written_after_it(
     worker: ScriptedWorker, redis_url: str, key_prefix: str, tmp_path: Any
 ) -> None:
     """After a SIGHUP-style reload from a 1 ms to a 10 s SLO, new samples are no longer counted over the SLO."""
-    from trafficd.reload import PolicyHolder
+    from trafficd.runtime.reload import PolicyHolder
 
     loaded = make_policy(
         [{"name": "good", "url": f"{worker.url}/ok"}],

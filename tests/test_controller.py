@@ -15,13 +15,14 @@ import pytest
 from ctlkit import REGIONS, policy_text
 from structlog.testing import capture_logs
 
-from trafficd import route53, store
-from trafficd.controller import Controller
+from trafficd.control.controller import Controller
+from trafficd.dev.services import RedisServer
+from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.route53.reconciler import own_weights
 from trafficd.model import Sample
-from trafficd.policy import load_policy
-from trafficd.reload import PolicyHolder
-from trafficd.route53 import own_weights
-from trafficd.services import RedisServer
+from trafficd.policy.schema import load_policy
+from trafficd.runtime.reload import PolicyHolder
+from trafficd.stats import store
 
 
 @pytest.fixture
@@ -180,8 +181,8 @@ async def test_status_shows_leader_states_weights_and_overrides(setup: Any, caps
     """`trafficd status` shows the lease holder, eu-west draining at 0.5 with weight 128, and a manual freeze."""
     import asyncio
 
-    from trafficd import overrides as ov
     from trafficd.cli import build_parser
+    from trafficd.control import overrides as ov
     from trafficd.model import Override
 
     path, loaded, _ = setup
@@ -214,7 +215,7 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
     """run_controller at a 10 s interval evaluates once; a reload to 200 ms makes it evaluate again within seconds."""
     import asyncio
 
-    from trafficd.controller import run_controller
+    from trafficd.control.controller import run_controller
 
     path, _, _ = setup
     path.write_text(path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s"))
@@ -239,7 +240,7 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
 
 async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """While Route 53 refuses the batch (AccessDenied) the state stays put; once it works DNS moves one step only."""
-    from trafficd.route53_outcome import ReconcileResult
+    from trafficd.dns.route53.outcome import ReconcileResult
 
     path, _, r53 = setup
     path.write_text(path.read_text().replace("max_step: 50%", "max_step: 25%"))

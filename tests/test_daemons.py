@@ -15,8 +15,8 @@ from typing import Any
 import redis
 from ctlkit import policy_text
 
-from trafficd.lease import lease_key
-from trafficd.services import free_port, wait_for_port
+from trafficd.control.lease import lease_key
+from trafficd.dev.services import free_port, wait_for_port
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:

@@ -16,9 +16,9 @@ import pytest
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
-from trafficd.agent import run_agent
-from trafficd.discovery import Discovery, WorkerRef, series_name
-from trafficd.policy import Discovery as DiscoveryConfig
+from trafficd.policy.schema import Discovery as DiscoveryConfig
+from trafficd.probe.agent import run_agent
+from trafficd.probe.discovery import Discovery, WorkerRef, series_name
 
 
 class TinyDns(asyncio.DatagramProtocol):

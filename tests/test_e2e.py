@@ -1,6 +1,6 @@
 """End to end: real agent and controller processes, redis-server, moto server and fake workers.
 
-The demo's own orchestration (`trafficd.demo`) runs here with short intervals, so the demo and this test can
+The demo's own orchestration (`trafficd.dev.demo`) runs here with short intervals, so the demo and this test can
 never drift apart: a slow region must be drained in Route 53 and restored once it is fast again.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import redis
 
-from trafficd import route53
-from trafficd.demo import run_demo
-from trafficd.demo_stack import REGIONS, Timing, set_worker, started_stack
-from trafficd.lease import lease_key
-from trafficd.policy import load_policy
+from trafficd.control.lease import lease_key
+from trafficd.dev.demo import run_demo
+from trafficd.dev.stack import REGIONS, Timing, set_worker, started_stack
+from trafficd.dns.route53 import reconciler as route53
+from trafficd.policy.schema import load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 

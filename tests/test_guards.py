@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from judgekit import drain, frame, good, make_policy, run, slow
 
-from trafficd import guards
-from trafficd.guards import GuardContext, Proposal, apply_guards, check_manual_drain
-from trafficd.judge import ControllerState, RegionState, evaluate
+from trafficd.decide import guards
+from trafficd.decide.guards import GuardContext, Proposal, apply_guards, check_manual_drain
+from trafficd.decide.judge import ControllerState, RegionState, evaluate
 from trafficd.model import Override, Overrides, RegionStateName
-from trafficd.policy import Policy
+from trafficd.policy.schema import Policy
 
 NAMES = ("us-east", "eu-west", "ap-southeast")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from judgekit import drain, frame, good, make_policy, run, slow
 
-from trafficd.judge import ControllerState, Phase, RegionState, evaluate, hold_down_s, verdict
+from trafficd.decide.judge import ControllerState, Phase, RegionState, evaluate, hold_down_s, verdict
 from trafficd.model import Overrides, RegionEvidence, RegionStateName
 
 H, B, DRAINING, DRAINED, REC, U = (

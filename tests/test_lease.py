@@ -7,7 +7,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from trafficd.lease import Lease, lease_key
+from trafficd.control.lease import Lease, lease_key
 
 
 async def test_only_one_controller_holds_the_lease(redis_url: str, key_prefix: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficd import notify
+from trafficd.runtime import notify
 
 
 def test_notify_sends_fields_to_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,10 +16,11 @@ import yaml
 from judgekit import BASE
 from structlog.testing import capture_logs
 
-from trafficd import cli, overrides
+from trafficd import cli
+from trafficd.control import overrides
+from trafficd.dev.services import free_port
 from trafficd.model import Override
-from trafficd.policy import Policy
-from trafficd.services import free_port
+from trafficd.policy.schema import Policy
 
 
 def policy_for(redis_url: str, key_prefix: str, **guards: Any) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def test_drain_refused_when_a_guard_forbids_unless_forced(
 
 def test_drain_refused_by_the_controllers_state(policy_file: str, policy: Policy, redis_url: str, capsys: Any) -> None:
     """A region the controller has already drained (stored state) takes the max_drained slot."""
-    from trafficd.judge import ControllerState, RegionState
+    from trafficd.decide.judge import ControllerState, RegionState
 
     state = ControllerState(regions={"ap-southeast": RegionState(serving_fraction=0.0)})
     key = f"{policy.redis.key_prefix}:{{{policy.service}}}:controller:state"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from judgekit import make_policy
 
-from trafficd import planner
+from trafficd.decide import planner
 from trafficd.model import RegionEvidence, identity_matrix
 
 UNLIMITED: dict[str, float | None] = {"us-east": None, "eu-west": None, "ap-southeast": None}

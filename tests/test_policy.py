@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from trafficd.policy import (
+from trafficd.policy.errors import concrete_types, is_secret_key
+from trafficd.policy.schema import (
     Policy,
     PolicyError,
     format_duration,
@@ -19,7 +20,6 @@ from trafficd.policy import (
     parse_percent,
     parse_policy,
 )
-from trafficd.policy_errors import concrete_types, is_secret_key
 
 ROOT = Path(__file__).parent.parent
 MINIMAL = (ROOT / "policies" / "minimal.yaml").read_text()

@@ -14,8 +14,8 @@ import structlog
 import yaml
 
 from trafficd import cli
-from trafficd.policy import parse_policy
-from trafficd.policy_diff import diff_policies
+from trafficd.policy.diff import diff_policies
+from trafficd.policy.schema import parse_policy
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "policies" / "example.yaml"

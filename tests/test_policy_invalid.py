@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficd.policy import PolicyError, load_policy
+from trafficd.policy.schema import PolicyError, load_policy
 
 FIXTURES = Path(__file__).parent / "policies"
 

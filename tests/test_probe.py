@@ -9,8 +9,8 @@ import pytest
 from probekit import ScriptedWorker, deadlines
 
 from trafficd.model import REASONS
-from trafficd.policy import Deadlines, Probe
-from trafficd.probe import Prober, ProbeResult, Target
+from trafficd.policy.schema import Deadlines, Probe
+from trafficd.probe.prober import Prober, ProbeResult, Target
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import sys
 
 
 async def test_quick_benchmark_reports_figures_and_never_under_reports() -> None:
-    """`python -m trafficd.bench.probe --quick --json` prints both concurrencies, no failures, added ≥ 0."""
+    """`python -m trafficd.dev.bench.probe --quick --json` prints both concurrencies, no failures, added ≥ 0."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "trafficd.bench.probe",
+        "trafficd.dev.bench.probe",
         "--quick",
         "--json",
         "--ttft-ms",

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from probekit import ScriptedWorker
 
-from trafficd.policy import Probe
-from trafficd.probe import ProbeConfigError, Prober, Target
+from trafficd.policy.schema import Probe
+from trafficd.probe.prober import ProbeConfigError, Prober, Target
 
 HOST = "worker.test"
 

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from judgekit import REGIONS, make_policy
 
-from trafficd import planner
-from trafficd.judge import ControllerState, Evaluation, Phase, RegionState, evaluate, verdict
+from trafficd.decide import planner
+from trafficd.decide.judge import ControllerState, Evaluation, Phase, RegionState, evaluate, verdict
 from trafficd.model import Override, Overrides, RegionEvidence, RegionStateName
-from trafficd.policy import Policy
+from trafficd.policy.schema import Policy
 
 EPS = 1e-9
 # TRAFFICD_PROPERTY_EXAMPLES=5000 for a longer hunt; the default keeps the file under ~15 s on 2 shared cores.

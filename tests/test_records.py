@@ -10,9 +10,9 @@ from dns_fixtures import make_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trafficd import records as rec
+from trafficd.dns import records as rec
 from trafficd.model import Record, TrafficMatrix, identity_matrix
-from trafficd.policy import Policy
+from trafficd.policy.schema import Policy
 
 REGIONS = ["us-east", "eu-west", "ap-southeast"]
 POLICY = make_policy()

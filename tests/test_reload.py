@@ -20,8 +20,8 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from trafficd.policy import LoadedPolicy, load_policy
-from trafficd.reload import EX_CONFIG, PolicyHolder, install_sighup, load_or_exit
+from trafficd.policy.schema import LoadedPolicy, load_policy
+from trafficd.runtime.reload import EX_CONFIG, PolicyHolder, install_sighup, load_or_exit
 
 ROOT = Path(__file__).parent.parent
 MINIMAL = (ROOT / "policies" / "minimal.yaml").read_text()
@@ -193,8 +193,8 @@ async def test_sighup_reloads_in_process(policy_file: Path) -> None:
 
 CHILD = """
 import asyncio, signal, sys
-from trafficd import logs
-from trafficd.reload import PolicyHolder, install_sighup, load_or_exit
+from trafficd.runtime import logs
+from trafficd.runtime.reload import PolicyHolder, install_sighup, load_or_exit
 
 async def main() -> None:
     holder = PolicyHolder(sys.argv[1], load_or_exit(sys.argv[1]))

@@ -15,12 +15,12 @@ import yaml
 from dns_fixtures import make_policy
 from structlog.testing import capture_logs
 
-from trafficd import records as rec
 from trafficd.cli import build_parser
-from trafficd.dns_cli import dns_view
+from trafficd.commands.dns import dns_view
+from trafficd.dns import records as rec
+from trafficd.dns.route53.reconciler import Reconciler, bootstrap
 from trafficd.model import identity_matrix
-from trafficd.policy import Policy
-from trafficd.route53 import Reconciler, bootstrap
+from trafficd.policy.schema import Policy
 
 REGIONS = ["us-east", "eu-west", "ap-southeast"]
 DRAIN_US = {

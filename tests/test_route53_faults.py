@@ -22,11 +22,11 @@ from botocore.stub import Stubber
 from dns_fixtures import make_policy
 from structlog.testing import capture_logs
 
+from trafficd.dev.services import LOOPBACK, free_port
+from trafficd.dns.route53.outcome import classify
+from trafficd.dns.route53.reconciler import Reconciler, bootstrap, route53_client
 from trafficd.model import identity_matrix
-from trafficd.policy import Policy
-from trafficd.route53 import Reconciler, bootstrap, route53_client
-from trafficd.route53_outcome import classify
-from trafficd.services import LOOPBACK, free_port
+from trafficd.policy.schema import Policy
 
 REGIONS = ["us-east", "eu-west", "ap-southeast"]
 DRAIN_US = {

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from trafficd import simulate
-from trafficd.policy import Policy, load_policy
+from trafficd.commands import simulate
+from trafficd.policy.schema import Policy, load_policy
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "timeline.jsonl").exists())

@@ -14,10 +14,10 @@ import pytest
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
-from trafficd.agent import run_agent
-from trafficd.policy import Auth, Probe
-from trafficd.probe import Prober, Target
-from trafficd.secrets import Secret, SecretError, load_api_key
+from trafficd.policy.schema import Auth, Probe
+from trafficd.probe.agent import run_agent
+from trafficd.probe.credentials import Secret, SecretError, load_api_key
+from trafficd.probe.prober import Prober, Target
 
 KEY = "sk-test-8f3a9c1e5b7d2f4a6c8e0b1d3f5a7c9e"
 

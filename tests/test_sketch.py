@@ -7,9 +7,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trafficd import sketch
 from trafficd.model import Sample
-from trafficd.sketch import Sketch
+from trafficd.stats import sketch
+from trafficd.stats.sketch import Sketch
 
 latency_ms = st.floats(min_value=sketch.MIN_MS, max_value=sketch.MAX_MS, allow_nan=False)
 

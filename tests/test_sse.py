@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trafficd.sse import (
+from trafficd.probe.sse import (
     SseEvent,
     SseLineTooLong,
     SseMalformedData,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from trafficd import cli, store
+from trafficd import cli
+from trafficd.dev.services import free_port
 from trafficd.model import Sample
-from trafficd.policy import Policy, parse_policy
-from trafficd.services import free_port
+from trafficd.policy.schema import Policy, parse_policy
+from trafficd.stats import store
 
 POLICY = """
 version: 1

@@ -13,10 +13,11 @@ import pytest
 import structlog
 from redis.crc import key_slot
 
-from trafficd import keys, sketch, store
+from trafficd import keys
+from trafficd.dev.services import RedisServer
 from trafficd.model import Sample
-from trafficd.policy import Policy, parse_policy
-from trafficd.services import RedisServer
+from trafficd.policy.schema import Policy, parse_policy
+from trafficd.stats import sketch, store
 
 POLICY = """
 version: 1

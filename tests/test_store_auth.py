@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from trafficd import store
+from trafficd.dev.services import LOOPBACK, RedisServer, free_port, redis_server_binary, stop_process, wait_for_port
 from trafficd.model import Sample
-from trafficd.policy import Redis, parse_policy
-from trafficd.services import LOOPBACK, RedisServer, free_port, redis_server_binary, stop_process, wait_for_port
+from trafficd.policy.schema import Redis, parse_policy
+from trafficd.stats import store
 
 SECRET = "s3cret-for-tests-only"
 

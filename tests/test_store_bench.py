@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from trafficd.bench import stats
+from trafficd.dev.bench import stats
 
 
 async def test_quick_benchmark_prints_every_figure_with_zero_decision_disagreements(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`python -m trafficd.bench.stats --quick` prints ingest, Redis CPU, evaluation, error and decision figures."""
+    """`python -m trafficd.dev.bench.stats --quick` prints ingest, Redis CPU, evaluation, error and decision figures."""
     await stats.run(quick=True)
     out = capsys.readouterr().out
     for heading in ("## p99 error", "## Ingest", "## Redis memory", "## Evaluation time", "## SLO decisions through"):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from trafficd import keys, sketch
+from trafficd import keys
 from trafficd.model import Sample
-from trafficd.window import Plan, RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
+from trafficd.stats import sketch
+from trafficd.stats.window import Plan, RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
 
 SPEC = WindowSpec(slice_s=10.0, trip_s=60.0, long_s=300.0, skew_s=30.0)
 NOW = 1_000_000.0  # slice 100000 starts here

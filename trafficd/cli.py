@@ -14,16 +14,16 @@ from collections.abc import Sequence
 
 # Modules that add sub-commands (keep sorted; each owns its commands, its handlers and their tests).
 COMMAND_MODULES = (
-    "trafficd.bench.probe",
-    "trafficd.daemons",
-    "trafficd.demo",
-    "trafficd.status",
-    "trafficd.dns_cli",
-    "trafficd.overrides",
-    "trafficd.policy_cli",
-    "trafficd.probe_cli",
-    "trafficd.simulate",
-    "trafficd.stats_cli",
+    "trafficd.commands.dns",
+    "trafficd.commands.policy",
+    "trafficd.commands.probe",
+    "trafficd.commands.simulate",
+    "trafficd.commands.stats",
+    "trafficd.commands.status",
+    "trafficd.control.overrides",
+    "trafficd.dev.bench.probe",
+    "trafficd.dev.demo",
+    "trafficd.runtime.daemons",
 )
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from trafficd import logs
+    from trafficd.runtime import logs
 
     logs.configure(args.log_level, to_stderr=not getattr(args, "logs_to_stdout", False))
     code: int = args.func(args)

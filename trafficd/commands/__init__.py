@@ -1,0 +1,1 @@
+"""On-call and operator sub-commands of the `trafficd` CLI."""

@@ -1,0 +1,109 @@
+"""`trafficd stats`: the window statistics the controller sees, per region, worker, model and worker × model.
+
+Reads Redis exactly as the controller does (`StatsView.detail`), for the trip and the long window, and prints a
+table (or `--json`). Logs go to stderr so that stdout stays data. Exit codes: 0 shown, 1 Redis unreadable,
+2 unknown region, 78 bad policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from trafficd.policy.schema import Policy, PolicyError, load_policy
+from trafficd.runtime.reload import EX_CONFIG
+from trafficd.stats import store
+from trafficd.stats.view import GroupStats, RegionDetail
+from trafficd.stats.window import WindowStats
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f}s" if value >= 1000 else f"{value:.0f}ms"
+
+
+def _age(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s ago"
+
+
+def _window(w: WindowStats | None) -> str:
+    if w is None or w.n == 0:
+        return "n=0"
+    return (
+        f"n={w.n} err={w.error_rate:.2%} over_slo={w.over_slo_fraction:.2%} p50={_ms(w.p50_ms)} "
+        f"p90={_ms(w.p90_ms)} p99={_ms(w.p99_ms)} p999={_ms(w.p999_ms)} ttft_p99={_ms(w.ttft_p99_ms)} "
+        f"ttft_over={w.ttft_over_slo_fraction:.2%}"
+    )
+
+
+def render(detail: dict[str, RegionDetail], policy: Policy) -> str:
+    """The human table: one block per region, then its workers, models and worker × model series."""
+    trip, long = int(policy.windows.trip), int(policy.windows.long)
+    lines: list[str] = []
+    for region, d in detail.items():
+        if d.unreadable:
+            lines.append(f"{region}: UNREADABLE (Redis could not be read)")
+            continue
+        stale = d.newest_sample_age_s is None or d.newest_sample_age_s > policy.windows.stale_after
+        stale = stale or d.heartbeat_age_s is None or d.heartbeat_age_s > policy.windows.stale_after
+        lines.append(
+            f"{region}{' [STALE]' if stale else ''}: newest sample {_age(d.newest_sample_age_s)}, heartbeat "
+            f"{_age(d.heartbeat_age_s)}, rejected for clock skew {d.rejected_clock_skew_total}"
+        )
+        lines.append(f"  region   {trip}s: {_window(d.trip)}")
+        lines.append(f"           {long}s: {_window(d.long)}")
+        groups: list[tuple[str, dict[str, GroupStats]]] = [
+            ("worker", d.workers),
+            ("model", d.models),
+            ("series", d.series),
+        ]
+        for kind, group in groups:
+            for name, g in group.items():
+                lines.append(f"  {kind:<8} {name}")
+                lines.append(f"           {trip}s: {_window(g.trip)}")
+                lines.append(f"           {long}s: {_window(g.long)}")
+    return "\n".join(lines)
+
+
+async def _collect(policy: Policy, now: float) -> dict[str, RegionDetail]:
+    client = store.redis_client(policy.redis)
+    try:
+        return await store.StatsView(client, policy).detail(now)
+    finally:
+        await client.aclose()
+
+
+def _stats(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy).policy
+        if args.region is not None and args.region not in policy.regions:
+            print(f"unknown region {args.region!r} (regions: {', '.join(policy.region_names)})", file=sys.stderr)
+            return 2
+        detail = asyncio.run(_collect(policy, time.time()))
+    except (PolicyError, store.StoreConfigError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    if args.region is not None:
+        detail = {args.region: detail[args.region]}
+    if args.json:
+        print(json.dumps({r: dataclasses.asdict(d) for r, d in detail.items()}, indent=2))
+    else:
+        print(render(detail, policy))
+    if any(d.unreadable for d in detail.values()):
+        print(f"cannot read the statistics from Redis at {policy.redis.url}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("stats", help="window statistics per region, worker and model, as the controller sees them")
+    p.add_argument("--policy", default=os.environ.get("TRAFFICD_POLICY", "/etc/trafficd/policy.yaml"))
+    p.add_argument("--region", default=None, help="only this region")
+    p.add_argument("--json", action="store_true", help="JSON instead of the table")
+    p.set_defaults(func=_stats)

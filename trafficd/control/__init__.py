@@ -1,0 +1,1 @@
+"""The controller loop and its Redis-backed state: lease, stored state, on-call overrides."""

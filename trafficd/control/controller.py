@@ -1,0 +1,292 @@
+"""The controller loop: the only place where Redis, the pure core and Route 53 meet.
+
+One evaluation reads like its docstring:
+    lease → read window stats → load overrides → judge + guards + plan (pure) → log one decision per region
+    → reconcile Route 53 (diff, validate, apply, INSYNC) unless dry-run → persist state.
+
+Nothing is written until the lease is held and the previous state has been loaded. Redis or Route 53 failures
+are logged and the evaluation is retried on the next tick; missing evidence makes regions unknown (hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from trafficd.control import overrides
+from trafficd.control import state_store as controller_state
+from trafficd.control.lease import Lease
+from trafficd.decide import judge
+from trafficd.decide.state import ControllerState
+from trafficd.dns.route53 import reconciler as route53
+from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
+from trafficd.policy.schema import LoadedPolicy, Policy
+from trafficd.runtime import metrics, notify
+from trafficd.runtime.logs import get_logger
+from trafficd.runtime.reload import PolicyHolder
+from trafficd.stats import store
+
+# reconcile outcomes after which Route 53 shows the plan (or, in dry-run, would): the new state is kept
+COMMITTED_STATUSES = frozenset({"applied", "no_changes", "dry_run"})
+# reconcile outcomes that mean a change batch was (or was about to be) sent; `pending` repeats every cycle
+SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
+
+
+@dataclass
+class Controller:
+    holder: PolicyHolder
+    controller_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        self.log = get_logger("controller", controller=self.controller_id)
+        self._built_for: str | None = None  # effective-policy hash the adapters were built for
+        self._built_policy: Policy | None = None
+        self._retired_clients: list[Any] = []
+        self.client: Any = None
+        self.lease: Lease  # built by _build() before the first evaluation
+        self._state: ControllerState | None = None
+        self._lock = asyncio.Lock()
+        self.evaluations = 0
+
+    # ---- adapters, rebuilt when the policy changes
+
+    def _build(self, loaded: LoadedPolicy) -> None:
+        """(Re)build the adapters a policy change affects; keep the lease and Redis client when possible.
+
+        A reload that only changes judging (SLO, windows, ramp, guards) keeps the Redis client, the lease and the
+        Route 53 reconciler (with its pending change); only the statistics view is rebuilt.
+        """
+        policy = loaded.policy
+        old = self._built_policy
+        if old is None or (old.redis, old.service, old.controller) != (policy.redis, policy.service, policy.controller):
+            if old is not None:
+                self._retired_clients.append(self.client)
+            self.client = store.redis_client(policy.redis)
+            previous: Lease | None = getattr(self, "lease", None)
+            self.lease = Lease(
+                self.client, policy.redis.key_prefix, policy.service, self.controller_id, policy.controller.lease_ttl
+            )
+            if previous is not None:  # keep leading without a gap when the same Redis is still behind it
+                self.lease.token, self.lease.expires_at = previous.token, previous.expires_at
+        if old is None or (old.dns, old.regions) != (policy.dns, policy.regions):
+            self.reconciler = route53.Reconciler(policy, route53.route53_client(policy))
+        self.stats = store.StatsView(self.client, policy)
+        self._built_policy = policy
+        self._built_for = loaded.hash
+
+    async def _load_state(self, policy: Policy, now: float) -> ControllerState:
+        state = await controller_state.load(self.client, policy)
+        if state is not None:
+            self.log.info("controller.state_loaded", regions=sorted(state.regions))
+            return state
+        self.log.info("controller.state_initialised", regions=policy.region_names)
+        return ControllerState.initial(policy, now)
+
+    # ---- one evaluation
+
+    async def evaluate_once(self, now: float | None = None) -> None:
+        """Judge every region once and apply the resulting plan (the body of the loop)."""
+        async with self._lock:
+            await self._evaluate(time.time() if now is None else now)
+
+    async def _evaluate(self, now: float) -> None:
+        started = time.monotonic()
+        loaded = self.holder.current
+        if self._built_for != loaded.hash:
+            self._build(loaded)
+        while self._retired_clients:
+            with contextlib.suppress(Exception):
+                await self._retired_clients.pop().aclose()
+        policy = loaded.policy
+        dry_run = self.dry_run or policy.controller.dry_run
+        try:
+            leader = await self.lease.ensure()
+        except Exception as exc:  # Redis down: we cannot know who leads, so nobody writes
+            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        metrics.LEADER.set(1.0 if leader else 0.0)
+        if not leader:
+            self._state = None  # reload state when we become leader again
+            metrics.EVALUATIONS.labels("standby").inc()
+            metrics.loop_completed()
+            self.log.debug("controller.standby")
+            return
+        try:
+            if self._state is None:
+                self._state = await self._load_state(policy, now)
+            state = self._state
+            evidence = await self.stats.evidence(now)
+            active = await overrides.load(self.client, policy, now)
+        except Exception as exc:
+            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        evaluation = judge.evaluate(policy, state, evidence, active, now)
+        self.evaluations += 1
+        self._log_decisions(loaded, evaluation, active, dry_run)
+        if not self.lease.held:  # the lease may have lapsed while we were reading
+            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
+            return
+        try:
+            result = await asyncio.to_thread(self.reconciler.reconcile, evaluation.matrix, dry_run=dry_run)
+            if result.status in SENT_STATUSES:
+                metrics.DNS_CHANGES.labels(result.status).inc()
+        except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
+            self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            result = None
+        moved = _matrix_moved(state.matrix, evaluation.matrix)
+        if moved and (result is None or result.status not in COMMITTED_STATUSES):
+            # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
+            # re-decides the same step instead of walking on while DNS stays behind (and then jumps).
+            self.log.warning(
+                "controller.plan_held",
+                policy_hash=loaded.hash,
+                lease_token=self.lease.token,
+                dns=None if result is None else result.status,
+                fractions_wanted=evaluation.fractions,
+            )
+        else:
+            self._state = evaluation.state
+            try:
+                await controller_state.save(self.client, policy, evaluation.state)
+            except Exception as exc:
+                self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+        self.log.info(
+            "controller.evaluated",
+            policy_hash=loaded.hash,
+            lease_token=self.lease.token,
+            dry_run=dry_run,
+            dns=None if result is None else result.status,
+            dns_changes=0 if result is None else len(result.changes),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            **evaluation.to_log(),
+        )
+        metrics.EVALUATIONS.labels("leader").inc()
+        metrics.loop_completed()
+        notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
+
+    def _log_decisions(
+        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, active: Overrides, dry_run: bool
+    ) -> None:
+        for decision in evaluation.decisions:
+            fields = decision.to_log()
+            metrics.record_region(decision.region, fields)
+            moved = abs(decision.fraction_after - decision.fraction_before) > 1e-9
+            event = "controller.weights_shifted" if moved else "controller.region_judged"
+            self.log.info(
+                event,
+                policy_hash=loaded.hash,
+                lease_token=self.lease.token,
+                dry_run=dry_run,
+                frozen=active.freeze is not None,
+                fail_open=evaluation.fail_open,
+                **fields,
+            )
+
+    async def _close_client(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+    async def shutdown(self) -> None:
+        if self._built_for is None:
+            return
+        try:
+            await self.lease.release()
+        except Exception as exc:
+            self.log.warning("controller.lease_release_failed", error=type(exc).__name__)
+        await self._close_client()
+
+
+async def preview(policy: Policy, now: float | None = None) -> tuple[judge.Evaluation, ControllerState]:
+    """What the controller would decide now, from the same Redis inputs, writing nothing (for `dns plan`/status).
+
+    Returns the evaluation and the stored state it started from (initial state when none is stored yet).
+    """
+    now = time.time() if now is None else now
+    stored, evidence, active = await read_inputs(policy, now)
+    state = stored or ControllerState.initial(policy, now)
+    return judge.evaluate(policy, state, evidence, active, now), state
+
+
+async def read_inputs(
+    policy: Policy, now: float
+) -> tuple[ControllerState | None, dict[str, RegionEvidence], Overrides]:
+    """The judge's inputs as stored in Redis now: controller state (None if none yet), evidence, overrides."""
+    client = store.redis_client(policy.redis)
+    try:
+        state = await controller_state.load(client, policy)
+        evidence = await store.StatsView(client, policy).evidence(now)
+        active = await overrides.load(client, policy, now)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return state, evidence, active
+
+
+def _matrix_moved(before: TrafficMatrix, after: TrafficMatrix) -> bool:
+    """Whether any share of any region's users moved between two plans."""
+    sources = set(before) | set(after)
+    return any(
+        abs(before.get(s, {}).get(d, 0.0) - after.get(s, {}).get(d, 0.0)) > 1e-9
+        for s in sources
+        for d in set(before.get(s, {})) | set(after.get(s, {}))
+    )
+
+
+def _status_line(evaluation: judge.Evaluation) -> str:
+    parts = []
+    for d in evaluation.decisions:
+        f = d.to_log()
+        parts.append(f"{f.get('region')}={f.get('state_after')}:{f.get('serving_fraction_after')}")
+    return " ".join(parts)
+
+
+async def run_controller(holder: PolicyHolder, *, stop: asyncio.Event, dry_run: bool = False) -> None:
+    """Evaluate every `windows.evaluate_every` until `stop` is set; release the lease on the way out."""
+    controller = Controller(holder, dry_run=dry_run)
+    policy = holder.current.policy
+    controller.log.info(
+        "controller.started",
+        policy_hash=holder.current.hash,
+        policy_file=holder.current.path,
+        regions=policy.region_names,
+        dry_run=dry_run or policy.controller.dry_run,
+        evaluate_every_s=policy.windows.evaluate_every,
+    )
+
+    async def tick() -> None:
+        try:
+            await controller.evaluate_once()
+        except Exception:  # a bug in one evaluation must not stop the next ones: log it with its traceback
+            controller.log.exception("controller.evaluation_failed")
+
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(
+        tick, "interval", id="evaluate", seconds=policy.windows.evaluate_every, max_instances=1, coalesce=True
+    )
+
+    def follow(old: LoadedPolicy, new: LoadedPolicy) -> None:
+        """A reload that changes `windows.evaluate_every` reschedules the loop (other fields apply next tick)."""
+        every = new.policy.windows.evaluate_every
+        if every != old.policy.windows.evaluate_every:
+            scheduler.reschedule_job("evaluate", trigger="interval", seconds=every)
+            controller.log.info("controller.interval_changed", evaluate_every_s=every, policy_hash=new.hash)
+
+    holder.on_change(follow)
+    scheduler.start()
+    await tick()  # the first evaluation at once (it loads the state before anything is written)
+    notify.notify("READY=1", "STATUS=started")
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        async with controller._lock:
+            await controller.shutdown()
+        controller.log.info("controller.stopped", evaluations=controller.evaluations)

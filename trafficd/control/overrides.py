@@ -1,0 +1,232 @@
+"""On-call overrides in Redis (adapter) and the commands that set them.
+
+    trafficd drain REGION --for 2h --reason TEXT [--force]     shed REGION's users (ramped), until expiry
+    trafficd undrain REGION [--for 30m --reason TEXT]           cancel a drain; with --for, keep REGION serving
+    trafficd freeze --reason TEXT [--for 1h]                    global kill switch: no serving fraction moves
+    trafficd unfreeze
+
+Keys (one hash tag per service so a Redis Cluster keeps them in one slot for MGET):
+    {prefix}:{service}:override:region:{region}   JSON Override (kind drain|undrain), expires at expires_at
+    {prefix}:{service}:override:freeze            JSON Override (kind freeze)
+Redis expires each key at `expires_at` (PXAT) and `load` drops anything expired by the caller's clock as well.
+A drain that a guard forbids (frozen, max_drained, min_serving_regions, capacity) is refused with exit 1 and the
+reasons, unless --force. Every command logs one `overrides.*` event (who, what, why, until when).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from trafficd import keys
+from trafficd.control import state_store as controller_state
+from trafficd.decide import guards
+from trafficd.model import Override, Overrides
+from trafficd.policy.schema import Policy, PolicyError, format_duration, load_policy, parse_duration
+from trafficd.runtime.logs import get_logger
+from trafficd.runtime.reload import EX_CONFIG
+from trafficd.stats import store
+
+DEFAULT_FREEZE_S = 3600.0
+
+
+def region_key(policy: Policy, region: str) -> str:
+    return keys.override_region_key(policy.redis.key_prefix, policy.service, region)
+
+
+def freeze_key(policy: Policy) -> str:
+    return keys.override_freeze_key(policy.redis.key_prefix, policy.service)
+
+
+def redis_client(policy: Policy) -> Any:
+    """The shared Redis client (password from env/file, TLS CA, timeouts) from trafficd.stats.store."""
+    return store.redis_client(policy.redis)
+
+
+def _parse(raw: Any) -> Override | None:
+    if raw is None:
+        return None
+    try:
+        return Override.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError):
+        return None  # a corrupt entry is ignored, never fatal
+
+
+async def load(client: Any, policy: Policy, now: float) -> Overrides:
+    """Every override in force at `now` (one MGET)."""
+    names = policy.region_names
+    raws = await client.mget([freeze_key(policy), *(region_key(policy, r) for r in names)])
+    freeze = _parse(raws[0])
+    if freeze is not None and (freeze.expires_at <= now or freeze.kind != "freeze"):
+        freeze = None
+    by_region: dict[str, Override] = {}
+    for name, raw in zip(names, raws[1:], strict=True):
+        o = _parse(raw)
+        if o is not None and o.expires_at > now and o.kind in ("drain", "undrain"):
+            by_region[name] = o
+    return Overrides(freeze=freeze, by_region=by_region)
+
+
+async def set_override(client: Any, policy: Policy, override: Override) -> None:
+    """Store `override`; Redis drops it at its expiry."""
+    key = freeze_key(policy) if override.kind == "freeze" else region_key(policy, str(override.region))
+    await client.set(key, json.dumps(override.to_dict()), pxat=int(override.expires_at * 1000))
+
+
+async def clear(client: Any, policy: Policy, region: str | None) -> Override | None:
+    """Remove the region's override (region None: the freeze); returns what was removed."""
+    key = freeze_key(policy) if region is None else region_key(policy, region)
+    raw = await client.getdel(key)
+    return _parse(raw)
+
+
+async def _controller_fractions(client: Any, policy: Policy) -> dict[str, float] | None:
+    """Serving fractions the controller last stored, to judge a drain against what is already shed."""
+    state = await controller_state.load(client, policy)
+    return None if state is None else state.fractions()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+async def _drain(policy: Policy, args: argparse.Namespace, now: float) -> int:
+    log = get_logger("overrides")
+    client = redis_client(policy)
+    try:
+        current = await load(client, policy, now)
+        fractions = await _controller_fractions(client, policy)
+        problems = guards.check_manual_drain(policy, args.region, current, fractions)
+        if problems and not args.force:
+            log.warning("overrides.drain_refused", region=args.region, reason=args.reason, problems=problems)
+            print(f"refused: draining {args.region} would break a guard:", file=sys.stderr)
+            for p in problems:
+                print(f"  - {p}", file=sys.stderr)
+            print("use --force to drain anyway", file=sys.stderr)
+            return 1
+        o = Override("drain", args.region, args.reason, now + args.for_s, _who(), now, bool(args.force))
+        await set_override(client, policy, o)
+        log.info("overrides.drain_set", **o.to_dict(), for_s=args.for_s, overridden_guards=problems)
+        print(f"{args.region}: drain set for {format_duration(args.for_s)} ({args.reason})")
+        return 0
+    finally:
+        await client.aclose()
+
+
+async def _undrain(policy: Policy, args: argparse.Namespace, now: float) -> int:
+    log = get_logger("overrides")
+    client = redis_client(policy)
+    try:
+        removed = await clear(client, policy, args.region)
+        if args.for_s is None:
+            log.info("overrides.cleared", region=args.region, removed=None if removed is None else removed.kind)
+            what = "no override was set" if removed is None else f"{removed.kind} override removed"
+            print(f"{args.region}: {what}; the controller judges it again")
+            return 0
+        reason = args.reason or "manual undrain"
+        o = Override("undrain", args.region, reason, now + args.for_s, _who(), now, False)
+        await set_override(client, policy, o)
+        log.info("overrides.undrain_set", **o.to_dict(), for_s=args.for_s)
+        print(f"{args.region}: kept serving for {format_duration(args.for_s)} ({reason})")
+        return 0
+    finally:
+        await client.aclose()
+
+
+async def _freeze(policy: Policy, args: argparse.Namespace, now: float) -> int:
+    log = get_logger("overrides")
+    client = redis_client(policy)
+    try:
+        o = Override("freeze", None, args.reason, now + args.for_s, _who(), now, False)
+        await set_override(client, policy, o)
+        log.info("overrides.freeze_set", **o.to_dict(), for_s=args.for_s)
+        print(f"frozen for {format_duration(args.for_s)} ({args.reason}): no serving fraction moves")
+        return 0
+    finally:
+        await client.aclose()
+
+
+async def _unfreeze(policy: Policy, args: argparse.Namespace, now: float) -> int:
+    log = get_logger("overrides")
+    client = redis_client(policy)
+    try:
+        removed = await clear(client, policy, None)
+        log.info("overrides.unfrozen", was_frozen=removed is not None)
+        print("unfrozen" if removed is not None else "was not frozen")
+        return 0
+    finally:
+        await client.aclose()
+
+
+def _handler(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            policy = load_policy(args.policy).policy
+        except PolicyError as exc:
+            print(str(exc), file=sys.stderr)
+            return EX_CONFIG
+        region = getattr(args, "region", None)
+        if region is not None and region not in policy.regions:
+            known = ", ".join(policy.region_names)
+            print(f"unknown region {region!r} (regions: {known})", file=sys.stderr)
+            return 2
+        try:
+            code: int = asyncio.run(fn(policy, args, time.time()))
+        except (RedisError, OSError) as exc:
+            get_logger("overrides").error("overrides.redis_failed", error=type(exc).__name__, detail=str(exc))
+            print(f"cannot reach Redis at {policy.redis.url}: {exc}", file=sys.stderr)
+            return 1
+        return code
+
+    return run
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy_help = "policy file (YAML); default $TRAFFICD_POLICY"
+    default_policy = os.environ.get("TRAFFICD_POLICY", "/etc/trafficd/policy.yaml")
+
+    p = sub.add_parser("drain", help="drain a region (ramped) until the override expires")
+    p.add_argument("region")
+    p.add_argument("--for", dest="for_s", type=_duration, required=True, help="how long, e.g. 2h, 30m")
+    p.add_argument("--reason", required=True, help="why (logged and shown in status)")
+    p.add_argument("--force", action="store_true", help="drain even when a guard forbids it")
+    p.add_argument("--policy", default=default_policy, help=policy_help)
+    p.set_defaults(func=_handler(_drain))
+
+    p = sub.add_parser("undrain", help="cancel a drain; with --for, keep the region serving whatever the probes say")
+    p.add_argument("region")
+    p.add_argument("--for", dest="for_s", type=_duration, default=None, help="keep it serving this long")
+    p.add_argument("--reason", default=None)
+    p.add_argument("--policy", default=default_policy, help=policy_help)
+    p.set_defaults(func=_handler(_undrain))
+
+    p = sub.add_parser("freeze", help="global kill switch: no serving fraction moves until unfreeze or expiry")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--for", dest="for_s", type=_duration, default=DEFAULT_FREEZE_S, help="default 1h")
+    p.add_argument("--policy", default=default_policy, help=policy_help)
+    p.set_defaults(func=_handler(_freeze))
+
+    p = sub.add_parser("unfreeze", help="lift the freeze")
+    p.add_argument("--policy", default=default_policy, help=policy_help)
+    p.set_defaults(func=_handler(_unfreeze))

@@ -1,0 +1,319 @@
+"""Guards: named filters on the judge's desired serving fractions, applied in a fixed order (pure).
+
+Each guard takes the plan (one `Proposal` per region: fraction before, desired fraction, who decided) and returns
+it, possibly changed, with one `GuardEvent` per change, so that every change a guard makes is logged by name.
+A guard may only veto or shrink a move (never invent a bigger one), except `override` (a human decision),
+`fail_open` (ramp back) and `never_all_zero` (keeps one region serving).
+
+Order (see docs/judge.md for why it differs slightly from the list in DESIGN §5):
+frozen · override · never_drain · fail_open · cooldown · max_drained · min_serving_regions · capacity ·
+never_all_zero.
+
+A region counts as *shedding* when its fraction is below 1 (max_drained) and as *serving* when it is above 0
+(min_serving_regions). Overrides given with --force bypass freeze, max_drained and min_serving_regions; other
+overrides go first when slots are scarce. Fail open leaves overrides and unknown regions alone (unknown holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from trafficd.decide import planner
+from trafficd.decide.planner import EPS, tidy
+from trafficd.model import Override, Overrides, TrafficMatrix
+from trafficd.policy.schema import Policy
+
+# Verdict kinds the judge gives each region's evidence.
+BREACH, RECOVERED, OK, UNKNOWN = "breach", "recovered", "ok", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    region: str
+    before: float
+    desired: float
+    decided_by: str  # the judge's rule, or the last guard that changed it
+    reasons: tuple[str, ...] = ()
+    guards: tuple[str, ...] = ()  # every guard that changed this region's plan, in order
+
+
+@dataclass(frozen=True, slots=True)
+class GuardEvent:
+    """One guard changing the plan (region None: a global decision such as fail open)."""
+
+    guard: str
+    region: str | None
+    wanted: float | None
+    allowed: float | None
+    reason: str
+
+    def to_log(self) -> dict[str, Any]:
+        return {
+            "guard": self.guard,
+            "region": self.region,
+            "serving_fraction_wanted": self.wanted,
+            "serving_fraction_allowed": self.allowed,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    policy: Policy
+    now: float
+    overrides: Overrides  # only those in force at `now`
+    verdicts: Mapping[str, str]  # region → BREACH / RECOVERED / OK / UNKNOWN
+    severity: Mapping[str, float]  # higher = worse; who drains first when slots are scarce
+    last_step_at: Mapping[str, float | None]
+    spare: Mapping[str, float | None]  # headroom per region (planner.headroom)
+    order: Sequence[str]  # placement order for the planner (regions already shedding first)
+    avoid: frozenset[str] = frozenset()  # receivers of last resort only (breaching, tripped, unknown)
+    previous: TrafficMatrix | None = None  # last matrix: spill-over keeps its destinations
+    notes: list[str] = field(default_factory=list)
+
+
+Plan = dict[str, Proposal]
+Guard = Callable[[GuardContext, Plan], tuple[Plan, list[GuardEvent]]]
+
+
+def _bite(plan: Plan, region: str, guard: str, allowed: float, reason: str) -> GuardEvent:
+    p = plan[region]
+    allowed = p.before if abs(allowed - p.before) <= EPS else tidy(allowed)  # holding keeps the exact value
+    plan[region] = replace(
+        p, desired=allowed, decided_by=guard, reasons=(*p.reasons, reason), guards=(*p.guards, guard)
+    )
+    return GuardEvent(guard, region, p.desired, allowed, reason)
+
+
+def _override(ctx: GuardContext, region: str) -> Override | None:
+    o = ctx.overrides.by_region.get(region)
+    if o is None or o.kind not in ("drain", "undrain"):
+        return None
+    if ctx.overrides.freeze is not None and not o.forced:
+        return None  # frozen holds it until unfreeze
+    return o
+
+
+def _forced(ctx: GuardContext, region: str) -> bool:
+    o = _override(ctx, region)
+    return o is not None and o.forced
+
+
+def _priority(ctx: GuardContext, region: str) -> tuple[int, float, int]:
+    """Sort key: overrides first, then the worst evidence, then policy order."""
+    return (
+        0 if _override(ctx, region) else 1,
+        -ctx.severity.get(region, 0.0),
+        ctx.policy.region_names.index(region),
+    )
+
+
+def step_towards(policy: Policy, before: float, target: float) -> float:
+    """One ramp step from `before` towards `target`, at most `ramp.max_step`, never below `ramp.min_fraction`."""
+    step = policy.ramp.max_step
+    floor = policy.ramp.min_fraction
+    if target < before:
+        return before if before <= floor else tidy(max(floor, target, before - step))
+    return before if before >= 1.0 else tidy(min(1.0, target, before + step))
+
+
+# ---------------------------------------------------------------- the guards
+
+
+def frozen(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Global kill switch: nothing moves (forced overrides excepted) until `trafficd unfreeze`."""
+    f = ctx.overrides.freeze
+    if f is None:
+        return plan, []
+    events = []
+    for r, p in plan.items():
+        if abs(p.desired - p.before) > EPS and not _forced(ctx, r):
+            events.append(_bite(plan, r, "frozen", p.before, f"frozen: {f.reason}"))
+    return plan, events
+
+
+def override(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """On-call drain/undrain: ramp towards the floor / full serving whatever the evidence says."""
+    events = []
+    for r, p in plan.items():
+        o = _override(ctx, r)
+        if o is None:
+            continue
+        target = ctx.policy.ramp.min_fraction if o.kind == "drain" else 1.0
+        wanted = step_towards(ctx.policy, p.before, target)
+        why = f"manual {o.kind} until {o.expires_at:.0f}: {o.reason}"
+        ev = _bite(plan, r, "override", wanted, why)
+        if abs(wanted - p.desired) > EPS:
+            events.append(ev)
+    return plan, events
+
+
+def never_drain(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Regions listed in `guards.never_drain` never shed automatically (an on-call drain still works)."""
+    events = []
+    for r in ctx.policy.guards.never_drain:
+        p = plan.get(r)
+        if p is None or _override(ctx, r) is not None or p.desired >= p.before - EPS:
+            continue
+        why = "never_drain: the policy forbids draining this region automatically"
+        events.append(_bite(plan, r, "never_drain", p.before, why))
+    return plan, events
+
+
+def fail_open(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Too many regions breaching at once is a global or probe problem: drain nothing, ramp back."""
+    names = ctx.policy.region_names
+    breaching = [r for r in names if ctx.verdicts.get(r) == BREACH]
+    share = len(breaching) / len(names)
+    if not breaching or share < ctx.policy.guards.fail_open_share - EPS or ctx.overrides.freeze is not None:
+        return plan, []
+    why = (
+        f"fail open: {len(breaching)} of {len(names)} regions breaching "
+        f"(≥ {ctx.policy.guards.fail_open_share:.0%}), a global or probe problem"
+    )
+    ctx.notes.append(why)
+    events = [GuardEvent("fail_open", None, None, None, why)]
+    for r, p in plan.items():
+        if _override(ctx, r) is not None or ctx.verdicts.get(r) == UNKNOWN:
+            continue
+        wanted = step_towards(ctx.policy, p.before, 1.0)
+        if abs(wanted - p.desired) > EPS:
+            events.append(_bite(plan, r, "fail_open", wanted, why))
+    return plan, events
+
+
+def cooldown(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """At most one step per region per `ramp.cooldown` (≥ TTL + propagation), both ways."""
+    events = []
+    cool_s = ctx.policy.ramp.cooldown
+    for r, p in plan.items():
+        last = ctx.last_step_at.get(r)
+        if abs(p.desired - p.before) <= EPS or last is None:
+            continue
+        wait_s = last + cool_s - ctx.now
+        if wait_s > EPS:
+            events.append(_bite(plan, r, "cooldown", p.before, f"cooldown: last step {ctx.now - last:g}s ago"))
+    return plan, events
+
+
+def max_drained(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """At most `guards.max_drained` regions shedding at once; those already shedding keep their slot."""
+    limit = ctx.policy.guards.max_drained
+    shedding = [r for r, p in plan.items() if p.desired < 1.0 - EPS]
+    if len(shedding) <= limit:
+        return plan, []
+    used = sum(1 for r in shedding if plan[r].before < 1.0 - EPS or _forced(ctx, r))
+    newcomers = sorted(
+        (r for r in shedding if plan[r].before >= 1.0 - EPS and not _forced(ctx, r)),
+        key=lambda r: _priority(ctx, r),
+    )
+    events = []
+    for r in newcomers:
+        if used < limit:
+            used += 1
+            continue
+        why = f"max_drained: {limit} region(s) already shedding"
+        events.append(_bite(plan, r, "max_drained", plan[r].before, why))
+    return plan, events
+
+
+def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Never fewer than `guards.min_serving_regions` regions serving (fraction > 0)."""
+    need = ctx.policy.guards.min_serving_regions
+    serving = sum(1 for p in plan.values() if p.desired > EPS)
+    zeroing = sorted(
+        (r for r, p in plan.items() if p.desired <= EPS < p.before and not _forced(ctx, r)),
+        key=lambda r: _priority(ctx, r),
+        reverse=True,
+    )
+    events = []
+    for r in zeroing:
+        if serving >= need:
+            break
+        serving += 1
+        why = f"min_serving_regions: at least {need} region(s) must keep serving"
+        events.append(_bite(plan, r, "min_serving_regions", plan[r].before, why))
+    return plan, events
+
+
+def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Shed no more than the receivers' headroom can take (by neighbour preference)."""
+    fractions = {r: p.desired for r, p in plan.items()}
+    alloc = planner.allocate(
+        ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False, previous=ctx.previous
+    )
+    events = []
+    for r, p in plan.items():
+        short = alloc.unplaced.get(r, 0.0)
+        if short <= EPS or p.desired >= p.before - EPS:
+            continue
+        allowed = min(p.before, p.desired + short)
+        if allowed - p.desired > EPS:
+            placed = 1.0 - p.desired - short
+            why = f"capacity: healthy neighbours can take only {placed:.3g} of this region's users"
+            events.append(_bite(plan, r, "capacity", allowed, why))
+    return plan, events
+
+
+def never_all_zero(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+    """Some region always keeps serving: all-zero weights make Route 53 spread traffic evenly."""
+    if any(p.desired > EPS for p in plan.values()):
+        return plan, []
+    best = max(plan.values(), key=lambda p: (p.before, -ctx.policy.region_names.index(p.region)))
+    allowed = best.before if best.before > EPS else step_towards(ctx.policy, 0.0, 1.0)
+    return plan, [_bite(plan, best.region, "never_all_zero", allowed, "never_all_zero: one region must serve")]
+
+
+ORDER: tuple[tuple[str, Guard], ...] = (
+    ("frozen", frozen),
+    ("override", override),
+    ("never_drain", never_drain),
+    ("fail_open", fail_open),
+    ("cooldown", cooldown),
+    ("max_drained", max_drained),
+    ("min_serving_regions", min_serving_regions),
+    ("capacity", capacity),
+    ("never_all_zero", never_all_zero),
+)
+
+
+def apply_guards(ctx: GuardContext, plan: Mapping[str, Proposal]) -> tuple[Plan, tuple[GuardEvent, ...]]:
+    """Run every guard in ORDER; return the final plan and every change any guard made."""
+    current = dict(plan)
+    events: list[GuardEvent] = []
+    for _name, guard in ORDER:
+        current, made = guard(ctx, current)
+        events.extend(made)
+    return current, tuple(events)
+
+
+def check_manual_drain(
+    policy: Policy, region: str, overrides: Overrides, fractions: Mapping[str, float] | None = None
+) -> list[str]:
+    """Why an on-call drain of `region` would break a guard now (empty: allowed). `fractions`: controller state."""
+    problems: list[str] = []
+    names = policy.region_names
+    if overrides.freeze is not None:
+        problems.append(f"frozen: nothing moves until `trafficd unfreeze` ({overrides.freeze.reason})")
+    undrained = {r for r, o in overrides.by_region.items() if o.kind == "undrain"}
+    shedding = {r for r, o in overrides.by_region.items() if o.kind == "drain"}
+    shedding |= {r for r, s in (fractions or {}).items() if s < 1.0 - EPS and r in names and r not in undrained}
+    shedding.discard(region)
+    limit = policy.guards.max_drained
+    if len(shedding) + 1 > limit:
+        already = ", ".join(sorted(shedding)) or "none"
+        problems.append(f"max_drained: at most {limit} region(s) may be drained at once (already: {already})")
+    need = policy.guards.min_serving_regions
+    left = len(names) - len(shedding) - 1
+    if policy.ramp.min_fraction <= EPS and left < need:
+        problems.append(f"min_serving_regions: the drain would leave {left} serving region(s), fewer than {need}")
+    floor = policy.ramp.min_fraction
+    after = {r: (floor if r in shedding or r == region else 1.0) for r in names}
+    spare = {r: policy.regions[r].capacity_headroom for r in names}
+    order = [*sorted(shedding, key=names.index), region]
+    short = planner.allocate(policy, after, spare, order).unplaced.get(region, 0.0)
+    if short > EPS:
+        problems.append(f"capacity: the other regions' declared headroom cannot take {short:.3g} of its users")
+    return problems

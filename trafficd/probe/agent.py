@@ -1,0 +1,387 @@
+"""The agent loop: every `probe.interval`, probe every (worker × model) of one region and record the Samples.
+
+One round per interval on a fixed-rate asyncio schedule (no drift, the interval re-read from the policy each
+round so a reload applies). Each probe of the round starts after its own random delay, uniform in
+[0, jitter × interval), so probes across workers don't align; at most `probe.concurrency` probes are in flight
+(a semaphore, and the same limit on the connection pool). Rounds never wait for slow probes: a stalled worker's
+probes run to their deadline while the next round starts on time, so a slow region keeps producing samples. A
+probe that cannot get a slot before its round's interval ends is skipped and counted (`skipped`).
+
+Samples go to `SampleSink.write` in small batches (every ~250 ms) as probes finish (each carries its t0 and its
+latency; the store files it under the slice in which it completed); `SampleSink.heartbeat(agent_id, region)` is
+sent at the start of every round. Workers come from the policy list
+and/or DNS discovery (refreshed in the background; a failure keeps the last good list).
+
+Events: `agent.started`, `agent.round_completed` (counts by outcome), `agent.series_failed` /
+`agent.series_recovered` (a series changes between ok and failing, with the reason), `agent.write_failed`,
+`agent.heartbeat_failed`, `agent.prober_replaced`, `agent.config_failed`, `agent.stopped`. Never the API key or
+the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from trafficd.model import REASONS, Sample
+from trafficd.policy.schema import LoadedPolicy, Policy
+from trafficd.policy.schema import Probe as ProbeConfig
+from trafficd.probe.credentials import SecretError, load_api_key
+from trafficd.probe.discovery import Discovery, WorkerRef
+from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target
+from trafficd.runtime import metrics
+from trafficd.runtime.logs import get_logger
+
+log = get_logger("agent")
+
+FLUSH_EVERY_S = 0.25
+STOP_GRACE_S = 2.0  # in-flight probes get this long to finish when the agent stops
+MAX_PENDING = 100_000  # samples kept for the sink while its write keeps failing
+
+
+class AgentConfigError(Exception):
+    """The agent cannot probe as configured (API key unreadable, CA file unreadable): exit 78."""
+
+
+class SampleSinkLike(Protocol):
+    async def write(self, samples: Sequence[Sample]) -> None: ...
+
+    async def heartbeat(self, agent_id: str, region: str) -> None: ...
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> LoadedPolicy: ...
+
+
+def _loaded(source: PolicySource | LoadedPolicy) -> LoadedPolicy:
+    return source if isinstance(source, LoadedPolicy) else source.current
+
+
+def default_agent_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _ProberSlot:
+    """A prober, the probe settings it was built from, and how many probes use it (closed when retired and idle)."""
+
+    prober: Prober
+    cfg: ProbeConfig
+    sem: asyncio.Semaphore  # at most cfg.concurrency probes in flight
+    users: int = 0
+    retired: bool = False
+
+
+@dataclass
+class _Round:
+    number: int
+    started: float
+    policy_hash: str
+    workers: int
+    models: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class Agent:
+    def __init__(
+        self,
+        source: PolicySource | LoadedPolicy,
+        region: str,
+        sink: SampleSinkLike,
+        *,
+        agent_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.region = region
+        self.sink = sink
+        self.agent_id = agent_id
+        self.rng = rng or random.Random()
+        self._slot: _ProberSlot | None = None
+        self._discovery: Discovery | None = None
+        self._discovery_task: asyncio.Task[Any] | None = None
+        self._pending: list[Sample] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failing: dict[tuple[str, str], str] = {}
+        self._stopping = False
+
+    # ---------------------------------------------------------------- set-up
+
+    async def _prober_for(self, cfg: ProbeConfig) -> _ProberSlot:
+        """The prober for these settings; a changed `probe` section (reload) builds a new one."""
+        if self._slot is not None and self._slot.cfg == cfg:
+            return self._slot
+        try:
+            secret = load_api_key(cfg.auth)
+            prober = await Prober(cfg, secret=secret).__aenter__()
+        except (SecretError, ProbeConfigError) as exc:
+            if self._slot is None:
+                log.error("agent.config_failed", region=self.region, error=str(exc))
+                raise AgentConfigError(str(exc)) from None
+            log.error("agent.config_failed", region=self.region, error=str(exc), kept="previous probe settings")
+            self._slot.cfg = cfg  # don't retry every round; a later reload can fix it
+            return self._slot
+        old, self._slot = self._slot, _ProberSlot(prober, cfg, asyncio.Semaphore(cfg.concurrency))
+        if old is not None:
+            log.info("agent.prober_replaced", region=self.region)
+            old.retired = True
+            await self._close_if_idle(old)
+        return self._slot
+
+    @staticmethod
+    async def _close_if_idle(slot: _ProberSlot) -> None:
+        if slot.retired and slot.users == 0:
+            await slot.prober.close()
+
+    async def _workers(self, policy: Policy) -> list[WorkerRef]:
+        region = policy.regions[self.region]
+        workers = [WorkerRef.from_policy(w) for w in region.workers]
+        cfg = region.discovery
+        if cfg is None:
+            self._discovery = None
+            return workers
+        loop = asyncio.get_running_loop()
+        if self._discovery is None or self._discovery.cfg != cfg:
+            self._discovery = Discovery(cfg, self.region)
+            await self._discovery.refresh(loop.time())  # the first round needs the list
+        elif self._discovery.due(loop.time()) and (self._discovery_task is None or self._discovery_task.done()):
+            self._discovery_task = self._spawn(self._discovery.refresh(loop.time()))
+        names = {w.name for w in workers}
+        return workers + [w for w in self._discovery.workers if w.name not in names]
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        loaded = _loaded(self.source)
+        policy = loaded.policy
+        if self.region not in policy.regions:
+            raise AgentConfigError(f"region {self.region!r} is not in the policy")
+        await self._prober_for(policy.probe)
+        discovery = policy.regions[self.region].discovery
+        log.info(
+            "agent.started",
+            region=self.region,
+            agent_id=self.agent_id,
+            policy_hash=loaded.hash,
+            interval_s=policy.probe.interval,
+            jitter=policy.probe.jitter,
+            concurrency=policy.probe.concurrency,
+            models=[m.name for m in policy.models_for(self.region)],
+            listed_workers=[w.name for w in policy.regions[self.region].workers],
+            discovery=discovery.name if discovery else None,
+        )
+        flusher = self._spawn(self._flush_loop(stop))
+        number = 0
+        next_at = loop.time()
+        try:
+            while not stop.is_set():
+                loaded = _loaded(self.source)
+                policy = loaded.policy
+                if self.region not in policy.regions:
+                    log.error("agent.config_failed", region=self.region, error="region no longer in the policy")
+                    break
+                slot = await self._prober_for(policy.probe)
+                workers = await self._workers(policy)
+                number += 1
+                self._spawn(self._round(number, loaded, workers, slot))
+                await self._heartbeat()
+                next_at += policy.probe.interval
+                next_at = max(next_at, loop.time())  # fell behind (e.g. a slow reload): no burst of rounds
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), next_at - loop.time())
+        finally:
+            await self._shutdown(flusher)
+            log.info("agent.stopped", region=self.region, agent_id=self.agent_id, rounds=number)
+
+    async def _round(self, number: int, loaded: LoadedPolicy, workers: list[WorkerRef], slot: _ProberSlot) -> None:
+        policy = loaded.policy
+        loop = asyncio.get_running_loop()
+        models = policy.models_for(self.region)
+        rnd = _Round(number, loop.time(), loaded.hash, len(workers), len(models))
+        spread_s = policy.probe.jitter * policy.probe.interval
+        slot_deadline = rnd.started + policy.probe.interval
+        targets = [
+            Target(
+                region=self.region,
+                worker=w.name,
+                model=m.name,
+                url=w.url,
+                address=w.address,
+                deadlines=policy.deadlines_for(self.region, m.name),
+            )
+            for w in workers
+            for m in models
+        ]
+        slot.users += 1
+        try:
+            await asyncio.gather(
+                *(self._probe_one(rnd, t, self.rng.uniform(0.0, spread_s), slot_deadline, slot) for t in targets)
+            )
+        finally:
+            slot.users -= 1
+            await self._close_if_idle(slot)
+        ok = rnd.outcomes.get("ok", 0)
+        skipped = rnd.outcomes.get("skipped", 0)
+        failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
+        log.info(
+            "agent.round_completed",
+            region=self.region,
+            round=number,
+            policy_hash=rnd.policy_hash,
+            workers=rnd.workers,
+            models=rnd.models,
+            probes=len(targets),
+            ok=ok,
+            failed=failed,
+            skipped=skipped,
+            outcomes=dict(sorted(rnd.outcomes.items())),
+            duration_ms=round((loop.time() - rnd.started) * 1000.0, 1),
+        )
+        metrics.loop_completed()
+
+    async def _probe_one(
+        self,
+        rnd: _Round,
+        target: Target,
+        delay_s: float,
+        slot_deadline: float,
+        slot: _ProberSlot,
+    ) -> None:
+        await asyncio.sleep(delay_s)
+        if self._stopping:
+            rnd.outcomes["not_started"] += 1  # the agent is stopping
+            return
+        sem = slot.sem
+        try:
+            async with asyncio.timeout_at(slot_deadline):
+                await sem.acquire()
+        except TimeoutError:
+            rnd.outcomes["skipped"] += 1
+            return
+        try:
+            result = await slot.prober.probe_detailed(target)
+        finally:
+            sem.release()
+        self._record(rnd, result)
+
+    def _record(self, rnd: _Round, result: ProbeResult) -> None:
+        s = result.sample
+        outcome = "ok" if s.ok else str(s.reason)
+        rnd.outcomes[outcome] += 1
+        metrics.PROBES.labels(s.region, s.worker, s.model, outcome).inc()
+        self._pending.append(s)
+        key = (s.worker, s.model)
+        before = self._failing.get(key)
+        if s.ok and before is not None:
+            del self._failing[key]
+            log.info("agent.series_recovered", region=s.region, worker=s.worker, model=s.model, was=before)
+        elif not s.ok and before != s.reason:
+            self._failing[key] = str(s.reason)
+            log.warning(
+                "agent.series_failed",
+                region=s.region,
+                worker=s.worker,
+                model=s.model,
+                reason=s.reason,
+                status=s.status,
+                total_ms=round(s.total_ms, 1),
+                detail=result.detail,
+            )
+
+    # ---------------------------------------------------------------- output
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self.sink.heartbeat(self.agent_id, self.region)
+        except Exception as exc:  # the sink's own errors; the loop must go on
+            log.warning("agent.heartbeat_failed", region=self.region, error=f"{type(exc).__name__}: {exc}")
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self.sink.write(batch)
+        except Exception as exc:  # keep them for the next flush (bounded)
+            self._pending = (batch + self._pending)[-MAX_PENDING:]
+            log.warning(
+                "agent.write_failed",
+                region=self.region,
+                samples=len(batch),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
+            await self.flush()
+
+    async def _shutdown(self, flusher: asyncio.Task[Any]) -> None:
+        self._stopping = True
+        others = [t for t in self._tasks if t is not flusher]
+        if others:
+            _, still = await asyncio.wait(others, timeout=STOP_GRACE_S)
+            for t in still:
+                t.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await self.flush()
+        if self._slot is not None:
+            await self._slot.prober.close()
+
+
+async def run_agent(
+    holder_or_loaded_policy: PolicySource | LoadedPolicy,
+    region: str,
+    *,
+    stop: asyncio.Event,
+    agent_id: str | None = None,
+    sink: SampleSinkLike | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Probe `region` until `stop` is set. Without `sink`, samples go to Redis (`store.SampleSink`)."""
+    client: Any = None
+    if sink is None:
+        from trafficd.stats import store
+
+        policy = _loaded(holder_or_loaded_policy).policy
+        try:
+            client = store.redis_client(policy.redis)
+        except store.StoreConfigError as exc:
+            log.error("agent.config_failed", region=region, error=str(exc))
+            raise AgentConfigError(str(exc)) from None
+        real_sink = store.SampleSink(client, policy)
+        sink = real_sink
+        on_change = getattr(holder_or_loaded_policy, "on_change", None)
+        if on_change is not None:
+
+            def follow(old: LoadedPolicy, new: LoadedPolicy) -> None:
+                real_sink.use_policy(new.policy)
+                if new.policy.redis != old.policy.redis:
+                    log.warning("agent.redis_change_needs_restart", region=region, policy_hash=new.hash)
+
+            on_change(follow)
+    agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id or default_agent_id(), rng=rng)
+    try:
+        await agent.run(stop)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()

@@ -1,0 +1,140 @@
+"""The policy in force in a running daemon: reload on SIGHUP, keep the last good policy on error, exit 78 at start.
+
+    loaded = load_or_exit(path)            # bad file at start: every problem on stderr, exit 78, nothing written
+    holder = PolicyHolder(path, loaded)    # holder.current (LoadedPolicy), .policy, .hash
+    install_sighup(loop, holder)           # or loop.add_signal_handler(signal.SIGHUP, holder.reload)
+
+Daemons read `holder.current` at the start of each cycle (and log `holder.current.hash` with every decision), so
+a reload takes effect at the next cycle; `on_change` callbacks run right after a reload that changed something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from trafficd.policy.schema import LoadedPolicy, Policy, PolicyError, PolicyProblem, load_policy
+from trafficd.runtime.logs import get_logger
+
+EX_CONFIG = 78
+
+Acceptor = Callable[[Policy], list[str]]  # reasons this daemon cannot run with a (valid) policy; [] = fine
+Listener = Callable[[LoadedPolicy, LoadedPolicy], None]  # (old, new) after a reload that changed the policy
+
+
+def problem_fields(problems: list[PolicyProblem] | tuple[PolicyProblem, ...]) -> list[dict[str, Any]]:
+    """Problems as log fields: file, line, column, field, reason."""
+    return [
+        {"file": p.file, "line": p.line, "column": p.column, "field": p.field, "reason": p.reason} for p in problems
+    ]
+
+
+class PolicyHolder:
+    """Holds the `LoadedPolicy` in force; `reload()` swaps it only for a valid (and accepted) one."""
+
+    def __init__(self, path: str | Path, loaded: LoadedPolicy, *, accept: Acceptor | None = None) -> None:
+        self.path = str(path)
+        self._current = loaded
+        self._accept = accept
+        self._listeners: list[Listener] = []
+        self.log = get_logger("policy", policy_file=self.path)
+        self.reloads = 0  # successful reloads
+        self.rejections = 0  # reloads refused (the last good policy stayed)
+        self.last_reload_ok = True
+
+    @property
+    def current(self) -> LoadedPolicy:
+        return self._current
+
+    @property
+    def policy(self) -> Policy:
+        return self._current.policy
+
+    @property
+    def hash(self) -> str:
+        return self._current.hash
+
+    def on_change(self, listener: Listener) -> None:
+        """Call `listener(old, new)` after every reload that changed the effective policy."""
+        self._listeners.append(listener)
+
+    def reload(self) -> bool:
+        """Re-read the file. True when the new policy is in force; False when it was rejected (old one stays)."""
+        old = self._current
+        try:
+            new = load_policy(self.path)
+            refused = self._accept(new.policy) if self._accept else []
+            if refused:
+                raise PolicyError([PolicyProblem(self.path, "", reason) for reason in refused])
+        except PolicyError as exc:
+            self.rejections += 1
+            self.last_reload_ok = False
+            self.log.error(
+                "policy.reload_rejected",
+                policy_hash=old.hash,
+                problem_count=len(exc.problems),
+                problems=problem_fields(exc.problems),
+            )
+            return False
+        from trafficd.policy.diff import diff_policies
+
+        changes = diff_policies(old.policy, new.policy)
+        self._current = new
+        self.reloads += 1
+        self.last_reload_ok = True
+        self.log.info(
+            "policy.reloaded",
+            old_hash=old.hash,
+            new_hash=new.hash,
+            file_sha256=new.sha256,
+            changed=bool(changes),
+            changes=changes,
+            warnings=problem_fields(new.warnings),
+        )
+        if changes:
+            for listener in self._listeners:
+                try:
+                    listener(old, new)
+                except Exception as exc:  # a listener must not undo a good reload
+                    self.log.error("policy.listener_failed", error=f"{type(exc).__name__}: {exc}")
+        return True
+
+
+def install_sighup(loop: asyncio.AbstractEventLoop, holder: PolicyHolder) -> None:
+    """SIGHUP → `holder.reload()`, run on the event loop (not inside the signal handler)."""
+    loop.add_signal_handler(signal.SIGHUP, holder.reload)
+
+
+def load_or_exit(path: str | Path, *, accept: Acceptor | None = None) -> LoadedPolicy:
+    """The policy to start with. On any problem: print each to stderr and exit 78 (EX_CONFIG), having written
+    nothing but those lines and one `policy.load_rejected` event (systemd does not restart on 78)."""
+    log = get_logger("policy", policy_file=str(path))
+    try:
+        loaded = load_policy(path)
+        refused = accept(loaded.policy) if accept else []
+        if refused:
+            raise PolicyError([PolicyProblem(str(path), "", reason) for reason in refused])
+    except PolicyError as exc:
+        _refuse(log, path, exc)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    log.info(
+        "policy.loaded",
+        policy_hash=loaded.hash,
+        file_sha256=loaded.sha256,
+        warnings=problem_fields(loaded.warnings),
+    )
+    return loaded
+
+
+def _refuse(log: Any, path: str | Path, exc: PolicyError) -> NoReturn:
+    for problem in exc.problems:
+        print(str(problem), file=sys.stderr)
+    n = len(exc.problems)
+    print(f"{path}: {n} problem{'s' if n != 1 else ''}; not starting (exit {EX_CONFIG})", file=sys.stderr)
+    log.error("policy.load_rejected", problem_count=n, problems=problem_fields(exc.problems))
+    sys.exit(EX_CONFIG)

@@ -1,0 +1,98 @@
+"""Redis connection for the statistics store: `redis_client(policy.redis)`, the transient error tuple, backoff.
+
+The client returns bytes (`decode_responses=False`): slices are binary BITFIELD strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+
+from trafficd.policy.schema import Policy, Redis
+
+# What a broken or unreachable Redis raises through redis-py (connection refused/reset, timeouts, LOADING, ...).
+TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class StoreConfigError(Exception):
+    """The Redis settings cannot be used (e.g. the password file is unreadable). Never carries the secret."""
+
+
+def _password(cfg: Redis) -> str | None:
+    if cfg.password_env:
+        value = os.environ.get(cfg.password_env)
+        if value is None:
+            raise StoreConfigError(f"redis.password_env names {cfg.password_env}, which is not set")
+        return value
+    if cfg.password_file:
+        path = Path(cfg.password_file)
+        if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
+            path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise StoreConfigError(f"cannot read redis.password_file {path}: {exc.strerror}") from None
+    return None
+
+
+def redis_client(cfg: Redis, *, timeout_s: float = 2.0) -> aioredis.Redis:
+    """An asyncio client for `cfg.url` (`redis://` or `rediss://`), password from env/file, CA from tls_ca_file.
+
+    One quick retry for a dropped connection; the callers do the real, backed-off retrying.
+    """
+    kwargs: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1),
+    }
+    password = _password(cfg)
+    if password is not None:
+        kwargs["password"] = password
+    if cfg.url.startswith("rediss://") and cfg.tls_ca_file:
+        kwargs["ssl_ca_certs"] = cfg.tls_ca_file
+    client: aioredis.Redis = aioredis.Redis.from_url(cfg.url, **kwargs)
+    return client
+
+
+def ttl_s(policy: Policy) -> int:
+    """Keys live a little longer than the longest window can still read them."""
+    w = policy.windows
+    return math.ceil(max(w.trip, w.long) + w.max_clock_skew + 2 * w.slice) + 10
+
+
+def recent_m(policy: Policy) -> int:
+    return policy.trip.fast_rule.of_last if policy.trip.fast_rule else 20
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+class Backoff:
+    """Capped, jittered exponential backoff (full jitter on the upper half)."""
+
+    def __init__(self, base_s: float, cap_s: float) -> None:
+        self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
+        self.retry_at = 0.0
+
+    def ready(self, mono: float) -> bool:
+        return mono >= self.retry_at
+
+    def failed(self, mono: float) -> float:
+        delay: float = min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 30)) * random.uniform(0.5, 1.0)
+        self.failures += 1
+        self.retry_at = mono + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures, self.retry_at = 0, 0.0

@@ -1,0 +1,233 @@
+"""`SampleSink`: the agents' writer of samples into per-slice histograms in Redis (layout in keys.py, docs/stats.md).
+
+Redis errors never reach the agent loop: samples are buffered (bounded, oldest dropped first and counted) and
+flushed on reconnect, with capped jittered backoff between attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from trafficd import keys
+from trafficd.model import Sample
+from trafficd.policy.schema import Policy
+from trafficd.runtime.logs import get_logger
+from trafficd.stats import sketch
+from trafficd.stats.client import TRANSIENT, Backoff, error_text, recent_m, ttl_s
+from trafficd.stats.window import slice_of
+
+
+def _aggregate_ops(words: Counter[int]) -> list[bytes]:
+    """The region aggregate's BITFIELD: u32 header words (never saturate), u16 bucket words."""
+    ops = [b"OVERFLOW", b"SAT"]
+    for kind, offset, inc in sketch.aggregate_fields(words):
+        ops += (b"INCRBY", kind.encode(), b"%d" % offset, b"%d" % inc)
+    return ops
+
+
+def _bitfield_ops(words: Counter[int], kind: bytes) -> list[bytes]:
+    """`OVERFLOW SAT INCRBY <kind> #<word> <inc> …`, pre-encoded (the client's argument encoding is costly)."""
+    ops = [b"OVERFLOW", b"SAT"]
+    for word, inc in sorted(words.items()):
+        ops += (b"INCRBY", kind, b"#%d" % word, b"%d" % inc)
+    return ops
+
+
+class SampleSink:
+    """Agents' writer: one pipelined MULTI/EXEC per region per flush; buffers while Redis is unreachable."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        policy: Policy,
+        *,
+        max_buffer: int = 50_000,
+        max_batch: int = 5_000,
+        retry_base_s: float = 0.2,
+        retry_cap_s: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.use_policy(policy)
+        self.max_buffer, self.max_batch = max_buffer, max_batch
+        self.buffer: deque[Sample] = deque()
+        self.dropped_total = 0
+        self._dropped_unlogged = 0
+        self.written_total = 0
+        self._backoff = Backoff(retry_base_s, retry_cap_s)
+        self._outage_since: float | None = None
+        self._flushed_in_outage = 0
+        self._lock = asyncio.Lock()
+        self._ttl_set: dict[str, int] = {}  # key → slice id when its EXPIRE was sent (pruned as slices pass)
+        self.log = get_logger("store")
+
+    def use_policy(self, policy: Policy) -> None:
+        """Take the thresholds, slice length and expiries of a (reloaded) policy; the buffer is kept.
+
+        Over-SLO counts are exact only against the threshold in force when a sample is written, so a changed
+        SLO applies to samples written from now on (the window holds a mix for one trip window).
+        """
+        self.policy = policy
+        self.prefix = policy.redis.key_prefix
+        self.slice_s = policy.windows.slice
+        self.total_ms, self.ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
+        self.ttl_s, self.recent_m = ttl_s(policy), recent_m(policy)
+        self.index_ttl_s = self.ttl_s + math.ceil(keys.EPOCH_SLICES * self.slice_s)
+
+    @property
+    def healthy(self) -> bool:
+        return self._outage_since is None
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Queue the samples and flush what is queued; never raises for Redis trouble."""
+        good = [s for s in samples if math.isfinite(s.t) and math.isfinite(s.total_ms) and s.total_ms >= 0]
+        if len(good) != len(samples):
+            self.log.warning("store.samples_invalid", dropped=len(samples) - len(good))
+        self.buffer.extend(good)
+        self._trim()
+        await self._flush()
+
+    async def flush(self) -> bool:
+        """Write what is queued now, ignoring the backoff (e.g. at shutdown); True when nothing is left."""
+        async with self._lock:
+            pass  # let a flush in flight finish first
+        self._backoff.retry_at = 0.0
+        await self._flush()
+        return not self.buffer
+
+    async def heartbeat(self, agent_id: str, region: str) -> None:
+        """Record that the agent is alive (and flush anything buffered); never raises for Redis trouble."""
+        if not self._backoff.ready(time.monotonic()):
+            return
+        key = keys.heartbeat_key(self.prefix, region)
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, agent_id, repr(time.time()))
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+        except TRANSIENT as exc:
+            self._failed(exc, "heartbeat")
+            return
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if self._lock.locked():
+            return  # the running flush picks up what was just queued
+        async with self._lock:
+            while self.buffer and self._backoff.ready(time.monotonic()):
+                batch = [self.buffer.popleft() for _ in range(min(self.max_batch, len(self.buffer)))]
+                by_region: dict[str, list[Sample]] = defaultdict(list)
+                for sample in batch:
+                    by_region[sample.region].append(sample)
+                regions = list(by_region)
+                for i, region in enumerate(regions):
+                    try:
+                        await self._send(region, by_region[region])  # one MULTI/EXEC: all or nothing
+                    except TRANSIENT as exc:
+                        unsent = [x for r in regions[i:] for x in by_region[r]]
+                        self.buffer.extendleft(reversed(unsent))  # back in front, then trim the oldest
+                        self._trim()
+                        self._failed(exc, "write")
+                        return
+                    self.written_total += len(by_region[region])
+                    if self._outage_since is not None:
+                        self._flushed_in_outage += len(by_region[region])
+            if not self.buffer and self._outage_since is not None:
+                self.log.info(
+                    "store.buffer_flushed",
+                    flushed=self._flushed_in_outage,
+                    outage_s=round(time.monotonic() - self._outage_since, 3),
+                    dropped=self._dropped_unlogged,
+                    dropped_total=self.dropped_total,
+                )
+                self._outage_since, self._flushed_in_outage, self._dropped_unlogged = None, 0, 0
+                self._backoff.succeeded()
+
+    def _trim(self) -> None:
+        while len(self.buffer) > self.max_buffer:
+            self.buffer.popleft()
+            self.dropped_total += 1
+            self._dropped_unlogged += 1
+
+    def _failed(self, exc: BaseException, during: str) -> None:
+        mono = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = mono
+        self._ttl_set.clear()  # Redis may come back empty: set every TTL again
+        retry_in = self._backoff.failed(mono)
+        self.log.warning(
+            "store.redis_unavailable",
+            role="writer",
+            during=during,
+            error=error_text(exc),
+            attempt=self._backoff.failures,
+            retry_in_s=round(retry_in, 3),
+        )
+        self.log.info("store.samples_buffered", buffered=len(self.buffer), max_buffer=self.max_buffer)
+        if self._dropped_unlogged:
+            self.log.warning(
+                "store.samples_dropped",
+                dropped=self._dropped_unlogged,
+                dropped_total=self.dropped_total,
+                max_buffer=self.max_buffer,
+            )
+            self._dropped_unlogged = 0
+
+    def _expire_once(self, pipe: Any, key: str, ttl_s: int, sid: int, marker: str | None = None) -> None:
+        """EXPIRE a key once (per `marker`) rather than on every write: fewer commands per sample."""
+        mark = marker or key
+        if mark not in self._ttl_set:
+            pipe.expire(key, ttl_s)
+            self._ttl_set[mark] = sid
+
+    async def _send(self, region: str, samples: Sequence[Sample]) -> None:
+        """Write one region's samples in one MULTI/EXEC (one region = one hash slot): all or nothing."""
+        pipe = self.client.pipeline(transaction=True)
+        cells: dict[tuple[str, int], list[Sample]] = defaultdict(list)
+        newest: dict[str, float] = {}
+        flags: list[tuple[float, str]] = []
+        for s in samples:
+            done = s.t + s.total_ms / 1000.0
+            series = keys.series_id(s.worker, s.model)
+            cells[(series, slice_of(done, self.slice_s))].append(s)
+            newest[series] = max(newest.get(series, done), done)
+            over = (not s.ok) or s.total_ms > self.total_ms
+            flags.append((done, f"{int(over)}:{done:.3f}"))
+        # Order matters for readers: newest (the series list) → slices → index (the change signal).
+        newest_key = keys.newest_key(self.prefix, region)
+        pipe.hset(newest_key, mapping={k: repr(v) for k, v in newest.items()})
+        per_slice: dict[int, int] = defaultdict(int)
+        region_words: dict[int, Counter[int]] = defaultdict(Counter)
+        for (series, sid), cell in cells.items():
+            words = sketch.increments(cell, self.total_ms, self.ttft_ms)
+            key = keys.slice_key(self.prefix, region, sid, series)
+            pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u16"))
+            self._expire_once(pipe, key, self.ttl_s, sid)
+            per_slice[sid] += len(cell)
+            region_words[sid].update(words)
+        for sid, words in region_words.items():  # the region's exact merge, in the same transaction
+            key = keys.region_slice_key(self.prefix, region, sid)
+            pipe.execute_command("BITFIELD", key, *_aggregate_ops(words))
+            self._expire_once(pipe, key, self.ttl_s, sid)
+        region_sid = max(per_slice)
+        for sid, count in per_slice.items():
+            ikey = keys.index_key(self.prefix, region, keys.epoch_of(sid))
+            pipe.hincrby(ikey, str(sid), count)
+            self._expire_once(pipe, ikey, self.index_ttl_s, sid)
+        recent_key = keys.recent_key(self.prefix, region)
+        flags.sort()
+        pipe.lpush(recent_key, *[f for _, f in flags[-self.recent_m :]])
+        pipe.ltrim(recent_key, 0, self.recent_m - 1)
+        for key in (newest_key, recent_key):  # refreshed once per slice
+            self._expire_once(pipe, key, self.ttl_s, region_sid, marker=f"{key}@{region_sid}")
+        await pipe.execute()
+        # Forget TTL bookkeeping of slices that no longer receive writes.
+        if len(self._ttl_set) > 4096:
+            floor = region_sid - keys.EPOCH_SLICES
+            self._ttl_set = {k: v for k, v in self._ttl_set.items() if v >= floor}
