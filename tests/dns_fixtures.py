@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import kit
+
 from trafficd.policy.schema import Policy
 
 REGIONS = {
@@ -23,19 +25,12 @@ def make_policy(
 ) -> Policy:
     """A valid policy whose record is `api.<zone>`; `dns` overrides fields of the `dns` section."""
     regions = regions or REGIONS
-    return Policy.model_validate(
+    doc = kit.policy_doc(
         {
-            "version": 1,
-            "service": "svc",
-            "models": [{"name": "m"}],
-            "regions": {
-                name: {
-                    "workers": [{"name": "w", "url": f"http://127.0.0.1:1/{name}"}],
-                    "dns": {"endpoint": endpoint, "aws_region": aws},
-                }
-                for name, (endpoint, aws) in regions.items()
-            },
-            "guards": {"min_serving_regions": 1},
-            "dns": {"zone_id": zone_id, "record_name": f"api.{zone_name}", "endpoint_url": endpoint_url, **dns},
-        }
+            name: kit.region_doc(name, worker_url=f"http://127.0.0.1:1/{name}", endpoint=endpoint, aws_region=aws)
+            for name, (endpoint, aws) in regions.items()
+        },
+        guards={"min_serving_regions": 1},
     )
+    doc["dns"] = {"zone_id": zone_id, "record_name": f"api.{zone_name}", "endpoint_url": endpoint_url, **dns}
+    return kit.as_policy(doc)

@@ -6,56 +6,28 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import kit
+
 from trafficd.decide.judge import ControllerState, Evaluation, evaluate
 from trafficd.model import Override, Overrides, RegionEvidence
 from trafficd.policy.schema import Policy
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 
-BASE: dict[str, Any] = {
-    "version": 1,
-    "service": "judge-test",
-    "models": [{"name": "m"}],
-    "regions": {
-        "us-east": {
-            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
-            "dns": {"endpoint": "us-east.lb.example.com", "aws_region": "us-east-1"},
-            "neighbours": ["eu-west", "ap-southeast"],
-        },
-        "eu-west": {
-            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
-            "dns": {"endpoint": "eu-west.lb.example.com", "aws_region": "eu-west-1"},
-            "neighbours": ["us-east", "ap-southeast"],
-        },
-        "ap-southeast": {
-            "workers": [{"name": "w", "url": "http://127.0.0.1:1"}],
-            "dns": {"endpoint": "ap-southeast.lb.example.com", "aws_region": "ap-southeast-1"},
-            "neighbours": ["us-east", "eu-west"],
-        },
-    },
-    "slo": {"total_p99": "3s", "error_rate": "1%"},
-    "windows": {"evaluate_every": "1s", "slice": "1s", "trip": "10s", "min_samples": 100},
-    "trip": {"evaluations": 2, "fast_rule": {"over": 3, "of_last": 20}},
-    "recover": {"below": "80%", "evaluations": 4, "hold_down": "5s", "hold_down_max": "40s"},
-    "ramp": {"max_step": "50%", "cooldown": "2s"},
-    "guards": {"min_serving_regions": 1, "max_drained": 1, "fail_open_share": "75%"},
-    "dns": {"zone_id": "Z1", "record_name": "api.example.com."},
-}
-
-
-def _merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
-    for k, v in src.items():
-        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
+BASE: dict[str, Any] = kit.policy_doc(
+    service="judge-test",
+    slo={"total_p99": "3s", "error_rate": "1%"},
+    windows={"evaluate_every": "1s", "slice": "1s", "trip": "10s", "min_samples": 100},
+    trip={"evaluations": 2, "fast_rule": {"over": 3, "of_last": 20}},
+    recover={"below": "80%", "evaluations": 4, "hold_down": "5s", "hold_down_max": "40s"},
+    ramp={"max_step": "50%", "cooldown": "2s"},
+    guards={"min_serving_regions": 1, "max_drained": 1, "fail_open_share": "75%"},
+)
 
 
 def make_policy(**sections: Any) -> Policy:
     """The base test policy with sections deep-merged over it (durations and percentages as strings)."""
-    data = copy.deepcopy(BASE)
-    _merge(data, sections)
-    return Policy.model_validate(data)
+    return kit.as_policy(kit.merge(copy.deepcopy(BASE), sections))
 
 
 def good(region: str, n: int = 1000, p99_ms: float = 1500.0, **kw: Any) -> RegionEvidence:

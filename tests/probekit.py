@@ -11,10 +11,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import yaml
+import kit
 from aiohttp import web
+from kit import eventually_async
 
-from trafficd.policy.schema import Deadlines, LoadedPolicy, parse_policy
+from trafficd.policy.schema import Deadlines, LoadedPolicy
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> bytes:
@@ -236,19 +237,15 @@ def make_policy(
         region_cfg["workers"] = workers
     if discovery is not None:
         region_cfg["discovery"] = discovery
-    data: dict[str, Any] = {
-        "version": 1,
-        "service": "svc",
-        "probe": probe or {},
-        "models": [m if isinstance(m, dict) else {"name": m} for m in (models or ["m1"])],
-        "regions": {region: region_cfg},
-        "dns": {"zone_id": "Z1", "record_name": "api.example.com."},
-    }
+    data = kit.policy_doc(
+        {region: region_cfg},
+        probe=probe or {},
+        models=[m if isinstance(m, dict) else {"name": m} for m in (models or ["m1"])],
+        redis=redis,
+    )
     if slo:
         data["slo"] = slo
-    if redis:
-        data["redis"] = redis
-    return parse_policy(yaml.safe_dump(data), "test-policy.yaml")
+    return kit.as_loaded(data)
 
 
 class FakeSink:
@@ -271,9 +268,4 @@ class FakeSink:
 
 async def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
     """Poll `cond` until true; fail the test after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    await eventually_async(cond, what, timeout_s=timeout_s, interval_s=0.01)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from kit import eventually_async
 from probekit import ScriptedWorker, make_policy, wait_until
 
 from trafficd import keys
@@ -71,12 +72,11 @@ async def test_reloaded_slo_threshold_applies_to_samples_written_after_it(
         view = StatsView(client, loaded.policy)
 
         async def evidence(min_n: int) -> Any:
-            deadline = time.monotonic() + 10
-            while True:
+            async def enough() -> Any:
                 ev = (await view.evidence(time.time()))["r1"]
-                if ev.n >= min_n or time.monotonic() > deadline:
-                    return ev
-                await asyncio.sleep(0.05)
+                return ev if ev.n >= min_n else None
+
+            return await eventually_async(enough, f"at least {min_n} samples in the window")
 
         first = await evidence(3)
         assert first.n >= 3 and first.over_slo_fraction == 1.0

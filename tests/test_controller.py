@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from ctlkit import REGIONS, policy_text
+from kit import eventually_async
 from structlog.testing import capture_logs
 
 from trafficd.control.controller import Controller
@@ -223,15 +224,12 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
     stop = asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(run_controller(holder, stop=stop))
-        deadline = time.monotonic() + 10
-        while not events(logs, "controller.evaluated"):
-            assert time.monotonic() < deadline, "no first evaluation"
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: events(logs, "controller.evaluated"), "a first evaluation")
         path.write_text(path.read_text().replace("evaluate_every: 10s", "evaluate_every: 200ms"))
         assert holder.reload()
-        while len(events(logs, "controller.evaluated")) < 3:
-            assert time.monotonic() < deadline, "the new interval was not applied"
-            await asyncio.sleep(0.05)
+        await eventually_async(
+            lambda: len(events(logs, "controller.evaluated")) >= 3, "the new 200ms interval applied", timeout_s=5
+        )
         stop.set()
         await asyncio.wait_for(task, 10)
     (changed,) = events(logs, "controller.interval_changed")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -14,16 +13,14 @@ from typing import Any
 
 import redis
 from ctlkit import policy_text
+from kit import eventually
 
 from trafficd.control.lease import lease_key
 from trafficd.dev.services import free_port, wait_for_port
 
 
-def wait_for(what: str, predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def wait_for(what: str, predicate: Callable[[], object], timeout_s: float = 20.0) -> None:
+    eventually(predicate, what, timeout_s=timeout_s)
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

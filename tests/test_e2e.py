@@ -11,13 +11,13 @@ import io
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from kit import eventually
 
 from trafficd.control.lease import lease_key
 from trafficd.dev.demo import run_demo
@@ -64,11 +64,8 @@ def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) ->
     assert {e["region"] for e in shifts} == {"eu-west"}
 
 
-def _wait(what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(0.2)
+def _wait(what: str, predicate: Callable[[], object], timeout_s: float) -> None:
+    eventually(predicate, what, timeout_s=timeout_s, interval_s=0.2)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
+from typing import Any
 
 import redis.asyncio as aioredis
+from kit import eventually_async
 
 from trafficd.control.lease import Lease, lease_key
+
+
+async def _gone(client: Any, key: str) -> bool:
+    return not await client.exists(key)
 
 
 async def test_only_one_controller_holds_the_lease(redis_url: str, key_prefix: str) -> None:
@@ -43,10 +47,9 @@ async def test_expired_lease_is_taken_over_and_the_old_leader_steps_down(redis_u
     a = Lease(client, key_prefix, "svc", "a", ttl_s=0.3)
     b = Lease(client, key_prefix, "svc", "b", ttl_s=5.0)
     assert await a.ensure()
-    deadline = time.monotonic() + 5.0
-    while await client.exists(lease_key(key_prefix, "svc")):
-        assert time.monotonic() < deadline, "lease never expired"
-        await asyncio.sleep(0.05)
+    await eventually_async(
+        lambda: _gone(client, lease_key(key_prefix, "svc")), "the lease key to expire", timeout_s=5.0
+    )
     assert await b.ensure()
     assert await a.ensure() is False  # a paused ex-leader wakes up: it must not believe it still leads
     assert not a.held

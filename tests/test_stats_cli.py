@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import kit
 import pytest
 
 from trafficd import cli
@@ -15,27 +16,17 @@ from trafficd.model import Sample
 from trafficd.policy.schema import Policy, parse_policy
 from trafficd.stats import store
 
-POLICY = """
-version: 1
-service: svc
-redis: {{url: "{url}", key_prefix: {prefix}}}
-models: [{{name: m1}}]
-regions:
-  r1:
-    workers: [{{name: w1, url: "http://127.0.0.1:9"}}, {{name: w2, url: "http://127.0.0.1:9"}}]
-    dns: {{endpoint: r1.example.com, aws_region: us-east-1}}
-  r2:
-    workers: [{{name: w3, url: "http://127.0.0.1:9"}}]
-    dns: {{endpoint: r2.example.com, aws_region: eu-west-1}}
-windows: {{evaluate_every: 1s, slice: 1s, trip: 5s, long: 20s, min_samples: 1, stale_after: 5s}}
-dns: {{zone_id: Z1, record_name: api.example.com.}}
-"""
-
 
 def write_policy(tmp_path: Path, url: str, prefix: str) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY.format(url=url, prefix=prefix))
-    return path
+    windows = {
+        "evaluate_every": "1s",
+        "slice": "1s",
+        "trip": "5s",
+        "long": "20s",
+        "min_samples": 1,
+        "stale_after": "5s",
+    }
+    return kit.write_policy(tmp_path / "policy.yaml", kit.two_region_doc(url, prefix, windows=windows))
 
 
 def seed(path: Path) -> None:

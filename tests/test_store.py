@@ -2,45 +2,44 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import kit
 import pytest
 import structlog
+from kit import eventually_async
 from redis.crc import key_slot
 
 from trafficd import keys
 from trafficd.dev.services import RedisServer
 from trafficd.model import Sample
-from trafficd.policy.schema import Policy, parse_policy
+from trafficd.policy.schema import Policy
 from trafficd.stats import sketch, store
-
-POLICY = """
-version: 1
-service: svc
-redis: {{url: "{url}", key_prefix: {prefix}}}
-models: [{{name: m1}}, {{name: m2}}]
-regions:
-  r1:
-    workers: [{{name: w1, url: "http://127.0.0.1:9"}}, {{name: w2, url: "http://127.0.0.1:9"}}]
-    dns: {{endpoint: r1.example.com, aws_region: us-east-1}}
-  r2:
-    workers: [{{name: w3, url: "http://127.0.0.1:9"}}]
-    dns: {{endpoint: r2.example.com, aws_region: eu-west-1}}
-slo: {{total_p99: 3s, ttft_p99: 300ms}}
-windows: {{evaluate_every: 1s, slice: 1s, trip: 5s, long: 20s, min_samples: 10, stale_after: 5s,
-          max_clock_skew: 3s}}
-trip: {{fast_rule: {{over: 3, of_last: 10}}}}
-dns: {{zone_id: Z1, record_name: api.example.com.}}
-"""
 
 
 def make_policy(url: str, prefix: str) -> Policy:
-    return parse_policy(POLICY.format(url=url, prefix=prefix)).policy
+    return kit.as_loaded(
+        kit.two_region_doc(
+            url,
+            prefix,
+            models=("m1", "m2"),
+            slo={"total_p99": "3s", "ttft_p99": "300ms"},
+            windows={
+                "evaluate_every": "1s",
+                "slice": "1s",
+                "trip": "5s",
+                "long": "20s",
+                "min_samples": 10,
+                "stale_after": "5s",
+                "max_clock_skew": "3s",
+            },
+            trip={"fast_rule": {"over": 3, "of_last": 10}},
+        )
+    ).policy
 
 
 def sample(region: str, worker: str, model: str, done: float, total_ms: float, **kw: Any) -> Sample:
@@ -62,10 +61,7 @@ async def client(policy: Policy) -> AsyncIterator[Any]:
 
 
 async def wait_for(cond: Callable[[], Any], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await cond():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.02)
+    await eventually_async(cond, "the store condition", timeout_s=timeout_s, interval_s=0.02)
 
 
 async def test_written_samples_come_back_as_exact_region_evidence(policy: Policy, client: Any) -> None:
