@@ -151,12 +151,3 @@ def redis_server(password: str | None = None) -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()

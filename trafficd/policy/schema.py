@@ -357,7 +357,3 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     except UnicodeDecodeError as exc:
         raise PolicyError([PolicyProblem(str(p), "", f"not UTF-8 text (byte {exc.start})")]) from None
     return parse_policy(text, str(p))
-
-
-def policy_json(policy: Policy) -> str:
-    return json.dumps(policy.model_dump(mode="json"), indent=2, sort_keys=False)

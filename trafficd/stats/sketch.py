@@ -51,7 +51,6 @@ _FIELD_BITS = 32
 _FIELD_MASK = (1 << _FIELD_BITS) - 1
 
 Metric = Literal["total", "ttft"]
-METRICS: tuple[Metric, ...] = ("total", "ttft")
 
 
 def bucket_index(value_ms: float) -> int:
