@@ -162,15 +162,18 @@ def test_load_or_exit_exits_78_with_every_problem_on_stderr(
     assert [e["event"] for e in logs] == ["policy.load_rejected"]
 
 
-def test_load_or_exit_returns_the_policy_and_prints_warnings(
+def test_load_or_exit_returns_the_policy_and_logs_warnings(
     policy_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A valid policy is returned and logged with its hash; its warnings go to stderr."""
+    """A valid policy is returned and logged with its hash; its warnings are fields of that JSON event (at
+    WARNING), never plain lines on stderr."""
     policy_file.write_text(MINIMAL + "ramp:\n  cooldown: 30s\n")
     with capture_logs() as logs:
         loaded = load_or_exit(policy_file)
     assert logs[0]["event"] == "policy.loaded" and logs[0]["policy_hash"] == loaded.hash
-    assert capsys.readouterr().err.startswith(f"warning: {policy_file}:22:13: ramp.cooldown:")
+    assert logs[0]["log_level"] == "warning"
+    assert [(w["line"], w["field"]) for w in logs[0]["warnings"]] == [(22, "ramp.cooldown")]
+    assert capsys.readouterr().err == ""
 
 
 async def test_sighup_reloads_in_process(policy_file: Path) -> None:

@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trafficd",
         description="Drain slow LLM inference regions in Route 53 and restore them when they recover.",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: INFO for the daemons; WARNING for commands, whose answer is "
+        "the only thing on stdout)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -45,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from trafficd.runtime import logs
 
-    logs.configure(args.log_level, to_stderr=not getattr(args, "logs_to_stdout", False))
+    daemon = getattr(args, "logs_to_stdout", False)
+    logs.configure(args.log_level or ("INFO" if daemon else "WARNING"), to_stderr=not daemon)
     code: int = args.func(args)
     return code
 

@@ -120,9 +120,8 @@ def load_or_exit(path: str | Path, *, accept: Acceptor | None = None) -> LoadedP
             raise PolicyError([PolicyProblem(str(path), "", reason) for reason in refused])
     except PolicyError as exc:
         _refuse(log, path, exc)
-    for warning in loaded.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    log.info(
+    # warnings go in the JSON event (a level above INFO when there are some), not as plain lines on stderr
+    (log.warning if loaded.warnings else log.info)(
         "policy.loaded",
         policy_hash=loaded.hash,
         file_sha256=loaded.sha256,
