@@ -237,6 +237,7 @@ def test_reason_codes_are_the_shared_ones() -> None:
         "error_body",
         "malformed_stream",
         "no_done",
+        "empty_answer",
         "ttft_timeout",
         "stall_timeout",
         "total_timeout",

@@ -1,4 +1,4 @@
-"""The pure SSE parser and chunk interpretation: line endings, comments, multi-line data, limits, chunk meanings."""
+"""The pure stream parsers: SSE line endings, comments, multi-line data, limits; newline-delimited JSON."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trafficd.probe.sse import (
-    SseEvent,
-    SseLineTooLong,
-    SseMalformedData,
-    SseNotSse,
-    SseParser,
-    body_has_error,
-    interpret,
-)
+from trafficd.probe.sse import NdjsonParser, SseEvent, SseLineTooLong, SseNotSse, SseParser
 
 STREAM = (
     b": comment\n\n"
@@ -84,40 +76,23 @@ def test_non_sse_body_is_rejected() -> None:
         SseParser().feed(b'{"error": {"message": "x"}}\n')
 
 
-def chunk(delta: str) -> SseEvent:
-    return SseEvent('{"choices":[{"index":0,"delta":' + delta + ',"finish_reason":null}]}')
-
-
-def test_interpret_content_role_reasoning_finish_usage_done() -> None:
-    """Content, role-only, empty, reasoning, finish, usage and [DONE] chunks are told apart."""
-    assert interpret(chunk('{"content":"hi"}')).content
-    assert not interpret(chunk('{"role":"assistant"}')).content
-    assert not interpret(chunk('{"content":""}')).content
-    r = interpret(chunk('{"reasoning_content":"think"}'))
-    assert r.reasoning and not r.content
-    assert interpret(SseEvent('{"choices":[{"delta":{},"finish_reason":"stop"}]}')).finished
-    assert interpret(SseEvent('{"choices":[],"usage":{"completion_tokens":3}}')).usage_only
-    assert interpret(SseEvent("[DONE]")).done
-
-
-def test_interpret_errors_and_malformed_data() -> None:
-    """Error objects and `event: error` are errors; data that is not a chunk raises SseMalformedData."""
-    assert interpret(SseEvent('{"error":{"message":"overloaded"}}')).error
-    assert interpret(SseEvent("oops", event="error")).error
-    for bad in ("{not json", "[1, 2]", '{"id": "x"}', '{"choices": "x"}'):
-        with pytest.raises(SseMalformedData):
-            interpret(SseEvent(bad))
-
-
-def test_body_has_error() -> None:
-    """A JSON body with an error object is an error body; other bodies are not."""
-    assert body_has_error(b'{"error": {"message": "x"}}')
-    assert not body_has_error(b'{"choices": []}')
-    assert not body_has_error(b"<html></html>")
-
-
 def test_crlf_split_by_an_empty_read_is_one_line_end() -> None:
     """CR, then an empty read, then LF is still one line end (no spurious blank line)."""
     p = SseParser()
     out = p.feed(b"data: a\r") + p.feed(b"") + p.feed(b"\ndata: b\r\n\r\n")
     assert out == [SseEvent("a\nb")]
+
+
+def test_ndjson_lines_are_events_whatever_the_reads() -> None:
+    """Newline-delimited JSON split anywhere gives one event per non-blank line; the last line without \\n too."""
+    stream = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
+    for cut in range(len(stream) + 1):
+        p = NdjsonParser()
+        out = p.feed(stream[:cut]) + p.feed(stream[cut:]) + p.close()
+        assert [e.data for e in out] == ['{"a": 1}', '{"b": 2}', '{"c": 3}']
+
+
+def test_ndjson_line_over_the_limit_raises() -> None:
+    """A line longer than the limit raises SseLineTooLong, even before its newline arrives."""
+    with pytest.raises(SseLineTooLong):
+        NdjsonParser(1024).feed(b"x" * 2000)

@@ -21,6 +21,7 @@ REASONS: tuple[str, ...] = (
     "error_body",
     "malformed_stream",
     "no_done",
+    "empty_answer",
     "ttft_timeout",
     "stall_timeout",
     "total_timeout",
@@ -38,10 +39,10 @@ class Sample:
     ok: bool
     reason: str | None  # one of REASONS when not ok
     total_ms: float  # t0 → [DONE]/final chunk, or the deadline value on a timeout
-    ttft_ms: float | None = None  # t0 → first chunk with non-empty delta.content
+    ttft_ms: float | None = None  # t0 → first answer token (or first reasoning token, if the policy says so)
     max_gap_ms: float | None = None  # largest gap between chunks
-    tokens: int = 0  # content chunks received
-    reasoning_tokens: int = 0  # reasoning_content chunks, reported apart
+    tokens: int = 0  # events with answer text received
+    reasoning_tokens: int = 0  # events with reasoning text, reported apart
     connect_ms: float | None = None  # connection set-up (None when a pooled connection was reused)
     status: int | None = None  # HTTP status, None when no response
 

@@ -71,8 +71,8 @@ class Auth(Strict):
 
     api_key_env: EnvName | None = None
     api_key_file: str | None = None
-    header: str = "Authorization"
-    scheme: str = "Bearer"
+    header: str | None = None  # default: the API's (Authorization; x-api-key for anthropic-messages)
+    scheme: str | None = None  # default: the API's (Bearer; none for anthropic-messages); "" for none
 
     @model_validator(mode="after")
     def _one_source(self) -> Auth:
@@ -86,12 +86,25 @@ class Tls(Strict):
     ca_file: str | None = None
 
 
+# The streaming APIs the probe speaks (trafficd/probe/apis/: one module each; a test keeps the two lists equal).
+ApiName = Literal[
+    "openai-chat", "openai-completions", "openai-responses", "anthropic-messages", "tgi-generate", "ollama-chat"
+]
+TtftFrom = Literal["answer", "reasoning"]
+DEFAULT_MAX_TOKENS = 16
+REASONING_MAX_TOKENS = 1024  # a reasoning model's default: room to think and still reach the answer
+MaxTokens = Annotated[int, Field(ge=1, le=32768)]
+PromptTokens = Annotated[int, Field(ge=1, le=200_000)]
+
+
 class Probe(Strict):
     interval: Duration = 0.5  # 1 worker × 1 model → 600 samples per 5m trip window (min_samples 400)
     jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
     concurrency: int = Field(default=64, ge=1, le=1024)
-    max_tokens: int = Field(default=16, ge=1, le=4096)
+    api: ApiName = "openai-chat"  # default API of every worker and model (each may set its own)
+    max_tokens: MaxTokens | None = None  # default 16, or 1024 for models marked `reasoning: true`
     prompt: str = "Reply with the single word: ok"
+    prompt_tokens: PromptTokens | None = None  # pad the prompt to about this many tokens (default: no padding)
     deadlines: Deadlines = Deadlines()
     auth: Auth = Auth()
     tls: Tls = Tls()
@@ -101,12 +114,46 @@ class Probe(Strict):
 class ModelSpec(Strict):
     name: str = Field(min_length=1)
     deadlines: DeadlinesOverride = DeadlinesOverride()
+    api: ApiName | None = None  # this model's API on every worker (wins over the worker's and probe.api)
+    reasoning: bool | None = None  # a reasoning model: max_tokens defaults to 1024 so it reaches its answer
+    max_tokens: MaxTokens | None = None  # answer length (default: probe.max_tokens)
+    prompt_tokens: PromptTokens | None = None  # prompt length in approximate tokens (default: probe.prompt_tokens)
+    allow_empty: bool | None = None  # true: an answer without content is ok (default: it fails, empty_answer)
+    ttft_from: TtftFrom | None = None  # TTFT ends at the first `answer` token (default) or `reasoning` token
 
 
 class Worker(Strict):
     name: Name
-    url: Annotated[str, AfterValidator(check_url)]  # base URL; the probe posts to {url}/v1/chat/completions
+    url: Annotated[str, AfterValidator(check_url)]  # base URL (with or without /v1) or the full endpoint URL
     address: str | None = None  # optional IP to connect to while TLS verifies the URL's host name
+    api: ApiName | None = None  # the API this worker speaks (default: probe.api)
+
+
+class Ask(Strict):
+    """What one series' probe asks, resolved from the policy (`Policy.ask_for`): API, lengths, answer rules."""
+
+    api: ApiName = "openai-chat"
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS
+    prompt_tokens: PromptTokens | None = None
+    allow_empty: bool = False
+    ttft_from: TtftFrom = "answer"
+
+    @classmethod
+    def resolve(cls, probe: Probe, model: ModelSpec | None, worker_api: str | None = None) -> Ask:
+        """Model settings win over the worker's API, which wins over the probe section's defaults."""
+        m = model or ModelSpec(name="-")
+        default_tokens = probe.max_tokens or DEFAULT_MAX_TOKENS
+        if m.reasoning:
+            default_tokens = max(default_tokens, REASONING_MAX_TOKENS)
+        return cls.model_validate(
+            {
+                "api": m.api or worker_api or probe.api,
+                "max_tokens": m.max_tokens or default_tokens,
+                "prompt_tokens": m.prompt_tokens or probe.prompt_tokens,
+                "allow_empty": bool(m.allow_empty),
+                "ttft_from": m.ttft_from or "answer",
+            }
+        )
 
 
 class Discovery(Strict):
@@ -118,6 +165,7 @@ class Discovery(Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     refresh: Duration = 30.0
     nameserver: str | None = None  # host[:port]; default: the system resolver
+    api: ApiName | None = None  # the API the discovered workers speak (default: probe.api)
 
     @model_validator(mode="after")
     def _port_for_addresses(self) -> Discovery:
@@ -292,6 +340,11 @@ class Policy(Strict):
         for o in overrides:
             merged.update({k: getattr(o, k) for k in fields if getattr(o, k) is not None})
         return self.probe.deadlines.model_copy(update=merged)
+
+    def ask_for(self, region: str, model: str, worker_api: str | None = None) -> Ask:
+        """What the probe of (worker, model) in `region` asks: the model's settings, the worker's API, defaults."""
+        spec = next((m for m in self.models_for(region) if m.name == model), None)
+        return Ask.resolve(self.probe, spec, worker_api)
 
     @property
     def slo_threshold_ms(self) -> float:

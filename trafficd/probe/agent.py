@@ -35,7 +35,7 @@ from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.policy.schema import Probe as ProbeConfig
 from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
-from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target
+from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
 from trafficd.runtime import metrics
 from trafficd.runtime.logs import get_logger
 
@@ -215,18 +215,7 @@ class Agent:
         rnd = _Round(number, loop.time(), loaded.hash, len(workers), len(models))
         spread_s = policy.probe.jitter * policy.probe.interval
         slot_deadline = rnd.started + policy.probe.interval
-        targets = [
-            Target(
-                region=self.region,
-                worker=w.name,
-                model=m.name,
-                url=w.url,
-                address=w.address,
-                deadlines=policy.deadlines_for(self.region, m.name),
-            )
-            for w in workers
-            for m in models
-        ]
+        targets = [series_target(policy, self.region, w, m.name) for w in workers for m in models]
         slot.users += 1
         try:
             await asyncio.gather(
@@ -300,6 +289,8 @@ class Agent:
                 reason=s.reason,
                 status=s.status,
                 total_ms=round(s.total_ms, 1),
+                url=result.url,
+                server_message=result.server_message,
                 detail=result.detail,
             )
 

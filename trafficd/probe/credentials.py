@@ -102,9 +102,17 @@ def load_api_key(auth: Auth, environ: Mapping[str, str] | None = None) -> Secret
     return None
 
 
-def auth_headers(auth: Auth, secret: Secret | None) -> dict[str, str]:
-    """The request header carrying the key (`Authorization: Bearer …` by default); empty without a key."""
+def auth_headers(
+    auth: Auth, secret: Secret | None, default: tuple[str, str] = ("Authorization", "Bearer")
+) -> dict[str, str]:
+    """The request header carrying the key; empty without a key.
+
+    `default` is the API's (header, scheme): `Authorization: Bearer …` for the OpenAI APIs, `x-api-key: …` for
+    Anthropic's; `probe.auth.header` / `scheme` replace them when set (`scheme: ""` sends the bare key).
+    """
     if secret is None:
         return {}
-    value = f"{auth.scheme} {secret.reveal()}" if auth.scheme else secret.reveal()
-    return {auth.header: value}
+    header = auth.header if auth.header is not None else default[0]
+    scheme = auth.scheme if auth.scheme is not None else default[1]
+    value = f"{scheme} {secret.reveal()}" if scheme else secret.reveal()
+    return {header: value}

@@ -42,10 +42,11 @@ class WorkerRef:
     name: str
     url: str
     address: str | None = None
+    api: str | None = None  # the API it speaks (None: probe.api)
 
     @classmethod
     def from_policy(cls, w: Worker) -> WorkerRef:
-        return cls(name=w.name, url=w.url, address=w.address)
+        return cls(name=w.name, url=w.url, address=w.address, api=w.api)
 
 
 def series_name(*parts: str) -> str:
@@ -145,6 +146,7 @@ class Discovery:
                     name=series_name(ip.exploded, str(port)),
                     url=f"{self.cfg.scheme}://{_host_for_url(host)}:{port}",
                     address=str(ip),
+                    api=self.cfg.api,
                 )
             )
         return out
@@ -164,6 +166,7 @@ class Discovery:
                     name=series_name(target, str(port)),
                     url=f"{self.cfg.scheme}://{_host_for_url(target)}:{port}",
                     address=address,
+                    api=self.cfg.api,
                 )
             )
         return out

@@ -1,44 +1,46 @@
-"""The streaming probe: one OpenAI-compatible `POST /v1/chat/completions` with `stream: true` → one `Sample`.
+"""The streaming probe: one streaming request in the worker's API (`trafficd/probe/apis/`) → one `Sample`.
 
 Timing (all on the event loop's monotonic clock, t0 taken before the request is sent):
-- `ttft_ms`: t0 → arrival of the first chunk with a non-empty `delta.content` (role-only, empty and
-  `reasoning_content` chunks don't count; reasoning chunks are counted apart in `reasoning_tokens`);
-- `total_ms`: t0 → `data: [DONE]`, or → the chunk with `finish_reason` when the stream then ends without `[DONE]`;
-- `max_gap_ms`: the largest interval between consecutive events from the first token (content or reasoning) on;
+- `ttft_ms`: t0 → arrival of the first event with answer text (role-only, empty and reasoning events don't
+  count; reasoning is counted apart in `reasoning_tokens`), or with reasoning text when the model's
+  `ttft_from: reasoning`;
+- `total_ms`: t0 → the API's terminal event (`[DONE]`, `message_stop`, `response.completed`, …), or → the event
+  with a finish reason when the stream then ends without it;
+- `max_gap_ms`: the largest interval between consecutive events from the first token (answer or reasoning) on;
 - `connect_ms`: DNS + TCP + TLS of a new connection (aiohttp TraceConfig, a fresh context per probe), None when a
   pooled connection was reused.
 
-Deadlines (`policy.deadlines_for(region, model)`): connect (until a connection is ready), first token (until the
-first content chunk), gap (between events once tokens flow), total. One `asyncio.timeout` is rescheduled to the
-nearest one as the stream advances. A probe that hits one is a failed Sample (`connect_error`, `ttft_timeout`,
-`stall_timeout`, `total_timeout`) whose latency is the deadline: its `total_ms` is never below the deadline, so a
-probe that ran past the SLO threshold is always counted over it. A worker's failure is a Sample, never an exception.
+Deadlines (`policy.deadlines_for(region, model)`): connect, first token, gap, total; one `asyncio.timeout` is
+rescheduled to the nearest one (`timing.Run`). A probe that hits one is a failed Sample whose latency is the
+deadline. A complete answer without answer text is `empty_answer` unless the model may answer empty. A worker's
+failure is a Sample, never an exception; its detail names the URL requested (a redirect's target too, never
+followed) and carries the server's error message (≤ 200 characters, key and prompt removed: `scrub.py`).
 A request on a reused connection that the server had already closed is retried once on a new one (same t0).
-
-`Target.address`: connect to that IP while TLS verifies the certificate for the URL's host name (SNI and `Host`
-carry the name). `trafficd probe URL --model M` runs probes by hand (see `probe_cli.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import ssl
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
-import yarl
 
 from trafficd.model import Sample
-from trafficd.policy.schema import Deadlines, Probe
+from trafficd.policy.schema import Ask, Deadlines, Policy, Probe
+from trafficd.probe.apis import Chunk, Dialect, dialect
+from trafficd.probe.apis.base import error_text
 from trafficd.probe.credentials import Secret, auth_headers
-from trafficd.probe.sse import SseError, SseLineTooLong, SseParser, body_has_error, interpret
-
-COMPLETIONS_PATH = "/v1/chat/completions"
+from trafficd.probe.discovery import WorkerRef
+from trafficd.probe.prompts import prompt_text
+from trafficd.probe.scrub import BODY_BYTES, MESSAGE_CHARS, scrub, server_message
+from trafficd.probe.sse import NdjsonParser, SseError, SseParser
+from trafficd.probe.timing import Conn, Run, trace_config
+from trafficd.probe.urls import Endpoint, endpoint
 
 
 class ProbeConfigError(Exception):
@@ -47,121 +49,44 @@ class ProbeConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One series to probe: a worker (base URL, optional IP to connect to) and one model."""
+    """One series to probe: a worker (URL, optional IP to connect to), one model, and what to ask it."""
 
     region: str
     worker: str
     model: str
-    url: str  # base URL ({url}/v1/chat/completions) or the full .../chat/completions URL
+    url: str  # base URL (with or without /v1) or the API's full endpoint URL
     address: str | None = None  # connect here; TLS still verifies the URL's host name
     deadlines: Deadlines = field(default_factory=Deadlines)
+    ask: Ask | None = None  # API, lengths, answer rules; None: the prober's `probe` section defaults
+
+
+def series_target(policy: Policy, region: str, worker: WorkerRef, model: str) -> Target:
+    """The target of one series: the worker, the model, their deadlines and what to ask (API, lengths, rules)."""
+    return Target(
+        region=region,
+        worker=worker.name,
+        model=model,
+        url=worker.url,
+        address=worker.address,
+        deadlines=policy.deadlines_for(region, model),
+        ask=policy.ask_for(region, model, worker.api),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     sample: Sample
-    detail: str = ""  # why it failed, for humans (`trafficd probe`, logs); never carries the API key
-
-
-class _Conn:
-    """Per-probe trace context (passed as aiohttp's trace_request_ctx)."""
-
-    __slots__ = ("create_end", "create_start", "on_ready", "ready", "reused")
-
-    def __init__(self, on_ready: Any) -> None:
-        self.create_start: float | None = None
-        self.create_end: float | None = None
-        self.reused = False
-        self.ready = False
-        self.on_ready = on_ready
-
-
-def _ctx(params_ctx: SimpleNamespace) -> _Conn | None:
-    c = getattr(params_ctx, "trace_request_ctx", None)
-    return c if isinstance(c, _Conn) else None
-
-
-async def _on_create_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if (c := _ctx(ctx)) is not None:
-        c.create_start = asyncio.get_running_loop().time()
-
-
-async def _on_create_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if (c := _ctx(ctx)) is not None:
-        c.create_end = asyncio.get_running_loop().time()
-        c.ready = True
-        c.on_ready()
-
-
-async def _on_reuse(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if (c := _ctx(ctx)) is not None:
-        c.reused = True
-        c.ready = True
-        c.on_ready()
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    tc = aiohttp.TraceConfig()
-    tc.on_connection_create_start.append(_on_create_start)
-    tc.on_connection_create_end.append(_on_create_end)
-    tc.on_connection_reuseconn.append(_on_reuse)
-    return tc
+    detail: str = ""  # why it failed, for humans (`trafficd probe`, logs); never the API key or the prompt
+    url: str = ""  # the URL requested
+    server_message: str = ""  # the server's error message, scrubbed, ≤ 200 characters
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, message: str = "") -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-class _Run:
-    """The state of one probe attempt: timestamps, counts, and the deadline currently armed."""
-
-    def __init__(self, d: Deadlines, t0: float) -> None:
-        self.d = d
-        self.t0 = t0
-        self.cm: asyncio.Timeout | None = None
-        self.conn: _Conn | None = None
-        self.status: int | None = None
-        self.ttft: float | None = None
-        self.started: float | None = None  # first token (content or reasoning)
-        self.last_event: float | None = None
-        self.max_gap = 0.0
-        self.tokens = 0
-        self.reasoning = 0
-        self.finished_at: float | None = None
-        self.done_at: float | None = None
-        self.armed_reason = "total_timeout"
-        self.armed_at = t0 + d.total
-
-    def rearm(self) -> None:
-        """Point the timeout at the nearest deadline still applicable, remembering which one it is."""
-        d, t0 = self.d, self.t0
-        at, reason = t0 + d.total, "total_timeout"
-        if (self.conn is None or not self.conn.ready) and t0 + d.connect < at:
-            at, reason = t0 + d.connect, "connect_error"
-        if self.ttft is None and t0 + d.first_token < at:
-            at, reason = t0 + d.first_token, "ttft_timeout"
-        if self.last_event is not None and self.last_event + d.gap < at:
-            at, reason = self.last_event + d.gap, "stall_timeout"
-        self.armed_at, self.armed_reason = at, reason
-        if self.cm is not None:
-            self.cm.reschedule(at)
-
-    def event(self, now: float, content: bool, reasoning: bool) -> None:
-        if self.started is None and (content or reasoning):
-            self.started = now
-        elif self.started is not None and self.last_event is not None:
-            self.max_gap = max(self.max_gap, now - self.last_event)
-        if self.started is not None:
-            self.last_event = now
-        if content:
-            self.tokens += 1
-            if self.ttft is None:
-                self.ttft = now - self.t0
-        if reasoning:
-            self.reasoning += 1
+        self.message = message
 
 
 def _reason_for_status(status: int) -> str:
@@ -172,15 +97,46 @@ def _reason_for_status(status: int) -> str:
     return "http_4xx"  # 4xx, and 1xx/3xx: the request as configured cannot be served
 
 
+def _status_detail(resp: aiohttp.ClientResponse, message: str) -> str:
+    text = f"HTTP {resp.status}"
+    if 300 <= resp.status < 400:
+        text += f" redirect to {resp.headers.get('Location', '(no Location)')} (not followed)"
+    return f"{text}: {message}" if message else text
+
+
+def empty_detail(run: Run, ask: Ask) -> str:
+    if not run.reasoning:
+        return "the answer had no content"
+    return (
+        f"the answer had no content after {run.reasoning} reasoning tokens (max_tokens {ask.max_tokens}): "
+        "mark the model `reasoning: true` or raise its max_tokens"
+    )
+
+
+class _Probe:
+    """One probe in flight: its target, settings, timing state, and the request as sent."""
+
+    def __init__(self, target: Target, ask: Ask, d: Dialect, t0: float, prompt: str) -> None:
+        self.target = target
+        self.ask = ask
+        self.dialect = d
+        self.run = Run(target.deadlines, t0, ttft_from_reasoning=ask.ttft_from == "reasoning")
+        self.t_wall = time.time()
+        self.prompt = prompt
+        self.shown = target.url
+
+
 class Prober:
     """Probes targets over one aiohttp session (connections reused). Use as an async context manager."""
 
     def __init__(self, cfg: Probe | None = None, *, secret: Secret | None = None) -> None:
         self.cfg = cfg or Probe()
         self._secret = secret
-        self._headers = {"Content-Type": "application/json", **auth_headers(self.cfg.auth, secret)}
-        self._bodies: dict[str, bytes] = {}
-        self._urls: dict[tuple[str, str | None], tuple[yarl.URL, str | None, str | None]] = {}
+        self._default_ask = Ask.resolve(self.cfg, None)
+        self._headers: dict[str, dict[str, str]] = {}
+        self._bodies: dict[tuple[str, str, int], bytes] = {}
+        self._urls: dict[tuple[str, str | None, str, bool], Endpoint | None] = {}
+        self._nonce = itertools.count(int(time.time() * 1000) % 1_000_000)
         self._ssl: ssl.SSLContext | bool = self._ssl_context()
         self._session: aiohttp.ClientSession | None = None
 
@@ -200,7 +156,7 @@ class Prober:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None),
-            trace_configs=[_trace_config()],
+            trace_configs=[trace_config()],
             read_bufsize=self.cfg.read_buffer_bytes,
             auto_decompress=True,
         )
@@ -214,85 +170,198 @@ class Prober:
             await self._session.close()
             self._session = None
 
-    def _body(self, model: str) -> bytes:
-        body = self._bodies.get(model)
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use `async with Prober(...)` before probing")
+        return self._session
+
+    # ---------------------------------------------------------------- the request
+
+    def headers(self, d: Dialect, host_header: str | None = None) -> dict[str, str]:
+        """Content type, the API's own headers and the key in the API's (or the policy's) auth header."""
+        h = self._headers.get(d.name)
+        if h is None:
+            h = {"Content-Type": "application/json", **d.headers, **auth_headers(self.cfg.auth, self._secret, d.auth)}
+            self._headers[d.name] = h
+        return h if host_header is None else {**h, "Host": host_header}
+
+    def endpoint(self, url: str, address: str | None, d: Dialect, *, models: bool = False) -> Endpoint | None:
+        """The endpoint of a worker for this API (cached); raises ValueError for an unusable URL."""
+        key = (url, address, d.name, models)
+        if key not in self._urls:
+            self._urls[key] = endpoint(url, address, d, models=models)
+        return self._urls[key]
+
+    def _prompt(self, ask: Ask) -> str:
+        return prompt_text(self.cfg.prompt, ask.prompt_tokens, next(self._nonce))
+
+    def _body(self, p: _Probe) -> bytes:
+        if p.ask.prompt_tokens:  # a padded prompt differs on every probe
+            return json.dumps(p.dialect.body(p.target.model, p.prompt, p.ask.max_tokens)).encode()
+        key = (p.dialect.name, p.target.model, p.ask.max_tokens)
+        body = self._bodies.get(key)
         if body is None:
-            payload = {
-                "model": model,
-                "messages": [{"role": "user", "content": self.cfg.prompt}],
-                "max_tokens": self.cfg.max_tokens,
-                "temperature": 0,
-                "stream": True,
-            }
-            body = self._bodies[model] = json.dumps(payload).encode()
+            body = json.dumps(p.dialect.body(p.target.model, p.prompt, p.ask.max_tokens)).encode()
+            self._bodies[key] = body
         return body
 
-    def _request_url(self, target: Target) -> tuple[yarl.URL, str | None, str | None]:
-        """(URL to request, Host header, TLS server name); cached per (url, address)."""
-        key = (target.url, target.address)
-        hit = self._urls.get(key)
-        if hit is not None:
-            return hit
-        url = yarl.URL(target.url)
-        if not url.path.rstrip("/").endswith("/chat/completions"):
-            url = url.with_path(url.path.rstrip("/") + COMPLETIONS_PATH)
-        host_header = server_name = None
-        if target.address and url.host:
-            host_header = url.host if url.explicit_port is None else f"{url.host}:{url.port}"
-            server_name = url.host if url.scheme == "https" else None
-            url = url.with_host(target.address)
-        self._urls[key] = (url, host_header, server_name)
-        return self._urls[key]
+    # ---------------------------------------------------------------- one probe
 
     async def probe(self, target: Target) -> Sample:
         """One probe of one target; a worker's failure is a failed Sample, never an exception."""
         return (await self.probe_detailed(target)).sample
 
     async def probe_detailed(self, target: Target) -> ProbeResult:
-        if self._session is None:
-            raise RuntimeError("use `async with Prober(...)` before probing")
-        loop = asyncio.get_running_loop()
-        t_wall = time.time()
-        run = _Run(target.deadlines, loop.time())
+        session = self.session
+        ask = target.ask or self._default_ask
+        d = dialect(ask.api)
+        p = _Probe(target, ask, d, asyncio.get_running_loop().time(), self._prompt(ask))
         try:
-            parts = self._request_url(target)
+            ep = self.endpoint(target.url, target.address, d)
         except ValueError as exc:  # an unusable URL or address: nothing is sent
-            return self._failure(target, run, t_wall, "connect_error", self._describe(exc))
-        for attempt in (1, 2):
-            cm = asyncio.timeout(None)
-            try:
-                async with cm:
-                    run.cm = cm
-                    run.conn = _Conn(run.rearm)
-                    run.rearm()
-                    await self._exchange(target, parts, run)
-            except TimeoutError:
-                if run.done_at is not None:  # finished; only the tidy-up ran out of time
-                    break
-                if not cm.expired():
-                    return self._failure(target, run, t_wall, "connect_error", "timed out")
-                now = loop.time()
-                detail = f"{run.armed_reason} after {(now - run.t0) * 1000:.0f} ms"
-                return self._result(target, run, t_wall, now, run.armed_reason, detail, deadline_hit=True)
-            except _Failed as exc:
-                return self._failure(target, run, t_wall, exc.reason, exc.detail)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == 1 and run.status is None and run.conn is not None and run.conn.reused:
-                    continue  # the server had closed the pooled connection: one retry on a fresh one
-                return self._failure(target, run, t_wall, self._classify(exc, run), self._describe(exc))
-            except (aiohttp.ClientError, ssl.SSLError, ssl.CertificateError, OSError) as exc:
-                return self._failure(target, run, t_wall, self._classify(exc, run), self._describe(exc))
-            break
-        return self._result(target, run, t_wall, loop.time(), None, "")
+            return self._failure(p, "connect_error", self._describe(exc))
+        assert ep is not None
+        p.shown = ep.shown
+        outcome = await self._attempt(session, p, ep, retry=True)
+        if outcome is _RETRY:  # the server had closed the pooled connection: once more on a fresh one
+            outcome = await self._attempt(session, p, ep, retry=False)
+        return outcome if isinstance(outcome, ProbeResult) else self._complete(p)
 
-    def _failure(self, target: Target, run: _Run, t_wall: float, reason: str, detail: str) -> ProbeResult:
-        now = asyncio.get_running_loop().time()
-        if reason == "no_done" and run.finished_at is not None:
-            return self._result(target, run, t_wall, now, None, "")  # closed uncleanly after the last chunk
-        return self._result(target, run, t_wall, now, reason, self._redact(detail))
+    async def _attempt(self, session: aiohttp.ClientSession, p: _Probe, ep: Endpoint, *, retry: bool) -> object:
+        """One attempt: a ProbeResult when it failed, `_RETRY`, or None when the stream completed."""
+        run = p.run
+        cm = asyncio.timeout(None)
+        try:
+            async with cm:
+                run.cm = cm
+                run.conn = Conn(run.rearm)
+                run.rearm()
+                await self._exchange(session, p, ep)
+        except TimeoutError:
+            if run.done_at is not None:  # finished; only the tidy-up ran out of time
+                return None
+            if not cm.expired():
+                return self._failure(p, "connect_error", "timed out")
+            return self._deadline(p)
+        except _Failed as exc:
+            return self._failure(p, exc.reason, exc.detail, exc.message)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if retry and run.status is None and run.conn is not None and run.conn.reused:
+                return _RETRY
+            return self._failure(p, self._classify(exc, run), self._describe(exc))
+        except (aiohttp.ClientError, ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            return self._failure(p, self._classify(exc, run), self._describe(exc))
+        return None
+
+    async def _exchange(self, session: aiohttp.ClientSession, p: _Probe, ep: Endpoint) -> None:
+        run = p.run
+        async with session.post(
+            ep.url,
+            data=self._body(p),
+            headers=self.headers(p.dialect, ep.host_header),
+            server_hostname=ep.server_name,
+            trace_request_ctx=run.conn,
+            allow_redirects=False,
+        ) as resp:
+            run.status = resp.status
+            if run.conn is not None and not run.conn.ready:  # headers prove a connection, traced or not
+                run.conn.ready = True
+                run.rearm()
+            if not 200 <= resp.status < 300:
+                message = server_message(await _read_some(resp), self._secret, p.prompt)
+                raise _Failed(_reason_for_status(resp.status), _status_detail(resp, message), message)
+            if p.dialect.framing == "sse" and resp.content_type != "text/event-stream":
+                await self._non_stream(resp, p)
+            await self._stream(resp, p)
+
+    async def _non_stream(self, resp: aiohttp.ClientResponse, p: _Probe) -> None:
+        """A 2xx that is not an event stream: an error JSON (`error_body`) or something else (`malformed_stream`)."""
+        body = await _read_some(resp)
+        try:
+            is_error = error_text(json.loads(body.decode("utf-8", errors="replace"))) is not None
+        except ValueError:
+            is_error = False
+        if is_error:
+            message = server_message(body, self._secret, p.prompt)
+            raise _Failed("error_body", f"HTTP {resp.status} with an error object: {message}", message)
+        raise _Failed("malformed_stream", f"not an event stream (Content-Type {resp.content_type})")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, p: _Probe) -> None:
+        loop = asyncio.get_running_loop()
+        run, d = p.run, p.dialect
+        parser = (
+            SseParser(self.cfg.read_buffer_bytes) if d.framing == "sse" else NdjsonParser(self.cfg.read_buffer_bytes)
+        )
+        content = resp.content
+        while True:
+            data = await content.readany()
+            now = loop.time()
+            try:
+                events = parser.feed(data) if data else parser.close()
+                for ev in events:
+                    if self._on_event(p, d.interpret(ev), now):
+                        break
+            except SseError as exc:
+                raise _Failed("malformed_stream", str(exc)) from None
+            if run.done_at is not None:
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    await self._drain(resp, run)
+                return
+            if not data:
+                if run.finished_at is not None:
+                    return
+                raise _Failed("no_done", f"the stream ended without {d.terminal} or a finish reason")
+            if events:
+                run.rearm()
+
+    def _on_event(self, p: _Probe, chunk: Chunk, now: float) -> bool:
+        """Record one event; True when it ends the stream. An error event fails the probe with its message."""
+        run = p.run
+        if chunk.error is not None:
+            message = scrub(chunk.error, self._secret, p.prompt)[:MESSAGE_CHARS]
+            raise _Failed(
+                "error_body",
+                f"the stream carried an error: {message}" if message else "the stream carried an error",
+                message,
+            )
+        if not chunk.keepalive and (chunk.content or chunk.reasoning or not chunk.done):
+            run.event(now, chunk.content, chunk.reasoning)
+        if chunk.finished and run.finished_at is None:
+            run.finished_at = now
+        if chunk.done:
+            run.done_at = now
+        return chunk.done
 
     @staticmethod
-    def _classify(exc: BaseException, run: _Run) -> str:
+    async def _drain(resp: aiohttp.ClientResponse, run: Run) -> None:
+        """Read the end of the body after the terminal event (briefly) so that the connection can be reused."""
+        if run.cm is not None:
+            run.cm.reschedule(asyncio.get_running_loop().time() + 0.5)
+        while not resp.content.at_eof():
+            if not await resp.content.readany():
+                break
+
+    # ---------------------------------------------------------------- outcomes
+
+    def _complete(self, p: _Probe) -> ProbeResult:
+        """The stream ended well: ok, or `empty_answer` when it carried no answer text and that is not allowed."""
+        if p.run.tokens == 0 and not p.ask.allow_empty:
+            return self._result(p, "empty_answer", empty_detail(p.run, p.ask))
+        return self._result(p, None, "")
+
+    def _failure(self, p: _Probe, reason: str, detail: str, message: str = "") -> ProbeResult:
+        if reason == "no_done" and p.run.finished_at is not None:
+            return self._complete(p)  # closed uncleanly after the last chunk
+        return self._result(p, reason, self._redact(detail), message)
+
+    def _deadline(self, p: _Probe) -> ProbeResult:
+        run = p.run
+        detail = f"{run.armed_reason} after {(asyncio.get_running_loop().time() - run.t0) * 1000:.0f} ms"
+        return self._result(p, run.armed_reason, detail, deadline_hit=True)
+
+    @staticmethod
+    def _classify(exc: BaseException, run: Run) -> str:
         tls = aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError | ssl.CertificateError
         if isinstance(exc, tls):
             return "tls_error"
@@ -311,130 +380,66 @@ class Prober:
     def _redact(self, text: str) -> str:
         return self._secret.redact(text) if self._secret is not None else text
 
-    async def _exchange(self, target: Target, parts: tuple[yarl.URL, str | None, str | None], run: _Run) -> None:
-        assert self._session is not None
-        url, host_header, server_name = parts
-        headers = self._headers if host_header is None else {**self._headers, "Host": host_header}
-        async with self._session.post(
-            url,
-            data=self._body(target.model),
-            headers=headers,
-            server_hostname=server_name,
-            trace_request_ctx=run.conn,
-            allow_redirects=False,
-        ) as resp:
-            run.status = resp.status
-            if run.conn is not None and not run.conn.ready:  # headers prove a connection, traced or not
-                run.conn.ready = True
-                run.rearm()
-            if not 200 <= resp.status < 300:
-                raise _Failed(_reason_for_status(resp.status), f"HTTP {resp.status}")
-            if resp.content_type != "text/event-stream":
-                await self._non_stream(resp)
-            await self._stream(resp, run)
-
-    async def _non_stream(self, resp: aiohttp.ClientResponse) -> None:
-        """A 2xx that is not an event stream: an error JSON (`error_body`) or something else (`malformed_stream`)."""
-        limit = self.cfg.read_buffer_bytes
-        body = b""
-        while len(body) <= limit:
-            data = await resp.content.readany()
-            if not data:
-                break
-            body += data
-        if body_has_error(body[:limit]):
-            raise _Failed("error_body", f"HTTP {resp.status} with an error object")
-        raise _Failed("malformed_stream", f"not an event stream (Content-Type {resp.content_type})")
-
-    async def _stream(self, resp: aiohttp.ClientResponse, run: _Run) -> None:
-        loop = asyncio.get_running_loop()
-        parser = SseParser(self.cfg.read_buffer_bytes)
-        content = resp.content
-        while True:
-            data = await content.readany()
-            now = loop.time()
-            try:
-                events = parser.feed(data) if data else parser.close()
-                for ev in events:
-                    chunk = interpret(ev)
-                    if chunk.error:
-                        raise _Failed("error_body", "the stream carried an error object")
-                    if chunk.done:
-                        run.done_at = now
-                        break
-                    run.event(now, chunk.content, chunk.reasoning)
-                    if chunk.finished and run.finished_at is None:
-                        run.finished_at = now
-            except SseLineTooLong as exc:
-                raise _Failed("malformed_stream", str(exc)) from None
-            except SseError as exc:
-                raise _Failed("malformed_stream", str(exc)) from None
-            if run.done_at is not None:
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    await self._drain(resp, run)
-                return
-            if not data:
-                if run.finished_at is not None:
-                    return
-                raise _Failed("no_done", "the stream ended without [DONE] or a finish_reason")
-            if events:
-                run.rearm()
-
-    @staticmethod
-    async def _drain(resp: aiohttp.ClientResponse, run: _Run) -> None:
-        """Read the end of the body after [DONE] (briefly) so that the connection can be reused."""
-        if run.cm is not None:
-            run.cm.reschedule(asyncio.get_running_loop().time() + 0.5)
-        while not resp.content.at_eof():
-            if not await resp.content.readany():
-                break
-
     def _result(
-        self,
-        target: Target,
-        run: _Run,
-        t_wall: float,
-        now: float,
-        reason: str | None,
-        detail: str,
-        *,
-        deadline_hit: bool = False,
+        self, p: _Probe, reason: str | None, detail: str, message: str = "", *, deadline_hit: bool = False
     ) -> ProbeResult:
-        d = target.deadlines
-        ms = 1000.0
-        elapsed = now - run.t0
-        ttft = None if run.ttft is None else run.ttft * ms
-        max_gap = run.max_gap * ms if run.started is not None else None
-        connect = None
-        conn = run.conn
-        if conn is not None and conn.create_start is not None and conn.create_end is not None:
-            connect = (conn.create_end - conn.create_start) * ms
-        if reason is None:
-            end = run.done_at if run.done_at is not None else run.finished_at
-            total = ((end if end is not None else now) - run.t0) * ms
-        else:
-            total = elapsed * ms
-            if deadline_hit:  # the latency is the deadline, never less
-                total = max(total, (run.armed_at - run.t0) * ms)
-                if reason == "connect_error":
-                    connect = d.connect * ms
-                elif reason == "ttft_timeout":
-                    ttft = d.first_token * ms
-                elif reason == "stall_timeout":
-                    max_gap = d.gap * ms
-        sample = Sample(
-            region=target.region,
-            worker=target.worker,
-            model=target.model,
-            t=t_wall,
-            ok=reason is None,
-            reason=reason,
-            total_ms=total,
-            ttft_ms=ttft,
-            max_gap_ms=max_gap,
-            tokens=run.tokens,
-            reasoning_tokens=run.reasoning,
-            connect_ms=connect,
-            status=run.status,
-        )
-        return ProbeResult(sample=sample, detail=detail)
+        now = asyncio.get_running_loop().time()
+        if reason is not None:
+            detail = f"{detail} (POST {p.shown})"
+        return ProbeResult(sample_of(p.target, p.run, p.t_wall, now, reason, deadline_hit), detail, p.shown, message)
+
+
+_RETRY = object()
+
+
+async def _read_some(resp: aiohttp.ClientResponse, within_s: float = 1.0) -> bytes:
+    """Up to BODY_BYTES of a (non-stream) body, for its error message; what arrived within `within_s`."""
+    body = b""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+        async with asyncio.timeout(within_s):
+            while len(body) < BODY_BYTES:
+                data = await resp.content.readany()
+                if not data:
+                    break
+                body += data
+    return body[:BODY_BYTES]
+
+
+def sample_of(target: Target, run: Run, t_wall: float, now: float, reason: str | None, deadline_hit: bool) -> Sample:
+    """The Sample of a finished probe; after a deadline the latency (and the phase that hit it) is the deadline."""
+    d = target.deadlines
+    ms = 1000.0
+    ttft = None if run.ttft is None else run.ttft * ms
+    max_gap = run.max_gap * ms if run.started is not None else None
+    connect = None
+    conn = run.conn
+    if conn is not None and conn.create_start is not None and conn.create_end is not None:
+        connect = (conn.create_end - conn.create_start) * ms
+    if reason is None or reason == "empty_answer":
+        end = run.done_at if run.done_at is not None else run.finished_at
+        total = ((end if end is not None else now) - run.t0) * ms
+    else:
+        total = (now - run.t0) * ms
+    if deadline_hit:  # the latency is the deadline, never less
+        total = max(total, (run.armed_at - run.t0) * ms)
+        if reason == "connect_error":
+            connect = d.connect * ms
+        elif reason == "ttft_timeout":
+            ttft = d.first_token * ms
+        elif reason == "stall_timeout":
+            max_gap = d.gap * ms
+    return Sample(
+        region=target.region,
+        worker=target.worker,
+        model=target.model,
+        t=t_wall,
+        ok=reason is None,
+        reason=reason,
+        total_ms=total,
+        ttft_ms=ttft,
+        max_gap_ms=max_gap,
+        tokens=run.tokens,
+        reasoning_tokens=run.reasoning,
+        connect_ms=connect,
+        status=run.status,
+    )

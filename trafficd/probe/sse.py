@@ -1,4 +1,4 @@
-"""Server-sent events parser for OpenAI-style streams, and the meaning of each chunk (pure: no I/O).
+"""Stream framing (pure: no I/O): a server-sent events parser, and a newline-delimited JSON one beside it.
 
 `SseParser.feed(bytes)` returns the events completed by those bytes; `close()` the last one at end of stream.
 Follows the WHATWG rules: lines end with CRLF, LF or CR (a CRLF split across two reads is one line end);
@@ -13,15 +13,13 @@ clear failure rather than a silent one:
 At end of stream a complete but undispatched event (last `data:` line not followed by a blank line) is returned
 rather than dropped: `data: [DONE]\\n` then close is a finished stream.
 
-`interpret(data)` reads one event's data as an OpenAI chat-completion chunk: `[DONE]`, an error object, content
-and `reasoning_content` deltas, `finish_reason`, or a `usage`-only chunk.
+`NdjsonParser` has the same interface for newline-delimited JSON streams (Ollama): each non-blank line is one
+event. What an event means is each API's business (`trafficd/probe/apis/`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 _FIELDS = frozenset({"data", "event", "id", "retry"})
 
@@ -44,7 +42,7 @@ class SseNotSse(SseError):
 
 
 class SseMalformedData(SseError):
-    """An event's data is not a chat-completion chunk (invalid JSON, wrong shape)."""
+    """An event's data is not what the API sends (invalid JSON, wrong shape)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,65 +150,22 @@ class SseParser:
         return ev
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """What one event means for the probe."""
+class NdjsonParser:
+    """Newline-delimited JSON (one object per line) with the `SseParser` interface: each line is one event."""
 
-    done: bool = False  # data: [DONE]
-    error: bool = False  # an error object (or `event: error`)
-    content: bool = False  # a non-empty delta.content
-    reasoning: bool = False  # a non-empty delta.reasoning_content (or delta.reasoning)
-    finished: bool = False  # a choice carried a finish_reason
-    usage_only: bool = False  # no choices, a usage object
+    def __init__(self, max_line_bytes: int = 65536) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.comments = 0
+        self._buf = b""
 
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buf = self._buf + chunk
+        *lines, rest = buf.split(b"\n")
+        if len(rest) > self.max_line_bytes or any(len(x) > self.max_line_bytes for x in lines):
+            raise SseLineTooLong(self.max_line_bytes)
+        self._buf = rest
+        return [SseEvent(data=x.decode("utf-8", errors="replace")) for x in lines if x.strip()]
 
-DONE = Chunk(done=True)
-
-
-def interpret(ev: SseEvent) -> Chunk:
-    """Classify one event; raises `SseMalformedData` when its data is not a chat-completion chunk."""
-    data = ev.data.strip()
-    if data == "[DONE]":
-        return DONE
-    if ev.event == "error":
-        return Chunk(error=True)
-    try:
-        obj: Any = json.loads(data)
-    except ValueError:
-        raise SseMalformedData("an event's data is not JSON") from None
-    if not isinstance(obj, dict):
-        raise SseMalformedData("an event's data is not a JSON object")
-    if obj.get("error") is not None or obj.get("object") == "error":
-        return Chunk(error=True)
-    choices = obj.get("choices")
-    if choices is None or choices == []:
-        if obj.get("usage") is not None:
-            return Chunk(usage_only=True)
-        if choices == []:
-            return Chunk()
-        raise SseMalformedData("a chunk has neither choices nor usage")
-    if not isinstance(choices, list):
-        raise SseMalformedData("a chunk's choices is not a list")
-    content = reasoning = finished = False
-    for choice in choices:
-        if not isinstance(choice, dict):
-            raise SseMalformedData("a choice is not an object")
-        delta = choice.get("delta") or {}
-        if not isinstance(delta, dict):
-            raise SseMalformedData("a delta is not an object")
-        if delta.get("content"):
-            content = True
-        if delta.get("reasoning_content") or delta.get("reasoning"):
-            reasoning = True
-        if choice.get("finish_reason"):
-            finished = True
-    return Chunk(content=content, reasoning=reasoning, finished=finished)
-
-
-def body_has_error(body: bytes) -> bool:
-    """True when a (non-stream) response body is a JSON object carrying an error: HTTP 200 with an error."""
-    try:
-        obj: Any = json.loads(body.decode("utf-8", errors="replace"))
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and (obj.get("error") is not None or obj.get("object") == "error")
+    def close(self) -> list[SseEvent]:
+        rest, self._buf = self._buf, b""
+        return [SseEvent(data=rest.decode("utf-8", errors="replace"))] if rest.strip() else []
