@@ -101,14 +101,177 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "{f}:21:8: dns.ttl: expected a number, got the string '60'; remove the quotes",
         "{f}:22:13: dns.topology: must be 'latency-weighted' or 'weighted' (got the string 'latency')",
     ),
+    "invalid-a-record-with-host-name.yaml": (
+        "{f}:11:21: regions.us-east.dns.endpoint: 'us-east.lb.example.com' is not an IPv4 address, but "
+        "dns.record_type is A: an A record holds an IPv4 address, like '192.0.2.10' (or change dns.record_type)",
+    ),
+    "invalid-aaaa-record-with-ipv4.yaml": (
+        "{f}:17:21: regions.eu-west.dns.endpoint: '192.0.2.20' is not an IPv6 address, but dns.record_type is "
+        "AAAA: an AAAA record holds an IPv6 address, like '2001:db8::10' (or change dns.record_type)",
+    ),
+    "invalid-alias-bomb.yaml": (
+        "{f}:26:6: (top level): refused: it expands to more than 20000 values (YAML aliases '*' repeat what an "
+        "anchor '&' names); a policy needs nothing like this: write the values out",
+    ),
+    "invalid-api-key-env-and-file.yaml": ("{f}:23:3: probe.auth: give api_key_env or api_key_file, not both",),
+    "invalid-api-key-env-is-the-key.yaml": (
+        "{f}:24:18: probe.auth.api_key_env: must be the name of an environment variable (letters, digits, '_'), "
+        "not the secret itself",
+    ),
+    "invalid-aws-region-typo.yaml": (
+        "{f}:11:57: regions.us-east.dns.aws_region: unknown AWS region 'useast1' (not in botocore's endpoint "
+        "data); did you mean 'us-east-1'?",
+    ),
+    "invalid-aws-region-unknown.yaml": (
+        "{f}:11:57: regions.us-east.dns.aws_region: unknown AWS region 'us-east-9' (not in botocore's endpoint "
+        "data); did you mean 'us-east-2'?",
+    ),
+    "invalid-bool-as-string.yaml": (
+        "{f}:23:12: controller.dry_run: expected true or false, got the string 'true'; remove the quotes",
+    ),
+    "invalid-cname-with-ip.yaml": (
+        "{f}:17:21: regions.eu-west.dns.endpoint: '192.0.2.20' is not a host name, but dns.record_type is CNAME: a "
+        "CNAME points at a name, like 'us-east.lb.example.com' (or change dns.record_type)",
+    ),
+    "invalid-concurrency-zero.yaml": ("{f}:23:16: probe.concurrency: must be at least 1 (got 0)",),
+    "invalid-control-character.yaml": (
+        "{f}:3:23: (top level): not valid YAML: the control character U+0007 is not allowed; delete it",
+    ),
+    "invalid-discovery-a-without-port.yaml": (
+        "{f}:14:5: regions.eu-west.discovery: discovery of type A needs a port (SRV records carry their own)",
+    ),
+    "invalid-duplicate-model.yaml": ("{f}:6:11: models[1].name: model 'llama-3.1-8b-instruct' is listed twice",),
+    "invalid-duplicate-neighbour.yaml": (
+        "{f}:12:27: regions.us-east.neighbours[1]: neighbour 'eu-west' is listed twice; list each neighbour once, "
+        "preferred first",
+    ),
+    "invalid-duplicate-worker.yaml": ("{f}:11:15: regions.us-east.workers[1].name: worker 'use1-a' is listed twice",),
+    "invalid-duration-absurd.yaml": (
+        "{f}:23:18: recover.hold_down_max: '9999999999h' is longer than 30 days (720h), the longest duration a "
+        "policy takes",
+    ),
+    "invalid-duration-unknown-unit.yaml": (
+        "{f}:23:18: recover.hold_down_max: not a duration: '1d'; write a number and a unit: '3s', '250ms', '5m' or "
+        "'1h'",
+    ),
+    "invalid-endpoint-not-host-name.yaml": (
+        "{f}:11:21: regions.us-east.dns.endpoint: 'us-east lb' is neither a host name nor an IP address: write the "
+        "load balancer's name (like 'us-east.lb.example.com') or, for A/AAAA records, its address",
+    ),
+    "invalid-fast-rule-over-above-of-last.yaml": ("{f}:23:3: trip.fast_rule: over (4) cannot exceed of_last (3)",),
+    "invalid-hold-down-above-max.yaml": (
+        "{f}:23:14: recover.hold_down: (1h) is longer than recover.hold_down_max (30m)",
+    ),
+    "invalid-hold-down-decay-1s.yaml": (
+        "{f}:23:20: recover.hold_down_decay: (1s) is shorter than recover.hold_down (2m): a trip would be "
+        "forgotten before its hold-down ends, so repeated trips never lengthen it; write at least 2m (default 1h)",
+    ),
+    "invalid-interval-bare-number.yaml": (
+        "{f}:23:13: probe.interval: a duration needs a unit: write '500ms' or '500s', not 500",
+    ),
+    "invalid-lease-ttl-1ms.yaml": (
+        "{f}:23:14: controller.lease_ttl: (1ms) must be longer than windows.evaluate_every (10s): the leader "
+        "renews its lease once per evaluation, so a shorter lease lapses between renewals and leadership flaps "
+        "(default 15s)",
+    ),
+    "invalid-missing-colon.yaml": (
+        "{f}:23:3: (top level): not valid YAML: this line has no ':' after its key; write 'key: value'",
+    ),
+    "invalid-misspelt-section.yaml": ("{f}:22:1: regoins: unknown key 'regoins'; did you mean 'regions'?",),
+    "invalid-models-empty.yaml": ("{f}:4:1: models: must have at least 1 item",),
+    "invalid-nested-too-deep.yaml": (
+        "{f}:22:14: (top level): refused: it is nested more than 64 levels deep; a policy needs nothing like this: "
+        "write the values out",
+    ),
+    "invalid-over-indented.yaml": (
+        "{f}:24:5: (top level): not valid YAML: this line is indented deeper than the key above it; line it up "
+        "with its siblings",
+    ),
+    "invalid-percent-negative.yaml": (
+        "{f}:23:20: guards.fail_open_share: a percentage cannot be negative (got '-5%')",
+    ),
+    "invalid-percent-not-a-number.yaml": (
+        "{f}:23:20: guards.fail_open_share: not a percentage: 'half%'; write it like '75%'",
+    ),
+    "invalid-percent-over-100.yaml": (
+        "{f}:23:13: ramp.max_step: a percentage must be between 0% and 100% (got '101%')",
+    ),
+    "invalid-percent-with-space.yaml": (
+        "{f}:23:13: ramp.max_step: write a percentage without a space: '25%', not '25 %'",
+    ),
+    "invalid-pool-name-without-region.yaml": (
+        "{f}:22:14: dns.pool_name: must contain '{region}': every region needs a pool of its own",
+    ),
+    "invalid-quantile-100.yaml": (
+        "{f}:23:13: slo.quantile: (100%) must be at least 90% and under 100%: total_p99 and ttft_p99 are tail "
+        "latencies judged at this quantile (write e.g. '99%')",
+    ),
+    "invalid-quantile-median.yaml": (
+        "{f}:23:13: slo.quantile: (50%) must be at least 90% and under 100%: total_p99 and ttft_p99 are tail "
+        "latencies judged at this quantile (write e.g. '99%')",
+    ),
+    "invalid-record-name-not-host-name.yaml": (
+        "{f}:21:16: dns.record_name: 'api example com' is not a host name: write labels of letters, digits and '-' "
+        "separated by dots (like 'api.example.com.')",
+    ),
+    "invalid-record-type-mx.yaml": (
+        "{f}:22:16: dns.record_type: must be 'CNAME', 'A' or 'AAAA' (got the string 'MX')",
+    ),
+    "invalid-recursive-alias.yaml": (
+        "{f}:22:9: (top level): refused: an alias refers to the value that contains it; a policy needs nothing "
+        "like this: write the values out",
+    ),
+    "invalid-redis-url-http.yaml": ("{f}:23:8: redis.url: must be a redis://, rediss:// or unix:// URL",),
+    "invalid-region-name-upper-case.yaml": (
+        "{f}:13:3: regions.EU-West: 'EU-West' is not a valid name: use lower-case letters, digits and '-' (like "
+        "'us-east')",
+    ),
+    "invalid-region-without-workers.yaml": ("{f}:13:3: regions.eu-west: a region needs workers or discovery",),
+    "invalid-self-neighbour.yaml": ("{f}:12:18: regions.us-east.neighbours[0]: a region cannot be its own neighbour",),
+    "invalid-service-with-underscore.yaml": (
+        "{f}:3:10: service: 'inference_api' is not a valid name: use lower-case letters, digits and '-' (like "
+        "'us-east')",
+    ),
+    "invalid-stale-after-below-interval.yaml": (
+        "{f}:23:13: probe.interval: (1m) is longer than windows.stale_after (30s): every region would keep turning "
+        "unknown between two probes",
+    ),
+    "invalid-top-level-list.yaml": (
+        "{f}:2:1: (top level): the top level must be a mapping of keys to values, starting with 'version: 1'",
+    ),
+    "invalid-ttft-above-total.yaml": (
+        "{f}:24:13: slo.ttft_p99: (5s) is above slo.total_p99 (3s): the first token arrives before the answer "
+        "ends; lower ttft_p99 or raise total_p99",
+    ),
+    "invalid-ttl-too-long.yaml": ("{f}:22:8: dns.ttl: must be at most 86400 (got 604800)",),
+    "invalid-unclosed-bracket.yaml": ("{f}:12:17: (top level): not valid YAML: this '[' is never closed; add the ']'",),
+    "invalid-unclosed-quote.yaml": (
+        "{f}:23:14: (top level): not valid YAML: this quoted value is never closed; add the closing quote",
+    ),
+    "invalid-worker-url-ftp.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: must be an http:// or https:// URL (got "
+        "'ftp://inference.us-east.example.com')",
+    ),
+    "invalid-worker-url-with-credentials.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: the URL contains credentials; remove them and use "
+        "probe.auth.api_key_env or api_key_file",
+    ),
+    "invalid-zone-id-empty.yaml": (
+        "{f}:20:12: dns.zone_id: must not be empty; copy the hosted zone's id from Route 53 (like "
+        "'Z0123456789EXAMPLE')",
+    ),
+    "invalid-zone-id-with-space.yaml": (
+        "{f}:20:12: dns.zone_id: '/hostedzone/z01 23' is not a Route 53 hosted zone id: upper-case letters and "
+        "digits only, no spaces (like 'Z0123456789EXAMPLE' or '/hostedzone/Z0123456789EXAMPLE')",
+    ),
 }
 
 
 def test_every_fixture_is_pinned() -> None:
-    """Each invalid-*.yaml has an expected message here and each message has its file; there are at least 15."""
+    """Each invalid-*.yaml has an expected message here and each message has its file; there are at least 60."""
     on_disk = {p.name for p in FIXTURES.glob("invalid-*.yaml")}
     assert on_disk == set(EXPECTED)
-    assert len(on_disk) >= 15
+    assert len(on_disk) >= 60
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -8,11 +8,13 @@ warnings are legal but probably not meant (and are printed by `trafficd policy c
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 from trafficd.policy.load import Loc
 from trafficd.policy.schema import DeadlinesOverride, Policy
-from trafficd.policy.values import check_name
+from trafficd.policy.values import check_name, is_host_name, is_ip
 from trafficd.policy.values import format_duration as _fmt
+from trafficd.policy.values import format_percent as _pct
 
 MIN_SAMPLES_FOR_P99 = 368  # a distribution-free 95 % interval on the p99 needs at least this many samples
 
@@ -30,6 +32,22 @@ def _duplicates(names: list[str]) -> list[int]:
 
 def errors(p: Policy) -> list[tuple[Loc, str]]:
     """Every cross-field error; empty when the policy is consistent."""
+    steps = (
+        _region_errors,
+        _list_errors,
+        _set_identifier_errors,
+        _endpoint_errors,
+        _guard_errors,
+        _window_errors,
+        _slo_errors,
+        _timer_errors,
+        _deadline_errors,
+    )
+    return [problem for step in steps for problem in step(p)]
+
+
+def _region_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """Region names, and each region's neighbours, workers and models."""
     out: list[tuple[Loc, str]] = []
     regions = list(p.regions)
     for name, region in p.regions.items():
@@ -38,61 +56,161 @@ def errors(p: Policy) -> list[tuple[Loc, str]]:
         except ValueError as exc:
             out.append((("regions", name), str(exc)))
         for i, n in enumerate(region.neighbours):
+            loc: Loc = ("regions", name, "neighbours", i)
             if n == name:
-                out.append((("regions", name, "neighbours", i), "a region cannot be its own neighbour"))
+                out.append((loc, "a region cannot be its own neighbour"))
             elif n not in p.regions:
-                out.append((("regions", name, "neighbours", i), _unknown_region(n, regions)))
+                out.append((loc, _unknown_region(n, regions)))
+            elif n in region.neighbours[:i]:
+                out.append((loc, f"neighbour '{n}' is listed twice; list each neighbour once, preferred first"))
         for i in _duplicates([w.name for w in region.workers]):
             out.append((("regions", name, "workers", i, "name"), f"worker '{region.workers[i].name}' is listed twice"))
         region_models = region.models or []
         for i in _duplicates([m.name for m in region_models]):
             out.append((("regions", name, "models", i, "name"), f"model '{region_models[i].name}' is listed twice"))
+    return out
+
+
+def _list_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """The policy's models and the regions named by guards."""
+    out: list[tuple[Loc, str]] = []
     for i in _duplicates([m.name for m in p.models]):
         out.append((("models", i, "name"), f"model '{p.models[i].name}' is listed twice"))
     for i, n in enumerate(p.guards.never_drain):
         if n not in p.regions:
-            out.append((("guards", "never_drain", i), _unknown_region(n, regions)))
+            out.append((("guards", "never_drain", i), _unknown_region(n, list(p.regions))))
+    return out
 
+
+def _set_identifier_errors(p: Policy) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
     owner: dict[str, str] = {}
-    for name in regions:
+    for name in p.regions:
         ident = p.set_identifier(name)
         if ident in owner:
             explicit = p.regions[name].dns.set_identifier is not None
             loc: Loc = ("regions", name, "dns", "set_identifier") if explicit else ("regions", name, "dns")
             out.append((loc, f"SetIdentifier '{ident}' is already used by region '{owner[ident]}'; each needs its own"))
         owner.setdefault(ident, name)
+    return out
 
-    if p.guards.min_serving_regions > len(regions):
+
+def _is_ipv4(value: str) -> bool:
+    return is_ip(value, 4)
+
+
+def _is_ipv6(value: str) -> bool:
+    return is_ip(value, 6)
+
+
+_RECORD_VALUE: dict[str, tuple[str, Callable[[str], bool], str]] = {
+    "CNAME": ("a host name", is_host_name, "a CNAME points at a name, like 'us-east.lb.example.com'"),
+    "A": ("an IPv4 address", _is_ipv4, "an A record holds an IPv4 address, like '192.0.2.10'"),
+    "AAAA": ("an IPv6 address", _is_ipv6, "an AAAA record holds an IPv6 address, like '2001:db8::10'"),
+}
+
+
+def _endpoint_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """Each region's endpoint must fit dns.record_type."""
+    what, fits, hint = _RECORD_VALUE[p.dns.record_type]
+    return [
+        (
+            ("regions", name, "dns", "endpoint"),
+            f"'{region.dns.endpoint}' is not {what}, but dns.record_type is {p.dns.record_type}: {hint} "
+            "(or change dns.record_type)",
+        )
+        for name, region in p.regions.items()
+        if not fits(region.dns.endpoint)
+    ]
+
+
+def _guard_errors(p: Policy) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    n = len(p.regions)
+    if p.guards.min_serving_regions > n:
         out.append(
             (
                 ("guards", "min_serving_regions"),
-                f"is {p.guards.min_serving_regions} but the policy has only {len(regions)} "
-                f"region{'s' if len(regions) != 1 else ''}",
+                f"is {p.guards.min_serving_regions} but the policy has only {n} region{'s' if n != 1 else ''}",
             )
         )
+    if p.dns.topology == "latency-weighted" and "{region}" not in p.dns.pool_name:
+        out.append((("dns", "pool_name"), "must contain '{region}': every region needs a pool of its own"))
+    return out
+
+
+def _window_errors(p: Policy) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
     w = p.windows
     if w.trip < w.slice:
         out.append((("windows", "trip"), f"({_fmt(w.trip)}) must be at least windows.slice ({_fmt(w.slice)})"))
     if w.long < w.trip:
         out.append((("windows", "long"), f"({_fmt(w.long)}) must be at least windows.trip ({_fmt(w.trip)})"))
     if w.stale_after < p.probe.interval:
+        if "stale_after" in w.model_fields_set or "interval" not in p.probe.model_fields_set:
+            loc: Loc = ("windows", "stale_after")
+            reason = f"({_fmt(w.stale_after)}) is shorter than probe.interval ({_fmt(p.probe.interval)})"
+        else:  # blame the value that was written
+            loc = ("probe", "interval")
+            reason = f"({_fmt(p.probe.interval)}) is longer than windows.stale_after ({_fmt(w.stale_after)})"
+        out.append((loc, f"{reason}: every region would keep turning unknown between two probes"))
+    return out
+
+
+MIN_QUANTILE = 0.9  # the SLO fields are tail latencies (total_p99, ttft_p99)
+
+
+def _slo_errors(p: Policy) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    q = p.slo.quantile
+    if not MIN_QUANTILE <= q < 1.0:
         out.append(
             (
-                ("windows", "stale_after"),
-                f"({_fmt(w.stale_after)}) is shorter than probe.interval ({_fmt(p.probe.interval)}): "
-                "every region would keep turning unknown between two probes",
+                ("slo", "quantile"),
+                f"({_pct(q)}) must be at least {_pct(MIN_QUANTILE)} and under 100%: total_p99 and ttft_p99 are "
+                "tail latencies judged at this quantile (write e.g. '99%')",
             )
         )
-    if p.recover.hold_down > p.recover.hold_down_max:
+    if p.slo.ttft_p99 is not None and p.slo.ttft_p99 > p.slo.total_p99:
+        out.append(
+            (
+                ("slo", "ttft_p99"),
+                f"({_fmt(p.slo.ttft_p99)}) is above slo.total_p99 ({_fmt(p.slo.total_p99)}): the first token "
+                "arrives before the answer ends; lower ttft_p99 or raise total_p99",
+            )
+        )
+    return out
+
+
+def _timer_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """The lease and the hold-down timers against the loop that uses them."""
+    out: list[tuple[Loc, str]] = []
+    r = p.recover
+    if r.hold_down > r.hold_down_max:
         out.append(
             (
                 ("recover", "hold_down"),
-                f"({_fmt(p.recover.hold_down)}) is longer than recover.hold_down_max ({_fmt(p.recover.hold_down_max)})",
+                f"({_fmt(r.hold_down)}) is longer than recover.hold_down_max ({_fmt(r.hold_down_max)})",
             )
         )
-    if p.dns.topology == "latency-weighted" and "{region}" not in p.dns.pool_name:
-        out.append((("dns", "pool_name"), "must contain '{region}': every region needs a pool of its own"))
-    out += _deadline_errors(p)
+    if r.hold_down_decay < r.hold_down:
+        out.append(
+            (
+                ("recover", "hold_down_decay"),
+                f"({_fmt(r.hold_down_decay)}) is shorter than recover.hold_down ({_fmt(r.hold_down)}): a trip "
+                "would be forgotten before its hold-down ends, so repeated trips never lengthen it; write at "
+                f"least {_fmt(r.hold_down)} (default 1h)",
+            )
+        )
+    if p.controller.lease_ttl <= p.windows.evaluate_every:
+        out.append(
+            (
+                ("controller", "lease_ttl"),
+                f"({_fmt(p.controller.lease_ttl)}) must be longer than windows.evaluate_every "
+                f"({_fmt(p.windows.evaluate_every)}): the leader renews its lease once per evaluation, so a "
+                "shorter lease lapses between renewals and leadership flaps (default 15s)",
+            )
+        )
     return out
 
 
@@ -176,6 +294,35 @@ def warnings(p: Policy) -> list[tuple[Loc, str]]:
                     "judged); probe more often, lengthen windows.trip or list more workers",
                 )
             )
-    if p.regions and set(p.guards.never_drain) >= set(p.regions):
+    return out + _never_drain_warnings(p)
+
+
+_NEVER = "trafficd can never drain a region"
+
+
+def _never_drain_warnings(p: Policy) -> list[tuple[Loc, str]]:
+    """Settings that together leave the controller nothing it may do: legal (a dry run, a freeze by policy) but
+    probably not meant; `policy check --warnings-as-errors` fails on them."""
+    out: list[tuple[Loc, str]] = []
+    g, n = p.guards, len(p.regions)
+    if p.regions and set(g.never_drain) >= set(p.regions):
         out.append((("guards", "never_drain"), "lists every region: trafficd will never drain anything"))
+    if g.max_drained == 0:
+        out.append((("guards", "max_drained"), f"is 0: {_NEVER}; allow at least 1"))
+    if g.min_serving_regions == n:
+        out.append(
+            (("guards", "min_serving_regions"), f"equals the number of regions ({n}): {_NEVER}; use at most {n - 1}")
+        )
+    if p.ramp.max_step == 0:
+        out.append((("ramp", "max_step"), f"is 0%: no serving fraction can ever move, so {_NEVER}"))
+    if p.ramp.min_fraction >= 1.0:
+        out.append((("ramp", "min_fraction"), f"is 100%: a drained region keeps all its traffic, so {_NEVER}"))
+    headrooms = [r.capacity_headroom for r in p.regions.values()]
+    if n > 1 and all(h == 0 for h in headrooms):
+        out.append(
+            (
+                ("regions", next(iter(p.regions)), "capacity_headroom"),
+                f"every region's capacity_headroom is 0%: no neighbour can take spilled traffic, so {_NEVER}",
+            )
+        )
     return out

@@ -32,10 +32,21 @@ from trafficd.policy.errors import find_inline_secrets, problems_from
 from trafficd.policy.load import FieldProblems as FieldProblems
 from trafficd.policy.load import PolicyError as PolicyError
 from trafficd.policy.load import PolicyProblem as PolicyProblem
-from trafficd.policy.load import read_yaml, sort_problems
+from trafficd.policy.load import read_policy_text, read_yaml, sort_problems
 from trafficd.policy.values import SCHEMA_VERSION as SCHEMA_VERSION
+from trafficd.policy.values import (
+    AwsRegion,
+    Endpoint,
+    EnvName,
+    HostName,
+    Name,
+    ShareBelowSlo,
+    ZoneId,
+    check_redis_url,
+    check_url,
+    check_version,
+)
 from trafficd.policy.values import Duration as Duration
-from trafficd.policy.values import EnvName, Name, ShareBelowSlo, check_redis_url, check_url, check_version
 from trafficd.policy.values import Percent as Percent
 from trafficd.policy.values import check_name as check_name
 from trafficd.policy.values import format_duration as format_duration
@@ -177,8 +188,8 @@ class Discovery(Strict):
 class RegionDns(Strict):
     """This region's endpoint in Route 53."""
 
-    endpoint: str  # CNAME target or IP address that serves this region's users
-    aws_region: str  # latency routing region, e.g. us-east-1
+    endpoint: Endpoint  # CNAME target (host name) or IP address (A/AAAA) that serves this region's users
+    aws_region: AwsRegion  # latency routing region, e.g. us-east-1 (checked against botocore's endpoint data)
     set_identifier: str | None = None  # default: the region name
 
 
@@ -259,8 +270,8 @@ class Guards(Strict):
 
 
 class Dns(Strict):
-    zone_id: str
-    record_name: str  # e.g. api.example.com.
+    zone_id: ZoneId
+    record_name: HostName  # e.g. api.example.com.
     record_type: Literal["CNAME", "A", "AAAA"] = "CNAME"
     topology: Literal["latency-weighted", "weighted"] = "latency-weighted"
     pool_name: str = "{region}.pool.{record}"  # template of each region's weighted pool name
@@ -402,9 +413,10 @@ def parse_policy(text: str, path: str = "<policy>") -> LoadedPolicy:
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
+    """Read and validate a policy file: refused when group- or world-writable or over MAX_BYTES (load.py)."""
     p = Path(path)
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = read_policy_text(p)
     except OSError as exc:
         raise PolicyError([PolicyProblem(str(p), "", f"cannot read the file: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:

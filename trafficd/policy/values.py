@@ -7,6 +7,9 @@ may have pasted the secret itself), and a URL carrying credentials is refused wi
 
 from __future__ import annotations
 
+import difflib
+import functools
+import ipaddress
 import re
 from typing import Annotated
 
@@ -14,7 +17,9 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonS
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _SPACED_RE = re.compile(r"^(\d+(?:\.\d+)?)\s+(ms|s|m|h)$")
+_SPACED_PERCENT_RE = re.compile(r"^(-?\d+(?:\.\d+)?)\s+%$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION_S = 30 * 24 * 3600.0  # nothing in a policy is meant to last longer than 30 days
 
 
 def parse_duration(value: object) -> float:
@@ -39,6 +44,8 @@ def parse_duration(value: object) -> float:
     seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     if seconds <= 0:
         raise ValueError(f"a duration must be greater than zero (got '{value}')")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"'{value}' is longer than 30 days (720h), the longest duration a policy takes")
     return seconds
 
 
@@ -70,10 +77,13 @@ def parse_percent(value: object, *, allow_over_100: bool = False) -> float:
         raise ValueError(f"expected a percentage like '80%', not a duration ('{value}')")
     if not isinstance(value, str) or not value.strip().endswith("%"):
         raise ValueError(f"write a percentage like '75%' (got {value!r})")
-    try:
-        pct = float(value.strip()[:-1])
-    except ValueError:
-        raise ValueError(f"not a percentage: {value!r}; write it like '75%'") from None
+    spaced = _SPACED_PERCENT_RE.match(value.strip())
+    if spaced:  # the same rule as durations: no space between the number and its unit
+        raise ValueError(f"write a percentage without a space: '{spaced.group(1)}%', not '{value}'")
+    number = value.strip()[:-1]
+    if not re.fullmatch(r"-?\d+(\.\d+)?", number):
+        raise ValueError(f"not a percentage: {value!r}; write it like '75%'")
+    pct = float(number)
     if pct < 0.0:
         raise ValueError(f"a percentage cannot be negative (got '{value}')")
     if pct > 100.0 and not allow_over_100:
@@ -172,3 +182,82 @@ def check_redis_url(value: str) -> str:
             "redis.password_env or redis.password_file"
         )
     return value
+
+
+# ---------------------------------------------------------------- Route 53 names
+
+_ZONE_ID_RE = re.compile(r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def check_zone_id(value: str) -> str:
+    """A hosted zone id as Route 53 prints it: `Z0123456789EXAMPLE` (or `/hostedzone/Z0…`)."""
+    if not value.strip():
+        raise ValueError("must not be empty; copy the hosted zone's id from Route 53 (like 'Z0123456789EXAMPLE')")
+    if not _ZONE_ID_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not a Route 53 hosted zone id: upper-case letters and digits only, no spaces "
+            "(like 'Z0123456789EXAMPLE' or '/hostedzone/Z0123456789EXAMPLE')"
+        )
+    return value
+
+
+def is_host_name(value: str) -> bool:
+    """A DNS host name (letters, digits, '-' in dot-separated labels; one trailing dot allowed), not an IP."""
+    name = value[:-1] if value.endswith(".") else value
+    if not name or len(name) > 253 or is_ip(name):
+        return False
+    return all(_LABEL_RE.match(label) for label in name.lower().split("."))
+
+
+def is_ip(value: str, version: int | None = None) -> bool:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return version is None or ip.version == version
+
+
+def check_host_name(value: str) -> str:
+    if not is_host_name(value):
+        raise ValueError(
+            f"'{value}' is not a host name: write labels of letters, digits and '-' separated by dots "
+            "(like 'api.example.com.')"
+        )
+    return value
+
+
+def check_endpoint(value: str) -> str:
+    """A region's endpoint: a host name (for CNAME records) or an IP address (for A/AAAA records)."""
+    if not (is_host_name(value) or is_ip(value)):
+        raise ValueError(
+            f"'{value}' is neither a host name nor an IP address: write the load balancer's name "
+            "(like 'us-east.lb.example.com') or, for A/AAAA records, its address"
+        )
+    return value
+
+
+HostName = Annotated[str, AfterValidator(check_host_name)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
+ZoneId = Annotated[str, AfterValidator(check_zone_id)]
+
+
+@functools.cache
+def aws_regions() -> tuple[str, ...]:
+    """Every AWS region botocore knows (its endpoints data, all partitions): the list moves with botocore."""
+    from botocore.loaders import create_loader  # data only: botocore makes no call here
+
+    data = create_loader().load_data("endpoints")
+    return tuple(sorted(r for partition in data["partitions"] for r in partition["regions"]))
+
+
+def check_aws_region(value: str) -> str:
+    known = aws_regions()
+    if value in known:
+        return value
+    close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else "write a region like 'us-east-1'"
+    raise ValueError(f"unknown AWS region '{value}' (not in botocore's endpoint data); {hint}")
+
+
+AwsRegion = Annotated[str, AfterValidator(check_aws_region)]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trafficd.policy.load import unsafe_mode
 from trafficd.policy.schema import Auth
 
 MASK = "***"
@@ -89,6 +90,9 @@ def load_api_key(auth: Auth, environ: Mapping[str, str] | None = None) -> Secret
     if auth.api_key_file:
         path = _credential_path(auth.api_key_file, env)
         try:
+            unsafe = unsafe_mode(str(path), path.stat().st_mode, "API key file (probe.auth.api_key_file)")
+            if unsafe:
+                raise SecretError(unsafe)
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(

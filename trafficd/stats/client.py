@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from trafficd.policy.load import unsafe_mode
 from trafficd.policy.schema import Policy, Redis
 
 # What a broken or unreachable Redis raises through redis-py (connection refused/reset, timeouts, LOADING, ...).
@@ -38,6 +39,9 @@ def _password(cfg: Redis) -> str | None:
         if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
             path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
         try:
+            unsafe = unsafe_mode(str(path), path.stat().st_mode, "password file (redis.password_file)")
+            if unsafe:
+                raise StoreConfigError(unsafe)
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise StoreConfigError(f"cannot read redis.password_file {path}: {exc.strerror}") from None
