@@ -219,7 +219,8 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
     from trafficd.control.controller import run_controller
 
     path, _, _ = setup
-    path.write_text(path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s"))
+    slow = path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s")
+    path.write_text(slow.replace("lease_ttl: 5s", "lease_ttl: 30s"))  # the lease must outlive one interval
     holder = PolicyHolder(path, load_policy(path))
     stop = asyncio.Event()
     with capture_logs() as logs:
