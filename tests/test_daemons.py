@@ -69,7 +69,8 @@ def test_agent_rejects_a_reload_without_its_region_and_keeps_probing(
     text = policy_text(redis_url, key_prefix, hosted_zone, moto.url)
     path.write_text(text)
     log = tmp_path / "agent.log"
-    proc = spawn(["agent", "--policy", str(path), "--region", "eu-west"], log)
+    # rounds are DEBUG events (the log budget): ask for them
+    proc = spawn(["--log-level", "DEBUG", "agent", "--policy", str(path), "--region", "eu-west"], log)
     try:
         wait_for("agent start", lambda: b"agent.started" in log.read_bytes())
         path.write_text(text.replace("eu-west", "eu-north"))

@@ -91,7 +91,7 @@ def test_dead_agent_holds_and_a_standby_controller_finishes_the_drain(redis_url:
     with started_stack(timing=FAST, redis_url=redis_url, workdir=tmp_path) as (stack, policy_file, ports):
         policy = load_policy(policy_file).policy
         r53 = route53.route53_client(policy)
-        stack.spawn("controller-b", ["controller", "--policy", str(policy_file)])
+        stack.spawn("controller-b", ["--log-level", "DEBUG", "controller", "--policy", str(policy_file)])
         logs = {name: tmp_path / f"{name}.log" for name in ("controller", "controller-b")}
 
         client = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -89,3 +89,8 @@ def override_region_key(prefix: str, service: str, region: str) -> str:
 
 def override_freeze_key(prefix: str, service: str) -> str:
     return f"{_service(prefix, service)}:override:freeze"
+
+
+def audit_key(prefix: str, service: str) -> str:
+    """The audit stream (XADD, capped by MAXLEN ~ and MINID by age): decisions, guards, overrides, Route 53."""
+    return f"{_service(prefix, service)}:audit"

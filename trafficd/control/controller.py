@@ -31,12 +31,11 @@ from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.runtime import metrics, notify
 from trafficd.runtime.logs import get_logger
 from trafficd.runtime.reload import PolicyHolder
+from trafficd.runtime.report import ControllerReport
 from trafficd.stats import store
 
 # reconcile outcomes after which Route 53 shows the plan (or, in dry-run, would): the new state is kept
 COMMITTED_STATUSES = frozenset({"applied", "no_changes", "dry_run"})
-# reconcile outcomes that mean a change batch was (or was about to be) sent; `pending` repeats every cycle
-SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
 
 
 @dataclass
@@ -55,6 +54,7 @@ class Controller:
         self._state: ControllerState | None = None
         self._lock = asyncio.Lock()
         self.evaluations = 0
+        self.report = ControllerReport(self.log)  # log events within the budget, metrics, audit stream
 
     # ---- adapters, rebuilt when the policy changes
 
@@ -115,9 +115,8 @@ class Controller:
         metrics.LEADER.set(1.0 if leader else 0.0)
         if not leader:
             self._state = None  # reload state when we become leader again
-            metrics.EVALUATIONS.labels("standby").inc()
-            metrics.loop_completed()
             self.log.debug("controller.standby")
+            self.report.standby(loaded.hash)
             return
         try:
             if self._state is None:
@@ -130,23 +129,26 @@ class Controller:
             return
         evaluation = judge.evaluate(policy, state, evidence, active, now)
         self.evaluations += 1
-        self._log_decisions(loaded, evaluation, active, dry_run)
+        evaluation_id = self.report.next_evaluation_id(self.lease.token)
+        self.report.decisions(
+            loaded, evaluation, active, dry_run=dry_run, lease_token=self.lease.token, evaluation_id=evaluation_id
+        )
         if not self.lease.held:  # the lease may have lapsed while we were reading
             self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
             return
         try:
             result = await asyncio.to_thread(self.reconciler.reconcile, evaluation.matrix, dry_run=dry_run)
-            if result.status in SENT_STATUSES:
-                metrics.DNS_CHANGES.labels(result.status).inc()
         except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
             result = None
         moved = _matrix_moved(state.matrix, evaluation.matrix)
-        if moved and (result is None or result.status not in COMMITTED_STATUSES):
+        held = moved and (result is None or result.status not in COMMITTED_STATUSES)
+        if held:
             # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
             # re-decides the same step instead of walking on while DNS stays behind (and then jumps).
             self.log.warning(
                 "controller.plan_held",
+                evaluation_id=evaluation_id,
                 policy_hash=loaded.hash,
                 lease_token=self.lease.token,
                 dns=None if result is None else result.status,
@@ -158,37 +160,18 @@ class Controller:
                 await controller_state.save(self.client, policy, evaluation.state)
             except Exception as exc:
                 self.log.warning("controller.state_save_failed", error=type(exc).__name__)
-        self.log.info(
-            "controller.evaluated",
-            policy_hash=loaded.hash,
-            lease_token=self.lease.token,
+        await self.report.evaluated(
+            self.client,
+            loaded,
+            evaluation,
+            result,
             dry_run=dry_run,
-            dns=None if result is None else result.status,
-            dns_changes=0 if result is None else len(result.changes),
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            **evaluation.to_log(),
+            lease_token=self.lease.token,
+            evaluation_id=evaluation_id,
+            duration_s=time.monotonic() - started,
+            held=held,
         )
-        metrics.EVALUATIONS.labels("leader").inc()
-        metrics.loop_completed()
         notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
-
-    def _log_decisions(
-        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, active: Overrides, dry_run: bool
-    ) -> None:
-        for decision in evaluation.decisions:
-            fields = decision.to_log()
-            metrics.record_region(decision.region, fields)
-            moved = abs(decision.fraction_after - decision.fraction_before) > 1e-9
-            event = "controller.weights_shifted" if moved else "controller.region_judged"
-            self.log.info(
-                event,
-                policy_hash=loaded.hash,
-                lease_token=self.lease.token,
-                dry_run=dry_run,
-                frozen=active.freeze is not None,
-                fail_open=evaluation.fail_open,
-                **fields,
-            )
 
     async def _close_client(self) -> None:
         with contextlib.suppress(Exception):

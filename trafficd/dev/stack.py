@@ -238,7 +238,8 @@ def started_stack(
         route53.bootstrap(policy, r53)
         for name in REGIONS:
             stack.spawn(f"agent-{name}", ["agent", "--policy", str(policy_file), "--region", name])
-        stack.spawn("controller", ["controller", "--policy", str(policy_file)])
+        # DEBUG: the demo and the e2e tests follow every region judgement, not only the changes (INFO)
+        stack.spawn("controller", ["--log-level", "DEBUG", "controller", "--policy", str(policy_file)])
         yield stack, policy_file, ports
     finally:
         stack.stop()

@@ -37,6 +37,7 @@ from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
 from trafficd.runtime import metrics
+from trafficd.runtime.agent_report import AgentReport
 from trafficd.runtime.logs import get_logger
 
 log = get_logger("agent")
@@ -112,6 +113,7 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing: dict[tuple[str, str], str] = {}
         self._stopping = False
+        self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
     # ---------------------------------------------------------------- set-up
 
@@ -227,7 +229,9 @@ class Agent:
         ok = rnd.outcomes.get("ok", 0)
         skipped = rnd.outcomes.get("skipped", 0)
         failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
-        log.info(
+        duration_ms = (loop.time() - rnd.started) * 1000.0
+        self.report.round_completed(rnd.outcomes, len(targets), duration_ms, rnd.policy_hash)
+        log.debug(
             "agent.round_completed",
             region=self.region,
             round=number,
@@ -239,7 +243,7 @@ class Agent:
             failed=failed,
             skipped=skipped,
             outcomes=dict(sorted(rnd.outcomes.items())),
-            duration_ms=round((loop.time() - rnd.started) * 1000.0, 1),
+            duration_ms=round(duration_ms, 1),
         )
         metrics.loop_completed()
 
@@ -272,7 +276,7 @@ class Agent:
         s = result.sample
         outcome = "ok" if s.ok else str(s.reason)
         rnd.outcomes[outcome] += 1
-        metrics.PROBES.labels(s.region, s.worker, s.model, outcome).inc()
+        metrics.record_probe(s)
         self._pending.append(s)
         key = (s.worker, s.model)
         before = self._failing.get(key)
@@ -370,6 +374,8 @@ async def run_agent(
 
             on_change(follow)
     agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id or default_agent_id(), rng=rng)
+    slo = _loaded(holder_or_loaded_policy).policy.slo
+    metrics.watch_agent(agent, slo.total_p99, slo.ttft_p99)
     try:
         await agent.run(stop)
     finally:

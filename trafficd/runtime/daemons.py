@@ -37,7 +37,8 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
     if port is not None:
         from trafficd.runtime import metrics
 
-        server = await metrics.start_server(args.metrics_host, port)
+        metrics.watch_policy(holder)
+        server = await metrics.start_server(args.metrics_host, port, role=body)
     try:
         if body == "agent":
             from trafficd.probe.agent import run_agent
