@@ -1,10 +1,11 @@
 """Set up and run from a fresh clone: `python3 -m trafficd.bootstrap demo` or `... test`.
 
 Standard library only (it runs before any dependency is installed). It:
-  1. installs `redis-server` with apt-get when it is missing (and `python3-venv` when venv cannot be created),
+  1. installs `redis-server` with apt-get when it is missing (and `python3-venv` when venv cannot be created;
+     for `test`, `systemd` for systemd-analyze and `prometheus` for promtool, which checks the alert rules),
   2. creates `.venv` in the project root and installs trafficd with its dev dependencies into it
      (skipped when pyproject.toml has not changed since the last install),
-  3. runs the demo, or the checks and tests (ruff, mypy, pytest).
+  3. runs the demo, or the checks and tests (ruff, mypy, promtool check/test rules, pytest).
 Every service the demo or the tests need (redis-server, moto server, workers, agents, controller) is
 started by them on free loopback ports and stopped by them; nothing is left running, and no system
 service is started.
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".trafficd-installed"
+RULES = ROOT / "deploy" / "prometheus"  # alert rules and their promtool unit tests
 
 
 def say(msg: str) -> None:
@@ -60,6 +62,17 @@ def ensure_systemd_analyze() -> None:
         apt_install("systemd")
 
 
+def ensure_promtool() -> None:
+    """The tests check /metrics, the alert rules and their unit tests with promtool (Debian package `prometheus`).
+
+    The package also installs a Prometheus server; it is not wanted here, so it is stopped and disabled again."""
+    if shutil.which("promtool"):
+        return
+    apt_install("prometheus")
+    if shutil.which("systemctl") and Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "disable", "--now", "prometheus"], capture_output=True)
+
+
 def ensure_venv() -> None:
     if not PY.exists():
         say(f"creating {VENV}")
@@ -83,6 +96,8 @@ def run_tests(extra: list[str]) -> int:
         ("ruff", [str(bin_ / "ruff"), "check", "trafficd", "tests"]),
         ("ruff format", [str(bin_ / "ruff"), "format", "--check", "trafficd", "tests"]),
         ("mypy", [str(bin_ / "mypy")]),
+        ("promtool check rules", ["promtool", "check", "rules", str(RULES / "trafficd-rules.yml")]),
+        ("promtool test rules", ["promtool", "test", "rules", str(RULES / "trafficd-rules.test.yml")]),
         ("pytest", [str(bin_ / "pytest"), "-n", "2", "--dist", "loadgroup", *extra]),
     ]
     failed = []
@@ -104,6 +119,7 @@ def main(argv: list[str]) -> int:
     ensure_redis()
     if argv[0] == "test":
         ensure_systemd_analyze()
+        ensure_promtool()
     ensure_venv()
     what, extra = argv[0], argv[1:]
     if what == "setup":
