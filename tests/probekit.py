@@ -151,6 +151,16 @@ class ScriptedWorker:
                 ],
             )
 
+        async def redirect(r: web.Request) -> web.StreamResponse:
+            raise web.HTTPTemporaryRedirect(location=f"{self.url}/moved/v1/chat/completions")
+
+        async def echo_request(r: web.Request) -> web.StreamResponse:
+            """A 400 whose message quotes the key it got and the prompt (as some servers' errors do)."""
+            body = await r.json()
+            got = r.headers.get("Authorization", "")
+            message = f"bad request: key {got!r}, prompt {body['messages'][0]['content']!r}; " + "y" * 400
+            return web.json_response({"error": {"message": message}}, status=400)
+
         def status(code: int) -> Handler:
             async def h(r: web.Request) -> web.StreamResponse:
                 return web.json_response({"error": {"message": f"status {code}"}}, status=code)
@@ -176,6 +186,8 @@ class ScriptedWorker:
             "bad_json": bad_json,
             "long_line": long_line,
             "messy": messy,
+            "redirect": redirect,
+            "echo_request": echo_request,
             "s429": status(429),
             "s404": status(404),
             "s503": status(503),

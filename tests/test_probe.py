@@ -10,6 +10,7 @@ from probekit import ScriptedWorker, deadlines
 
 from trafficd.model import REASONS
 from trafficd.policy.schema import Deadlines, Probe
+from trafficd.probe.credentials import Secret
 from trafficd.probe.prober import Prober, ProbeResult, Target
 
 
@@ -242,3 +243,50 @@ def test_reason_codes_are_the_shared_ones() -> None:
         "stall_timeout",
         "total_timeout",
     }
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/", "/v1/chat/completions/"])
+async def test_base_url_with_or_without_v1_reaches_the_endpoint(
+    prober: Prober, worker: ScriptedWorker, suffix: str
+) -> None:
+    """The OpenAI SDK form (…/v1), trailing slashes and the full endpoint URL all reach /v1/chat/completions."""
+    r = await prober.probe_detailed(Target("r1", "w1", "m1", worker.url + suffix))
+    assert r.sample.ok, r.detail
+
+
+async def test_http_error_detail_names_the_url_and_the_server_message(prober: Prober, worker: ScriptedWorker) -> None:
+    """A 404 says which URL was requested and what the server said, in the detail and apart."""
+    r = await run(prober, worker, "s404")
+    url = f"{worker.url}/s404/v1/chat/completions"
+    assert r.url == url and r.server_message == "status 404"
+    assert r.detail == f"HTTP 404: status 404 (POST {url})"
+
+
+async def test_redirect_is_not_followed_and_names_its_target(prober: Prober, worker: ScriptedWorker) -> None:
+    """A 307 is http_4xx and the detail names where it pointed; the target is never requested."""
+    r = await run(prober, worker, "redirect")
+    assert r.sample.reason == "http_4xx" and r.sample.status == 307
+    assert f"redirect to {worker.url}/moved/v1/chat/completions (not followed)" in r.detail
+    assert worker.scenarios_seen == ["redirect"]
+
+
+@pytest.mark.parametrize(("scenario", "message"), [("error_json", "model overloaded"), ("error_event", "boom")])
+async def test_error_body_carries_the_server_message(
+    prober: Prober, worker: ScriptedWorker, scenario: str, message: str
+) -> None:
+    """An error object (whole body or in the stream) gives error_body with the server's message."""
+    r = await run(prober, worker, scenario)
+    assert r.sample.reason == "error_body" and r.server_message == message and message in r.detail
+
+
+async def test_server_message_never_echoes_the_key_or_the_prompt(worker: ScriptedWorker) -> None:
+    """A server error quoting the key and the (padded) prompt is shown with both removed, at most 200 chars."""
+    key = "sk-test-echoed-0001"
+    cfg = Probe.model_validate({"prompt_tokens": 200})
+    async with Prober(cfg, secret=Secret(key)) as p:
+        r = await p.probe_detailed(target(worker, "echo_request"))
+    prompt = worker.bodies[0]["messages"][0]["content"]
+    assert r.sample.reason == "http_4xx" and len(prompt.split()) > 150
+    assert key not in r.detail and key not in r.server_message and "***" in r.server_message
+    assert prompt[20:60] not in r.detail and "[prompt]" in r.server_message
+    assert len(r.server_message) <= 200

@@ -207,7 +207,10 @@ def started_stack(
         for name, port in ports.items():
             stack.spawn(
                 f"worker-{name}",
-                ["fake-worker", "--port", str(port), "--name", name, "--ttft-ms", str(timing.normal_ttft_ms)],
+                [
+                    *("fake-worker", "--port", str(port), "--name", name, "--model", "demo-small"),
+                    *("--ttft-ms", str(timing.normal_ttft_ms)),
+                ],
             )
         for name, port in ports.items():
             wait_for_port(port, proc=stack.procs[f"worker-{name}"])

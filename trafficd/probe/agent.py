@@ -14,8 +14,8 @@ and/or DNS discovery (refreshed in the background; a failure keeps the last good
 
 Events: `agent.started`, `agent.round_completed` (counts by outcome), `agent.series_failed` /
 `agent.series_recovered` (a series changes between ok and failing, with the reason), `agent.write_failed`,
-`agent.heartbeat_failed`, `agent.prober_replaced`, `agent.config_failed`, `agent.stopped`. Never the API key or
-the prompt.
+`agent.heartbeat_failed`, `agent.prober_replaced`, `agent.config_failed`, `agent.stopped`; `agent.model_missing`
+/ `agent.model_list_failed` from the model check (`probe/models.py`). Never the API key or the prompt.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.policy.schema import Probe as ProbeConfig
 from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
+from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
 from trafficd.runtime import metrics
 from trafficd.runtime.agent_report import AgentReport
@@ -112,6 +113,8 @@ class Agent:
         self._pending: list[Sample] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing: dict[tuple[str, str], str] = {}
+        self._models_checked: tuple[int, list[tuple[str, str, str]]] | None = None
+        self._checked_list: list[WorkerRef] | None = None  # the discovered list last checked (a refresh replaces it)
         self._stopping = False
         self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
@@ -159,6 +162,28 @@ class Agent:
         names = {w.name for w in workers}
         return workers + [w for w in self._discovery.workers if w.name not in names]
 
+    def _check_models(self, policy: Policy, workers: list[WorkerRef], slot: _ProberSlot) -> None:
+        """Warn about models a worker does not list (`probe/models.py`): at start, after each discovery refresh,
+        and when the policy changes the workers, models or APIs. Runs in the background."""
+        discovered = self._discovery.workers if self._discovery is not None else None
+        models = policy.models_for(self.region)
+        asks: list[tuple[str, str, str]] = [
+            (repr(w), m.name, policy.ask_for(self.region, m.name, w.api).api) for w in workers for m in models
+        ]
+        if self._models_checked == (id(discovered), asks) and self._checked_list is discovered:
+            return
+        self._models_checked, self._checked_list = (id(discovered), asks), discovered
+
+        async def check() -> None:
+            try:
+                await warn_unlisted_models(slot.prober, policy, self.region, workers)
+            finally:
+                slot.users -= 1
+                await self._close_if_idle(slot)
+
+        slot.users += 1  # the check uses the prober: it is not closed under it
+        self._spawn(check())
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -199,6 +224,7 @@ class Agent:
                     break
                 slot = await self._prober_for(policy.probe)
                 workers = await self._workers(policy)
+                self._check_models(policy, workers, slot)
                 number += 1
                 self._spawn(self._round(number, loaded, workers, slot))
                 await self._heartbeat()

@@ -39,7 +39,7 @@ from trafficd.probe.discovery import WorkerRef
 from trafficd.probe.prompts import prompt_text
 from trafficd.probe.scrub import BODY_BYTES, MESSAGE_CHARS, scrub, server_message
 from trafficd.probe.sse import NdjsonParser, SseError, SseParser
-from trafficd.probe.timing import Conn, Run, trace_config
+from trafficd.probe.timing import Conn, Run, sample_of, trace_config
 from trafficd.probe.urls import Endpoint, endpoint
 
 
@@ -97,7 +97,7 @@ def _reason_for_status(status: int) -> str:
     return "http_4xx"  # 4xx, and 1xx/3xx: the request as configured cannot be served
 
 
-def _status_detail(resp: aiohttp.ClientResponse, message: str) -> str:
+def status_detail(resp: aiohttp.ClientResponse, message: str) -> str:
     text = f"HTTP {resp.status}"
     if 300 <= resp.status < 400:
         text += f" redirect to {resp.headers.get('Location', '(no Location)')} (not followed)"
@@ -139,6 +139,10 @@ class Prober:
         self._nonce = itertools.count(int(time.time() * 1000) % 1_000_000)
         self._ssl: ssl.SSLContext | bool = self._ssl_context()
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def secret(self) -> Secret | None:
+        return self._secret
 
     def __repr__(self) -> str:
         return f"Prober(concurrency={self.cfg.concurrency}, auth={'yes' if self._secret else 'no'})"
@@ -220,7 +224,7 @@ class Prober:
         try:
             ep = self.endpoint(target.url, target.address, d)
         except ValueError as exc:  # an unusable URL or address: nothing is sent
-            return self._failure(p, "connect_error", self._describe(exc))
+            return self._failure(p, "connect_error", self.describe(exc))
         assert ep is not None
         p.shown = ep.shown
         outcome = await self._attempt(session, p, ep, retry=True)
@@ -249,9 +253,9 @@ class Prober:
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if retry and run.status is None and run.conn is not None and run.conn.reused:
                 return _RETRY
-            return self._failure(p, self._classify(exc, run), self._describe(exc))
+            return self._failure(p, self._classify(exc, run), self.describe(exc))
         except (aiohttp.ClientError, ssl.SSLError, ssl.CertificateError, OSError) as exc:
-            return self._failure(p, self._classify(exc, run), self._describe(exc))
+            return self._failure(p, self._classify(exc, run), self.describe(exc))
         return None
 
     async def _exchange(self, session: aiohttp.ClientSession, p: _Probe, ep: Endpoint) -> None:
@@ -269,15 +273,15 @@ class Prober:
                 run.conn.ready = True
                 run.rearm()
             if not 200 <= resp.status < 300:
-                message = server_message(await _read_some(resp), self._secret, p.prompt)
-                raise _Failed(_reason_for_status(resp.status), _status_detail(resp, message), message)
+                message = server_message(await read_some(resp), self._secret, p.prompt)
+                raise _Failed(_reason_for_status(resp.status), status_detail(resp, message), message)
             if p.dialect.framing == "sse" and resp.content_type != "text/event-stream":
                 await self._non_stream(resp, p)
             await self._stream(resp, p)
 
     async def _non_stream(self, resp: aiohttp.ClientResponse, p: _Probe) -> None:
         """A 2xx that is not an event stream: an error JSON (`error_body`) or something else (`malformed_stream`)."""
-        body = await _read_some(resp)
+        body = await read_some(resp)
         try:
             is_error = error_text(json.loads(body.decode("utf-8", errors="replace"))) is not None
         except ValueError:
@@ -373,7 +377,8 @@ class Prober:
             return "malformed_stream"
         return "no_done" if run.status is not None else "connect_error"
 
-    def _describe(self, exc: BaseException) -> str:
+    def describe(self, exc: BaseException) -> str:
+        """An exception as a detail, the key redacted."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return self._redact(text)[:300]
 
@@ -392,54 +397,14 @@ class Prober:
 _RETRY = object()
 
 
-async def _read_some(resp: aiohttp.ClientResponse, within_s: float = 1.0) -> bytes:
-    """Up to BODY_BYTES of a (non-stream) body, for its error message; what arrived within `within_s`."""
+async def read_some(resp: aiohttp.ClientResponse, within_s: float = 1.0, limit: int = BODY_BYTES) -> bytes:
+    """Up to `limit` bytes of a (non-stream) body, for its error message; what arrived within `within_s`."""
     body = b""
     with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
         async with asyncio.timeout(within_s):
-            while len(body) < BODY_BYTES:
+            while len(body) < limit:
                 data = await resp.content.readany()
                 if not data:
                     break
                 body += data
-    return body[:BODY_BYTES]
-
-
-def sample_of(target: Target, run: Run, t_wall: float, now: float, reason: str | None, deadline_hit: bool) -> Sample:
-    """The Sample of a finished probe; after a deadline the latency (and the phase that hit it) is the deadline."""
-    d = target.deadlines
-    ms = 1000.0
-    ttft = None if run.ttft is None else run.ttft * ms
-    max_gap = run.max_gap * ms if run.started is not None else None
-    connect = None
-    conn = run.conn
-    if conn is not None and conn.create_start is not None and conn.create_end is not None:
-        connect = (conn.create_end - conn.create_start) * ms
-    if reason is None or reason == "empty_answer":
-        end = run.done_at if run.done_at is not None else run.finished_at
-        total = ((end if end is not None else now) - run.t0) * ms
-    else:
-        total = (now - run.t0) * ms
-    if deadline_hit:  # the latency is the deadline, never less
-        total = max(total, (run.armed_at - run.t0) * ms)
-        if reason == "connect_error":
-            connect = d.connect * ms
-        elif reason == "ttft_timeout":
-            ttft = d.first_token * ms
-        elif reason == "stall_timeout":
-            max_gap = d.gap * ms
-    return Sample(
-        region=target.region,
-        worker=target.worker,
-        model=target.model,
-        t=t_wall,
-        ok=reason is None,
-        reason=reason,
-        total_ms=total,
-        ttft_ms=ttft,
-        max_gap_ms=max_gap,
-        tokens=run.tokens,
-        reasoning_tokens=run.reasoning,
-        connect_ms=connect,
-        status=run.status,
-    )
+    return body[:limit]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
+from trafficd.model import Sample
 from trafficd.policy.schema import Deadlines
 
 
@@ -109,3 +110,54 @@ class Run:
             self.reasoning += 1
         if self.ttft is None and (content or (reasoning and self.ttft_from_reasoning)):
             self.ttft = now - self.t0
+
+
+class _Series(Protocol):
+    @property
+    def region(self) -> str: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def deadlines(self) -> Deadlines: ...
+
+
+def sample_of(target: _Series, run: Run, t_wall: float, now: float, reason: str | None, deadline_hit: bool) -> Sample:
+    """The Sample of a finished probe; after a deadline the latency (and the phase that hit it) is the deadline."""
+    d = target.deadlines
+    ms = 1000.0
+    ttft = None if run.ttft is None else run.ttft * ms
+    max_gap = run.max_gap * ms if run.started is not None else None
+    connect = None
+    conn = run.conn
+    if conn is not None and conn.create_start is not None and conn.create_end is not None:
+        connect = (conn.create_end - conn.create_start) * ms
+    if reason is None or reason == "empty_answer":
+        end = run.done_at if run.done_at is not None else run.finished_at
+        total = ((end if end is not None else now) - run.t0) * ms
+    else:
+        total = (now - run.t0) * ms
+    if deadline_hit:  # the latency is the deadline, never less
+        total = max(total, (run.armed_at - run.t0) * ms)
+        if reason == "connect_error":
+            connect = d.connect * ms
+        elif reason == "ttft_timeout":
+            ttft = d.first_token * ms
+        elif reason == "stall_timeout":
+            max_gap = d.gap * ms
+    return Sample(
+        region=target.region,
+        worker=target.worker,
+        model=target.model,
+        t=t_wall,
+        ok=reason is None,
+        reason=reason,
+        total_ms=total,
+        ttft_ms=ttft,
+        max_gap_ms=max_gap,
+        tokens=run.tokens,
+        reasoning_tokens=run.reasoning,
+        connect_ms=connect,
+        status=run.status,
+    )

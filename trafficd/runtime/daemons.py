@@ -97,7 +97,13 @@ def _controller(args: argparse.Namespace) -> int:
 
 
 def _fake_worker(args: argparse.Namespace) -> int:
-    behaviour = Behaviour(ttft_ms=args.ttft_ms, token_ms=args.token_ms, tokens=args.tokens)
+    behaviour = Behaviour(
+        ttft_ms=args.ttft_ms,
+        token_ms=args.token_ms,
+        tokens=args.tokens,
+        reasoning_tokens=args.reasoning_tokens,
+        models=args.model or ["fake-model"],
+    )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, behaviour, name=args.name))
     return 0
@@ -122,11 +128,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _metrics_args(p)
     p.set_defaults(func=_controller, logs_to_stdout=True)
 
-    p = sub.add_parser("fake-worker", help="run a fake OpenAI-compatible streaming worker (demo, tests)")
+    p = sub.add_parser("fake-worker", help="run a fake streaming worker speaking every probed API (demo, tests)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--name", default="fake")
     p.add_argument("--ttft-ms", type=float, default=120.0)
     p.add_argument("--token-ms", type=float, default=20.0)
     p.add_argument("--tokens", type=int, default=8)
+    p.add_argument("--reasoning-tokens", type=int, default=0)
+    p.add_argument("--model", action="append", help="a model its model lists show (repeat; default fake-model)")
     p.set_defaults(func=_fake_worker)
