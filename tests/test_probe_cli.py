@@ -70,3 +70,25 @@ async def test_missing_api_key_is_a_config_error(worker: ScriptedWorker) -> None
         "probe", f"{worker.url}/ok", "--model", "m1", "--api-key-env", "TRAFFICD_NO_SUCH_KEY", env=env
     )
     assert code == 78 and "TRAFFICD_NO_SUCH_KEY" in err and not worker.arrivals
+
+
+async def test_closed_pipe_ends_quietly(worker: ScriptedWorker) -> None:
+    """`trafficd probe … | head -1`: the reader closing the pipe ends the command without a traceback."""
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m trafficd probe {worker.url}/ok --model m1 --count 50 | head -1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and out.decode().startswith("  1 m1 ok")
+    assert b"Traceback" not in err and b"BrokenPipe" not in err and err == b""
+
+
+async def test_api_and_model_check_flags(worker: ScriptedWorker) -> None:
+    """--api picks the API (404 here, the URL named); --check-models says the worker's list could not be read."""
+    code, out, err = await trafficd(
+        "probe", f"{worker.url}/ok/v1", "--model", "m1", "--api", "anthropic-messages", "--check-models", "--json"
+    )
+    row = json.loads(out)
+    assert code == 1 and row["reason"] == "http_4xx" and row["url"] == f"{worker.url}/ok/v1/messages"
+    assert f"cannot read the model list (HTTP 404: 404: Not Found) at {worker.url}/ok/v1/models" in err

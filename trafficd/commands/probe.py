@@ -1,9 +1,12 @@
-"""`trafficd probe URL --model M [--count N] [--json]`: run probes by hand, as the agent does, for on-call.
+"""`trafficd probe URL --model M [--api API] [--count N] [--json]`: run probes by hand, as the agent does.
 
-Prints one line per probe (with `--json`, one JSON object: ttft, total, max gap, tokens, ok, reason, …) and exits
-1 when every probe failed, 0 otherwise, 78 when the settings are unusable (policy, API key, CA file). Settings
-come from `--policy` (probe section, and the deadlines of `--region`/model) and are overridden by the flags. The
-API key is only ever named (`--api-key-env VAR`, `--api-key-file PATH`), never passed on the command line.
+Prints one line per probe (with `--json`, one JSON object: ttft, total, max gap, tokens, ok, reason, the URL
+requested, the server's message, …) and exits 1 when every probe failed, 0 otherwise, 78 when the settings are
+unusable (policy, API key, CA file). Settings come from `--policy` (probe section, the deadlines and the model's
+API/lengths/answer rules for `--region`) and are overridden by the flags. `--check-models` first asks the
+worker's model list and says on stderr which models it does not list. The API key is only ever named
+(`--api-key-env VAR`, `--api-key-file PATH`), never passed on the command line. A closed pipe
+(`trafficd probe … | head -1`) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -11,11 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any, TextIO
 
-from trafficd.policy.schema import Deadlines, PolicyError, Probe, load_policy, parse_duration
+from trafficd.policy.schema import (
+    REASONING_MAX_TOKENS,
+    Ask,
+    Deadlines,
+    PolicyError,
+    Probe,
+    load_policy,
+    parse_duration,
+)
+from trafficd.probe.apis import DIALECTS, dialect
 from trafficd.probe.credentials import SecretError, load_api_key
+from trafficd.probe.models import list_models
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target
 from trafficd.runtime.reload import EX_CONFIG
 
@@ -39,6 +53,8 @@ def result_dict(n: int, r: ProbeResult) -> dict[str, Any]:
         "connect_ms": _r(s.connect_ms),
         "tokens": s.tokens,
         "reasoning_tokens": s.reasoning_tokens,
+        "url": r.url,
+        "server_message": r.server_message,
         "detail": r.detail,
     }
 
@@ -54,20 +70,28 @@ def result_line(n: int, r: ProbeResult) -> str:
         f"ttft {_ms(s.ttft_ms)}  total {_ms(s.total_ms)}  max gap {_ms(s.max_gap_ms)}  "
         f"tokens {s.tokens}  connect {_ms(s.connect_ms)}  status {s.status if s.status is not None else '-'}"
     )
+    if s.reasoning_tokens:
+        body += f"  reasoning {s.reasoning_tokens}"
     tail = f"  ({r.detail})" if r.detail else ""
     return f"{head}  {body}{tail}"
 
 
-def _settings(args: argparse.Namespace) -> tuple[Probe, dict[str, Deadlines]]:
-    """Probe settings and per-model deadlines from the policy (if any) and the flags."""
+_ASK_FLAGS = ("api", "max_tokens", "prompt_tokens", "ttft_from")
+
+
+def _settings(args: argparse.Namespace) -> tuple[Probe, dict[str, Deadlines], dict[str, Ask]]:
+    """Probe settings, per-model deadlines and what to ask each model, from the policy (if any) and the flags."""
     probe = Probe()
     per_model: dict[str, Deadlines] = {}
+    asks: dict[str, Ask] = {}
     if args.policy:
         policy = load_policy(args.policy).policy
         probe = policy.probe
         region = args.region or (policy.region_names[0] if len(policy.region_names) == 1 else None)
         for m in args.model:
             per_model[m] = policy.deadlines_for(region, m) if region else probe.deadlines
+            if region:
+                asks[m] = policy.ask_for(region, m)
     update: dict[str, Any] = {}
     if args.api_key_env or args.api_key_file:
         update["auth"] = probe.auth.model_copy(
@@ -77,17 +101,32 @@ def _settings(args: argparse.Namespace) -> tuple[Probe, dict[str, Deadlines]]:
         update["tls"] = probe.tls.model_copy(
             update={"ca_file": args.ca_file or probe.tls.ca_file, "verify": not args.insecure}
         )
-    if args.max_tokens is not None:
-        update["max_tokens"] = args.max_tokens
     probe = probe.model_copy(update=update)
     flags = {k: getattr(args, k) for k in ("connect", "first_token", "gap", "total") if getattr(args, k)}
     deadlines = {m: per_model.get(m, probe.deadlines).model_copy(update=flags) for m in args.model}
-    return probe, deadlines
+    ask_flags: dict[str, Any] = {k: getattr(args, k) for k in _ASK_FLAGS if getattr(args, k) is not None}
+    if args.allow_empty:
+        ask_flags["allow_empty"] = True
+    base = Ask.resolve(probe, None)
+    if args.reasoning and args.max_tokens is None:
+        ask_flags["max_tokens"] = max(base.max_tokens, REASONING_MAX_TOKENS)
+    return probe, deadlines, {m: asks.get(m, base).model_copy(update=ask_flags) for m in args.model}
+
+
+async def _check_models(prober: Prober, args: argparse.Namespace, asks: dict[str, Ask]) -> None:
+    """Say on stderr which models the worker does not list (or that its list cannot be read)."""
+    for model, ask in asks.items():
+        found = await list_models(prober, args.url, args.address, ask.api)
+        if found.models is None:
+            print(f"trafficd probe: cannot read the model list ({found.error}) at {found.url}", file=sys.stderr)
+        elif not dialect(ask.api).serves(found.models, model):
+            listed = ", ".join(sorted(found.models)[:20]) or "none"
+            print(f"trafficd probe: {found.url} does not list model {model!r} (it lists {listed})", file=sys.stderr)
 
 
 async def run_probes(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        cfg, deadlines = _settings(args)
+        cfg, deadlines, asks = _settings(args)
         secret = load_api_key(cfg.auth)
         prober = Prober(cfg, secret=secret)
     except (PolicyError, SecretError, ProbeConfigError) as exc:
@@ -96,9 +135,11 @@ async def run_probes(args: argparse.Namespace, out: TextIO) -> int:
     worker = args.worker or "manual"
     failures = total = 0
     async with prober:
+        if args.check_models:
+            await _check_models(prober, args, asks)
         for i in range(1, args.count + 1):
             for model in args.model:
-                target = Target("manual", worker, model, args.url, args.address, deadlines[model])
+                target = Target("manual", worker, model, args.url, args.address, deadlines[model], asks[model])
                 r = await prober.probe_detailed(target)
                 total += 1
                 failures += not r.sample.ok
@@ -111,7 +152,12 @@ async def run_probes(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    return asyncio.run(run_probes(args, sys.stdout))
+    try:
+        return asyncio.run(run_probes(args, sys.stdout))
+    except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as `head` expects
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not complain again
+        return 0
 
 
 def _duration(value: str) -> float:
@@ -125,7 +171,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "probe",
         help="probe a worker by hand and print each probe's timings",
-        description="Run streaming probes against URL (a worker's base URL or its /v1/chat/completions URL).",
+        description="Run streaming probes against URL (a worker's base URL, with or without /v1, or the API's "
+        "full endpoint URL).",
     )
     p.add_argument("url", metavar="URL")
     p.add_argument("--model", action="append", required=True, help="model to ask (repeat for several)")
@@ -140,7 +187,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     p.add_argument("--api-key-file", help="file holding the API key")
-    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--api", choices=sorted(DIALECTS), help="the worker's streaming API (default openai-chat)")
+    p.add_argument("--max-tokens", type=int, help="answer length (default 16)")
+    p.add_argument("--reasoning", action="store_true", help="a reasoning model: max_tokens 1024 unless given")
+    p.add_argument("--prompt-tokens", type=int, help="pad the prompt to about this many tokens")
+    p.add_argument("--allow-empty", action="store_true", help="an answer without content is ok")
+    p.add_argument("--ttft-from", choices=["answer", "reasoning"], help="TTFT ends at the first answer token (default)")
+    p.add_argument("--check-models", action="store_true", help="first ask the worker's model list")
     for name in ("connect", "first-token", "gap", "total"):
         p.add_argument(f"--{name}", type=_duration, help=f"{name} deadline, e.g. 2s")
     p.set_defaults(func=_command)
