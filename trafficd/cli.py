@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules that add sub-commands (keep sorted; each owns its commands, its handlers and their tests).
 COMMAND_MODULES = (
     "trafficd.commands.dns",
+    "trafficd.commands.history",
     "trafficd.commands.policy",
     "trafficd.commands.probe",
     "trafficd.commands.simulate",
