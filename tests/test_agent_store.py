@@ -39,7 +39,7 @@ async def test_agent_samples_and_heartbeats_reach_redis(
         await wait_until(lambda: len(worker.arrivals) >= 8, what="eight probes")
         stop.set()
         await asyncio.wait_for(task, 10)
-        beats = await client.hgetall(keys.heartbeat_key(key_prefix, "r1"))
+        beats = await client.hgetall(keys.heartbeat_key(key_prefix, policy.policy.service, "r1"))
         assert b"agent-redis" in beats
         evidence = (await StatsView(client, policy.policy).evidence(time.time()))["r1"]
     finally:

@@ -203,8 +203,8 @@ async def test_memory_of_a_series_slice_does_not_grow_with_the_probe_rate(policy
     await sink.write([sample("r1", "w1", "m1", now - 0.5, values[i % 4]) for i in range(10)])
     await sink.write([sample("r1", "w2", "m1", now - 0.5, values[i % 4]) for i in range(2000)])
     sid = math.floor(now - 0.5)
-    low = await client.strlen(keys.slice_key(policy.redis.key_prefix, "r1", sid, "w1|m1"))
-    high = await client.strlen(keys.slice_key(policy.redis.key_prefix, "r1", sid, "w2|m1"))
+    low = await client.strlen(keys.slice_key(policy.redis.key_prefix, policy.service, "r1", sid, "w1|m1"))
+    high = await client.strlen(keys.slice_key(policy.redis.key_prefix, policy.service, "r1", sid, "w2|m1"))
     assert low == high == 2 * (sketch.word_of("ttft", sketch.bucket_index(29_000.0)) + 1)
 
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "trafficd.commands.history",
     "trafficd.commands.policy",
     "trafficd.commands.probe",
+    "trafficd.commands.redis",
     "trafficd.commands.simulate",
     "trafficd.commands.stats",
     "trafficd.commands.status",

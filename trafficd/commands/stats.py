@@ -72,7 +72,7 @@ def render(detail: dict[str, RegionDetail], policy: Policy) -> str:
 
 
 async def _collect(policy: Policy, now: float) -> dict[str, RegionDetail]:
-    client = store.redis_client(policy.redis)
+    client = store.client_for(policy, "oncall")
     try:
         return await store.StatsView(client, policy).detail(now)
     finally:

@@ -25,7 +25,7 @@ from trafficd.stats import store
 
 async def gather(policy: Policy, now: float) -> dict[str, Any]:
     """Everything `status` shows, as plain data."""
-    client = store.redis_client(policy.redis)
+    client = store.client_for(policy, "oncall")
     try:
         holder = await client.get(lease_key(policy.redis.key_prefix, policy.service))
     finally:

@@ -69,7 +69,7 @@ class Controller:
         if old is None or (old.redis, old.service, old.controller) != (policy.redis, policy.service, policy.controller):
             if old is not None:
                 self._retired_clients.append(self.client)
-            self.client = store.redis_client(policy.redis)
+            self.client = store.client_for(policy, "controller")
             previous: Lease | None = getattr(self, "lease", None)
             self.lease = Lease(
                 self.client, policy.redis.key_prefix, policy.service, self.controller_id, policy.controller.lease_ttl
@@ -202,7 +202,7 @@ async def read_inputs(
     policy: Policy, now: float
 ) -> tuple[ControllerState | None, dict[str, RegionEvidence], Overrides]:
     """The judge's inputs as stored in Redis now: controller state (None if none yet), evidence, overrides."""
-    client = store.redis_client(policy.redis)
+    client = store.client_for(policy, "oncall")
     try:
         state = await controller_state.load(client, policy)
         evidence = await store.StatsView(client, policy).evidence(now)

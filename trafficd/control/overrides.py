@@ -48,7 +48,7 @@ def freeze_key(policy: Policy) -> str:
 
 def redis_client(policy: Policy) -> Any:
     """The shared Redis client (password from env/file, TLS CA, timeouts) from trafficd.stats.store."""
-    return store.redis_client(policy.redis)
+    return store.client_for(policy, "oncall")
 
 
 def _parse(raw: Any) -> Override | None:

@@ -39,6 +39,7 @@ from trafficd.policy.values import (
     Endpoint,
     EnvName,
     HostName,
+    KeyPrefix,
     Name,
     ShareBelowSlo,
     ZoneId,
@@ -288,7 +289,8 @@ class Redis(Strict):
     url: Annotated[str, AfterValidator(check_redis_url)] = "redis://127.0.0.1:6379/0"
     password_env: EnvName | None = None
     password_file: str | None = None
-    key_prefix: str = "trafficd"
+    key_prefix: KeyPrefix = "trafficd"
+    acl_users: bool = False  # authenticate as the role's ACL user ({service}-agent-{region}, …): docs/stats.md
     tls_ca_file: str | None = None
 
     @model_validator(mode="after")

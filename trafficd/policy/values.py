@@ -261,3 +261,20 @@ def check_aws_region(value: str) -> str:
 
 
 AwsRegion = Annotated[str, AfterValidator(check_aws_region)]
+
+
+_KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_key_prefix(value: str) -> str:
+    """Letters, digits, '.', '_', '-': ACL key patterns (`trafficd redis acl`) start with it, so no ':', braces
+    or glob characters."""
+    if not _KEY_PREFIX_RE.match(value):
+        raise ValueError(
+            f"'{value}' cannot be a key prefix: use letters, digits, '.', '_' and '-' (no ':', '{{', '*' or "
+            "spaces: Redis ACL key patterns start with it)"
+        )
+    return value
+
+
+KeyPrefix = Annotated[str, AfterValidator(check_key_prefix)]

@@ -379,16 +379,17 @@ async def run_agent(
 ) -> None:
     """Probe `region` until `stop` is set. Without `sink`, samples go to Redis (`store.SampleSink`)."""
     client: Any = None
+    agent_id = agent_id or default_agent_id()
     if sink is None:
         from trafficd.stats import store
 
         policy = _loaded(holder_or_loaded_policy).policy
         try:
-            client = store.redis_client(policy.redis)
+            client = store.client_for(policy, "agent", region)
         except store.StoreConfigError as exc:
             log.error("agent.config_failed", region=region, error=str(exc))
             raise AgentConfigError(str(exc)) from None
-        real_sink = store.SampleSink(client, policy)
+        real_sink = store.SampleSink(client, policy, agent_id=agent_id)
         sink = real_sink
         on_change = getattr(holder_or_loaded_policy, "on_change", None)
         if on_change is not None:
@@ -399,7 +400,7 @@ async def run_agent(
                     log.warning("agent.redis_change_needs_restart", region=region, policy_hash=new.hash)
 
             on_change(follow)
-    agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id or default_agent_id(), rng=rng)
+    agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id, rng=rng)
     slo = _loaded(holder_or_loaded_policy).policy.slo
     metrics.watch_agent(agent, slo.total_p99, slo.ttft_p99)
     try:

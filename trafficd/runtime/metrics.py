@@ -110,6 +110,18 @@ DNS_DRIFT = Counter("trafficd_dns_drift_detected_total", "Owned records found ch
 # ---------------------------------------------------------------- agent
 
 PROBES = Counter("trafficd_probes_total", "Probes by outcome", ["region", "worker", "model", "outcome"], registry=AGENT)
+AGENT_CLOCK_OFFSET = Gauge(
+    "trafficd_agent_clock_offset_seconds",
+    "This agent's clock minus Redis's (TIME), as last measured by its sample sink",
+    ["agent_id"],
+    registry=AGENT,
+)
+SAMPLES_RESTAMPED = Counter(
+    "trafficd_samples_restamped_total",
+    "Samples re-stamped onto Redis's clock because the agent's clock was off",
+    ["agent_id"],
+    registry=AGENT,
+)
 # buckets as multiples of the SLO threshold, fine around it (the p99 decision is made there)
 SLO_MULTIPLES = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0)
 _DEFAULT_TTFT_SLO_S = 0.3

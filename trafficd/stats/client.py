@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from trafficd import keys
 from trafficd.policy.load import unsafe_mode
 from trafficd.policy.schema import Policy, Redis
 
@@ -48,7 +49,14 @@ def _password(cfg: Redis) -> str | None:
     return None
 
 
-def redis_client(cfg: Redis, *, timeout_s: float = 2.0) -> aioredis.Redis:
+def client_for(policy: Policy, role: str, region: str | None = None, *, timeout_s: float = 2.0) -> aioredis.Redis:
+    """A client for one role: `agent` (of `region`), `controller` or `oncall`. With `redis.acl_users` it logs in
+    as that role's ACL user (keys.acl_username); the password (env/file) is the one this host holds for it."""
+    username = keys.acl_username(policy.service, role, region) if policy.redis.acl_users else None
+    return redis_client(policy.redis, timeout_s=timeout_s, username=username)
+
+
+def redis_client(cfg: Redis, *, timeout_s: float = 2.0, username: str | None = None) -> aioredis.Redis:
     """An asyncio client for `cfg.url` (`redis://` or `rediss://`), password from env/file, CA from tls_ca_file.
 
     One quick retry for a dropped connection; the callers do the real, backed-off retrying.
@@ -62,6 +70,8 @@ def redis_client(cfg: Redis, *, timeout_s: float = 2.0) -> aioredis.Redis:
     password = _password(cfg)
     if password is not None:
         kwargs["password"] = password
+    if username is not None:
+        kwargs["username"] = username
     if cfg.url.startswith("rediss://") and cfg.tls_ca_file:
         kwargs["ssl_ca_certs"] = cfg.tls_ca_file
     client: aioredis.Redis = aioredis.Redis.from_url(cfg.url, **kwargs)

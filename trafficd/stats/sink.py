@@ -10,7 +10,7 @@ import asyncio
 import math
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from trafficd import keys
 from trafficd.model import Sample
 from trafficd.policy.schema import Policy
+from trafficd.runtime import metrics
 from trafficd.runtime.logs import get_logger
 from trafficd.stats import sketch
 from trafficd.stats.client import TRANSIENT, Backoff, error_text, recent_m, ttl_s
@@ -40,20 +41,38 @@ def _bitfield_ops(words: Counter[int], kind: bytes) -> list[bytes]:
     return ops
 
 
+CLOCK_CHECK_EVERY_S = 5.0  # how often the sink measures its agent's clock against Redis TIME
+RESTAMP_ABOVE_S = 1.0  # an agent clock further than this from Redis's has its stamps corrected
+
+
 class SampleSink:
-    """Agents' writer: one pipelined MULTI/EXEC per region per flush; buffers while Redis is unreachable."""
+    """Agents' writer: one pipelined MULTI/EXEC per region per flush; buffers while Redis is unreachable.
+
+    Clock judgement is per agent, here at the writer: every CLOCK_CHECK_EVERY_S the sink compares its agent's
+    clock with Redis TIME; when they differ by more than RESTAMP_ABOVE_S, samples and heartbeats are re-stamped
+    onto Redis's clock before they are written (`store.agent_clock_skewed`, metric
+    trafficd_agent_clock_offset_seconds). A skewed agent therefore never writes stamps from the future into the
+    region's shared keys, and the region's other agents are unaffected.
+    """
 
     def __init__(
         self,
         client: aioredis.Redis,
         policy: Policy,
         *,
+        agent_id: str = "",
+        clock: Callable[[], float] = time.time,
         max_buffer: int = 50_000,
         max_batch: int = 5_000,
         retry_base_s: float = 0.2,
         retry_cap_s: float = 10.0,
     ) -> None:
         self.client = client
+        self.agent_id, self.clock = agent_id, clock
+        self.offset_s = 0.0  # this agent's clock minus Redis's, as last measured
+        self.restamping = False
+        self.restamped_total = 0
+        self._clock_checked_at = -math.inf  # monotonic
         self.use_policy(policy)
         self.max_buffer, self.max_batch = max_buffer, max_batch
         self.buffer: deque[Sample] = deque()
@@ -74,7 +93,7 @@ class SampleSink:
         SLO applies to samples written from now on (the window holds a mix for one trip window).
         """
         self.policy = policy
-        self.prefix = policy.redis.key_prefix
+        self.prefix, self.service = policy.redis.key_prefix, policy.service
         self.slice_s = policy.windows.slice
         self.total_ms, self.ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
         self.ttl_s, self.recent_m = ttl_s(policy), recent_m(policy)
@@ -105,10 +124,11 @@ class SampleSink:
         """Record that the agent is alive (and flush anything buffered); never raises for Redis trouble."""
         if not self._backoff.ready(time.monotonic()):
             return
-        key = keys.heartbeat_key(self.prefix, region)
+        key = keys.heartbeat_key(self.prefix, self.service, region)
         try:
+            await self._judge_clock()
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(key, agent_id, repr(time.time()))
+            pipe.hset(key, agent_id, repr(self.clock() - self._shift_s()))
             pipe.expire(key, self.ttl_s)
             await pipe.execute()
         except TRANSIENT as exc:
@@ -128,6 +148,7 @@ class SampleSink:
                 regions = list(by_region)
                 for i, region in enumerate(regions):
                     try:
+                        await self._judge_clock()
                         await self._send(region, by_region[region])  # one MULTI/EXEC: all or nothing
                     except TRANSIENT as exc:
                         unsent = [x for r in regions[i:] for x in by_region[r]]
@@ -148,6 +169,36 @@ class SampleSink:
                 )
                 self._outage_since, self._flushed_in_outage, self._dropped_unlogged = None, 0, 0
                 self._backoff.succeeded()
+
+    def _shift_s(self) -> float:
+        return self.offset_s if self.restamping else 0.0
+
+    async def _judge_clock(self) -> None:
+        """Measure this agent's clock against Redis TIME (the middle of the round trip); log a change of verdict."""
+        mono = time.monotonic()
+        if mono - self._clock_checked_at < CLOCK_CHECK_EVERY_S:
+            return
+        before = self.clock()
+        seconds, micros = await self.client.time()
+        after = self.clock()
+        self._clock_checked_at = mono
+        offset = (before + after) / 2.0 - (seconds + micros / 1e6)
+        skewed = abs(offset) > RESTAMP_ABOVE_S
+        metrics.AGENT_CLOCK_OFFSET.labels(self.agent_id).set(round(offset, 3))
+        moved = abs(offset - self.offset_s) > RESTAMP_ABOVE_S
+        self.offset_s = offset
+        if skewed and (moved or not self.restamping):
+            self.log.warning(
+                "store.agent_clock_skewed",
+                agent_id=self.agent_id,
+                offset_s=round(offset, 3),
+                round_trip_ms=round((after - before) * 1000.0, 1),
+                action="restamped",
+                restamp_above_s=RESTAMP_ABOVE_S,
+            )
+        elif self.restamping and not skewed:
+            self.log.info("store.agent_clock_recovered", agent_id=self.agent_id, offset_s=round(offset, 3))
+        self.restamping = skewed
 
     def _trim(self) -> None:
         while len(self.buffer) > self.max_buffer:
@@ -192,35 +243,39 @@ class SampleSink:
         cells: dict[tuple[str, int], list[Sample]] = defaultdict(list)
         newest: dict[str, float] = {}
         flags: list[tuple[float, str]] = []
+        shift = self._shift_s()
+        if shift:
+            self.restamped_total += len(samples)
+            metrics.SAMPLES_RESTAMPED.labels(self.agent_id).inc(len(samples))
         for s in samples:
-            done = s.t + s.total_ms / 1000.0
+            done = s.t - shift + s.total_ms / 1000.0
             series = keys.series_id(s.worker, s.model)
             cells[(series, slice_of(done, self.slice_s))].append(s)
             newest[series] = max(newest.get(series, done), done)
             over = (not s.ok) or s.total_ms > self.total_ms
             flags.append((done, f"{int(over)}:{done:.3f}"))
         # Order matters for readers: newest (the series list) → slices → index (the change signal).
-        newest_key = keys.newest_key(self.prefix, region)
+        newest_key = keys.newest_key(self.prefix, self.service, region)
         pipe.hset(newest_key, mapping={k: repr(v) for k, v in newest.items()})
         per_slice: dict[int, int] = defaultdict(int)
         region_words: dict[int, Counter[int]] = defaultdict(Counter)
         for (series, sid), cell in cells.items():
             words = sketch.increments(cell, self.total_ms, self.ttft_ms)
-            key = keys.slice_key(self.prefix, region, sid, series)
+            key = keys.slice_key(self.prefix, self.service, region, sid, series)
             pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u16"))
             self._expire_once(pipe, key, self.ttl_s, sid)
             per_slice[sid] += len(cell)
             region_words[sid].update(words)
         for sid, words in region_words.items():  # the region's exact merge, in the same transaction
-            key = keys.region_slice_key(self.prefix, region, sid)
+            key = keys.region_slice_key(self.prefix, self.service, region, sid)
             pipe.execute_command("BITFIELD", key, *_aggregate_ops(words))
             self._expire_once(pipe, key, self.ttl_s, sid)
         region_sid = max(per_slice)
         for sid, count in per_slice.items():
-            ikey = keys.index_key(self.prefix, region, keys.epoch_of(sid))
+            ikey = keys.index_key(self.prefix, self.service, region, keys.epoch_of(sid))
             pipe.hincrby(ikey, str(sid), count)
             self._expire_once(pipe, ikey, self.index_ttl_s, sid)
-        recent_key = keys.recent_key(self.prefix, region)
+        recent_key = keys.recent_key(self.prefix, self.service, region)
         flags.sort()
         pipe.lpush(recent_key, *[f for _, f in flags[-self.recent_m :]])
         pipe.ltrim(recent_key, 0, self.recent_m - 1)

@@ -8,7 +8,7 @@ capped jittered backoff; the view reports every region `unreadable` (the judge h
 
 from __future__ import annotations
 
-from trafficd.stats.client import TRANSIENT, Backoff, StoreConfigError, redis_client
+from trafficd.stats.client import TRANSIENT, Backoff, StoreConfigError, client_for, redis_client
 from trafficd.stats.sink import SampleSink
 from trafficd.stats.view import GroupStats, RegionDetail, StatsView
 
@@ -20,5 +20,6 @@ __all__ = [
     "SampleSink",
     "StatsView",
     "StoreConfigError",
+    "client_for",
     "redis_client",
 ]

@@ -88,7 +88,7 @@ class StatsView:
         self.client, self.policy = client, policy
         w = policy.windows
         self.spec = WindowSpec(slice_s=w.slice, trip_s=w.trip, long_s=w.long, skew_s=w.max_clock_skew)
-        self.prefix = policy.redis.key_prefix
+        self.prefix, self.service = policy.redis.key_prefix, policy.service
         self.regions = {r: RegionWindow(r, self.spec) for r in policy.region_names}
         self.extras: dict[str, _Extras] = {}
         self.series: dict[str, list[str]] = {}  # active `worker|model` series per region
@@ -140,10 +140,10 @@ class StatsView:
         pipe = self.client.pipeline(transaction=False)
         for region in self.regions:  # index first, then the series list (the writer's order reversed)
             for e in epochs:
-                pipe.hgetall(keys.index_key(self.prefix, region, e))
-            pipe.hgetall(keys.newest_key(self.prefix, region))
-            pipe.lrange(keys.recent_key(self.prefix, region), 0, m - 1)
-            pipe.hgetall(keys.heartbeat_key(self.prefix, region))
+                pipe.hgetall(keys.index_key(self.prefix, self.service, region, e))
+            pipe.hgetall(keys.newest_key(self.prefix, self.service, region))
+            pipe.lrange(keys.recent_key(self.prefix, self.service, region), 0, m - 1)
+            pipe.hgetall(keys.heartbeat_key(self.prefix, self.service, region))
         replies = await pipe.execute()
         per_region = len(epochs) + 3
         wanted: list[tuple[str, int]] = []
@@ -164,7 +164,7 @@ class StatsView:
         if wanted:
             pipe = self.client.pipeline(transaction=False)
             for region, sid in wanted:
-                pipe.get(keys.region_slice_key(self.prefix, region, sid))
+                pipe.get(keys.region_slice_key(self.prefix, self.service, region, sid))
             for (region, sid), raw in zip(wanted, await pipe.execute(), strict=True):
                 fetched[region][sid] = sketch.Sketch.from_aggregate(raw)
                 if raw and sketch.aggregate_saturated(raw):
@@ -208,7 +208,7 @@ class StatsView:
             return out
         pipe = self.client.pipeline(transaction=False)
         for region, sid, series in wanted:  # one MGET per region slice: its keys share a hash slot
-            pipe.mget([keys.slice_key(self.prefix, region, sid, s) for s in series])
+            pipe.mget([keys.slice_key(self.prefix, self.service, region, sid, s) for s in series])
         for (region, sid, series), raws in zip(wanted, await pipe.execute(), strict=True):
             out[region][sid] = dict(zip(series, raws, strict=True))
         return out

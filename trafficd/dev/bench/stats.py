@@ -211,12 +211,16 @@ async def populate(
             region, series = f"r{s % regions}", keys.series_id(f"w{s}", "m")
             raw, sk = rng.choice(pool)
             totals.setdefault(region, []).append(sk)
-            pipe.set(keys.slice_key(prefix, region, sid, series), raw, ex=900)
-            pipe.hincrby(keys.index_key(prefix, region, keys.epoch_of(sid)), str(sid), per_slice)
-            pipe.hset(keys.newest_key(prefix, region), series, repr(sid * 10.0 + 5))
+            pipe.set(keys.slice_key(prefix, "bench", region, sid, series), raw, ex=900)
+            pipe.hincrby(keys.index_key(prefix, "bench", region, keys.epoch_of(sid)), str(sid), per_slice)
+            pipe.hset(keys.newest_key(prefix, "bench", region), series, repr(sid * 10.0 + 5))
         for region, parts in totals.items():
-            pipe.set(keys.region_slice_key(prefix, region, sid), sketch.encode_aggregate(sketch.merge(parts)), ex=900)
-            pipe.hset(keys.heartbeat_key(prefix, region), "agent", repr(sid * 10.0 + 5))
+            pipe.set(
+                keys.region_slice_key(prefix, "bench", region, sid),
+                sketch.encode_aggregate(sketch.merge(parts)),
+                ex=900,
+            )
+            pipe.hset(keys.heartbeat_key(prefix, "bench", region), "agent", repr(sid * 10.0 + 5))
     await pipe.execute()
 
 
