@@ -3,6 +3,7 @@
     {svc}-agent-{region}   one per region: writes only that region's statistics keys ({p}:{svc}:{region}:*),
                            with the few commands the sample sink sends (BITFIELD, HSET, HINCRBY, LPUSH, ...)
     {svc}-controller       reads every key of the service; writes only its state and lease ({p}:{svc}:controller:*)
+                           and the audit stream ({p}:{svc}:audit)
     {svc}-oncall           reads every key of the service; writes only the overrides ({p}:{svc}:override:*)
 
 So an agent host that is broken into can neither write another region's samples nor the lease, the controller
@@ -45,7 +46,8 @@ def acl_rules(policy: Policy) -> dict[str, list[str]]:
             _NEVER,
         ]
     shared = [stats_read, f"%R~{service_keys}:*", "resetchannels", "-@all", _CONNECT, _SERVICE_COMMANDS, _NEVER]
-    rules[keys.acl_username(svc, "controller")] = [f"~{service_keys}:controller:*", *shared]
+    controller_writes = [f"~{service_keys}:controller:*", f"~{keys.audit_key(p, svc)}"]
+    rules[keys.acl_username(svc, "controller")] = [*controller_writes, *shared]
     rules[keys.acl_username(svc, "oncall")] = [f"~{service_keys}:override:*", *shared]
     return rules
 
