@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import kit
 
+from trafficd.dns.provider import ReconcileContext
 from trafficd.policy.schema import Policy
 
 REGIONS = {
@@ -34,3 +36,8 @@ def make_policy(
     )
     doc["dns"] = {"zone_id": zone_id, "record_name": f"api.{zone_name}", "endpoint_url": endpoint_url, **dns}
     return kit.as_policy(doc)
+
+
+def ctx(deadline_s: float = math.inf, **kw: Any) -> ReconcileContext:
+    """A reconcile context for tests: evaluation id `test`, no deadline unless given (providers use fake clocks)."""
+    return ReconcileContext("test", "test-hash", deadline_s, **kw)

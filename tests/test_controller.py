@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 
 from trafficd.control.controller import Controller
 from trafficd.dev.services import RedisServer
-from trafficd.dns.route53 import reconciler as route53
-from trafficd.dns.route53.reconciler import own_weights
+from trafficd.dns.route53 import client as r53client
+from trafficd.dns.route53 import provider as route53
+from trafficd.dns.route53.provider import own_weights
 from trafficd.model import Sample
 from trafficd.policy.schema import load_policy
 from trafficd.runtime.reload import PolicyHolder
@@ -31,7 +32,7 @@ def setup(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: An
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
     loaded = load_policy(path)
-    client = route53.route53_client(loaded.policy)
+    client = r53client.route53_client(loaded.policy)
     route53.bootstrap(loaded.policy, client)
     return path, loaded, client
 
@@ -239,7 +240,7 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
 
 async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """While Route 53 refuses the batch (AccessDenied) the state stays put; once it works DNS moves one step only."""
-    from trafficd.dns.route53.outcome import ReconcileResult
+    from trafficd.dns.provider import ReconcileResult, Status
 
     path, _, r53 = setup
     path.write_text(path.read_text().replace("max_step: 50%", "max_step: 25%"))
@@ -248,15 +249,15 @@ async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, mo
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # builds the adapters, shifts eu-west to 0.75
     assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.75)
-    real = ctl.reconciler.reconcile
-    monkeypatch.setattr(ctl.reconciler, "reconcile", lambda matrix, dry_run: ReconcileResult("access_denied"))
+    real = ctl.dns.reconcile
+    monkeypatch.setattr(ctl.dns, "reconcile", lambda matrix, context: ReconcileResult(Status.DENIED))
     with capture_logs() as logs:
         for i in range(3):
             await ctl.evaluate_once(now=time.time() + 0.2 * (i + 1))
     held = events(logs, "controller.plan_held")
-    assert len(held) == 3 and all(h["dns"] == "access_denied" for h in held)
+    assert len(held) == 3 and all(h["dns"] == "denied" for h in held)
     assert all(h["fractions_wanted"]["eu-west"] == 0.5 for h in held)  # the same next step, re-decided
-    monkeypatch.setattr(ctl.reconciler, "reconcile", real)
+    monkeypatch.setattr(ctl.dns, "reconcile", real)
     await ctl.evaluate_once(now=time.time() + 1.0)
     await ctl.shutdown()
     assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.5)  # one step, not a jump to 0

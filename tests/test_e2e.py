@@ -22,7 +22,8 @@ from kit import eventually
 from trafficd.control.lease import lease_key
 from trafficd.dev.demo import run_demo
 from trafficd.dev.stack import REGIONS, Timing, set_worker, started_stack
-from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.route53 import client as r53client
+from trafficd.dns.route53 import provider as route53
 from trafficd.policy.schema import load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -90,7 +91,7 @@ def test_dead_agent_holds_and_a_standby_controller_finishes_the_drain(redis_url:
     from the stored state and drains as far as the one healthy neighbour's capacity allows (60 %), no further."""
     with started_stack(timing=FAST, redis_url=redis_url, workdir=tmp_path) as (stack, policy_file, ports):
         policy = load_policy(policy_file).policy
-        r53 = route53.route53_client(policy)
+        r53 = r53client.route53_client(policy)
         stack.spawn("controller-b", ["--log-level", "DEBUG", "controller", "--policy", str(policy_file)])
         logs = {name: tmp_path / f"{name}.log" for name in ("controller", "controller-b")}
 

@@ -20,7 +20,8 @@ from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
 from trafficd.control.controller import Controller
-from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.route53 import client as r53client
+from trafficd.dns.route53 import provider as route53
 from trafficd.model import Sample
 from trafficd.policy.schema import load_policy
 from trafficd.probe.agent import run_agent
@@ -59,7 +60,7 @@ def loaded(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: A
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
     loaded = load_policy(path)
-    route53.bootstrap(loaded.policy, route53.route53_client(loaded.policy))
+    route53.bootstrap(loaded.policy, r53client.route53_client(loaded.policy))
     return path, loaded
 
 

@@ -1,4 +1,5 @@
-"""records.py, pure: desired records for both topologies, weights, diff, validation, plan idempotency, conversions."""
+"""records.py and the Route 53 wire format, pure: desired records for both topologies, weights, diff, validation,
+batches, plan idempotency, conversions, the writer epoch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trafficd.dns import records as rec
+from trafficd.dns.route53 import wire
+from trafficd.dns.route53.wire import LIMITS
 from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy.schema import Policy
 
@@ -21,10 +24,16 @@ API = "api.example.com."
 
 
 def apply(zone: list[Record], plan: rec.Plan) -> list[Record]:
-    """The zone after a batch of UPSERTs (what Route 53 would do)."""
-    by_key = {r.key: r for r in zone}
-    by_key.update({c.after.key: c.after for c in plan.changes})
-    return list(by_key.values())
+    """The zone after every batch of the plan (what Route 53 would do)."""
+    return rec.apply_changes(zone, plan.changes)
+
+
+def desired_of(policy: Policy, matrix: TrafficMatrix) -> list[Record]:
+    return rec.desired_records(policy, matrix, max_weight=255)
+
+
+def plan_of(policy: Policy, matrix: TrafficMatrix, zone: list[Record], **kw: object) -> rec.Plan:
+    return rec.plan(policy, matrix, zone, LIMITS, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -42,12 +51,12 @@ def apply(zone: list[Record], plan: rec.Plan) -> list[Record]:
 )
 def test_scaled_weights(shares: list[float], expected: list[int] | None) -> None:
     """Weights are round(255 × share), clamped, never all zero, None when no share is positive."""
-    assert rec.scaled_weights(shares) == expected
+    assert rec.scaled_weights(shares, 255) == expected
 
 
 def test_latency_weighted_shape() -> None:
     """One latency alias per region to its pool, and N members per pool named `{R}-to-{D}`, pools first."""
-    desired = rec.desired_records(POLICY, identity_matrix(REGIONS))
+    desired = desired_of(POLICY, identity_matrix(REGIONS))
     assert len(desired) == 3 + 9
     aliases = [r for r in desired if r.name == API]
     assert desired[-3:] == aliases
@@ -65,20 +74,20 @@ def test_latency_weighted_shape() -> None:
 
 def test_missing_row_holds_its_pool() -> None:
     """A source region absent from the matrix gets no pool records (its current ones hold); its alias stays."""
-    desired = rec.desired_records(POLICY, {"us-east": {"eu-west": 1.0}})
+    desired = desired_of(POLICY, {"us-east": {"eu-west": 1.0}})
     assert {r.name for r in desired} == {API, "us-east.pool.api.example.com."}
 
 
 def test_plain_weighted_uses_column_sums() -> None:
     """Weighted topology: weight ∝ share of all users sent to each region, the largest scaled to 255."""
     matrix = {"us-east": {"eu-west": 1.0}, "eu-west": {"eu-west": 1.0}, "ap-southeast": {"ap-southeast": 1.0}}
-    desired = rec.desired_records(WEIGHTED, matrix)
+    desired = desired_of(WEIGHTED, matrix)
     assert [(r.name, r.set_identifier, r.weight, r.region) for r in desired] == [
         (API, "us-east", 0, None),
         (API, "eu-west", 255, None),
         (API, "ap-southeast", 128, None),
     ]
-    assert rec.desired_records(WEIGHTED, {r: {} for r in REGIONS}) == []
+    assert desired_of(WEIGHTED, {r: {} for r in REGIONS}) == []
 
 
 def test_policy_names_set_identifiers_pool_template_and_address_records() -> None:
@@ -98,7 +107,7 @@ def test_policy_names_set_identifiers_pool_template_and_address_records() -> Non
             }
         }
     )
-    desired = rec.desired_records(policy, identity_matrix(["a", "b"]))
+    desired = desired_of(policy, identity_matrix(["a", "b"]))
     pool_a = [r for r in desired if r.name == "a-pool.example.org."]
     assert [(r.set_identifier, r.values) for r in pool_a] == [
         ("alpha-to-alpha", ("2001:db8::1",)),
@@ -146,14 +155,14 @@ P = "p.example.com."
 )
 def test_validate_refuses_what_route53_would(changes: list[Record], zone: list[Record], problem: str) -> None:
     """Each invalid batch is refused with a message naming the problem (moto would accept them all)."""
-    problems = rec.validate([rec.Change(None, c) for c in changes], zone)
+    problems = rec.validate([rec.Change(None, c) for c in changes], zone, LIMITS)
     assert any(problem in p for p in problems), problems
 
 
 def test_validate_accepts_a_good_batch_beside_foreign_records() -> None:
     """Zero weights are fine beside a weighted foreign member; an alias to a pool in the same batch is fine."""
     changes = [rec.Change(None, c) for c in (r(P, "a", 0), r(API, "x", region="us-east-1", alias_target=P))]
-    assert rec.validate(changes, [r(P, "foreign", 5)]) == []
+    assert rec.validate(changes, [r(P, "foreign", 5)], LIMITS) == []
 
 
 DRAIN = {
@@ -168,17 +177,17 @@ def test_plan_then_replan_is_empty(policy: Policy) -> None:
     """Applying a plan and planning again yields no changes (idempotent), from empty and from another state."""
     zone: list[Record] = []
     for matrix in (identity_matrix(REGIONS), DRAIN, identity_matrix(REGIONS)):
-        plan = rec.plan(policy, matrix, zone)
-        assert plan.ok, plan.problems
-        zone = apply(zone, plan)
-        assert rec.plan(policy, matrix, zone).changes == ()
+        planned = plan_of(policy, matrix, zone)
+        assert planned.ok, planned.problems
+        zone = apply(zone, planned)
+        assert plan_of(policy, matrix, zone).changes == ()
 
 
 def test_plan_only_touches_owned_and_skips_respected() -> None:
     """Foreign records are never in a plan, equal records are not rewritten, respected keys are left alone."""
-    zone = apply([], rec.plan(POLICY, identity_matrix(REGIONS), []))
+    zone = apply([], plan_of(POLICY, identity_matrix(REGIONS), []))
     foreign = [r("us-east.pool.api.example.com.", "manual", 9), r(API, "", type="TXT")]
-    plan = rec.plan(POLICY, DRAIN, zone + foreign)
+    plan = plan_of(POLICY, DRAIN, zone + foreign)
     keys = {c.after.key for c in plan.changes}
     assert keys <= rec.owned_keys(POLICY)
     assert {k[2] for k in keys} == {
@@ -188,20 +197,60 @@ def test_plan_only_touches_owned_and_skips_respected() -> None:
         "ap-southeast-to-us-east",
     }
     respected = ("ap-southeast.pool.api.example.com.", "CNAME", "ap-southeast-to-us-east")
-    skipped = rec.plan(POLICY, DRAIN, zone, respected=[respected])
+    skipped = plan_of(POLICY, DRAIN, zone, respected=[respected])
     assert respected not in {c.after.key for c in skipped.changes} and skipped.respected == (respected,)
 
 
-def test_large_plans_are_split_by_whole_pools() -> None:
-    """11 regions need 132 records: the first batch takes whole pools up to 100 changes, the rest follows next."""
+def test_large_plans_are_split_into_valid_batches_by_whole_pools() -> None:
+    """11 regions need 132 records: batches of whole names within 100 changes, aliases last, each valid."""
     names = [f"r{i}" for i in range(11)]
     policy = make_policy(regions={n: (f"{n}.lb.example.net", "us-east-1") for n in names})
-    first = rec.plan(policy, identity_matrix(names), [])
-    assert len(first.changes) == 99 and first.deferred == 33 and first.ok
-    zone = apply([], first)
-    second = rec.plan(policy, identity_matrix(names), zone)
-    assert len(second.changes) == 33 and second.deferred == 0 and second.ok
-    assert rec.plan(policy, identity_matrix(names), apply(zone, second)).changes == ()
+    first = plan_of(policy, identity_matrix(names), [])
+    assert first.ok and len(first.changes) == 132
+    assert [len(b.changes) for b in first.batches] == [99, 33]
+    assert [b.after_insync for b in first.batches] == [False, True]  # aliases to pools the first batch created
+    for b in first.batches:  # no name is split across batches
+        assert all(
+            {c.after.name for c in b.changes}.isdisjoint({c.after.name for c in o.changes})
+            for o in first.batches
+            if o is not b
+        )
+    assert plan_of(policy, identity_matrix(names), apply([], first)).changes == ()
+
+
+def test_replacing_records_counts_delete_and_create() -> None:
+    """A batch replacing records counts two changes each (DELETE + CREATE), plus the epoch assertion at its head."""
+    names = [f"r{i}" for i in range(10)]
+    policy = make_policy(regions={n: (f"{n}.lb.example.net", "us-east-1") for n in names})
+    zone = apply([], plan_of(policy, identity_matrix(names), []))
+    epoch = rec.epoch_record(policy, 3)
+    fence = rec.Change(epoch, epoch)
+    drained = {n: {m: 1.0 / len(names) for m in names} for n in names}
+    replan = plan_of(policy, drained, [*zone, epoch], fence=fence)
+    assert replan.ok and len(replan.changes) == 100  # every member of every pool: 255→26, 0→26
+    for b in replan.batches:
+        assert b.changes[0] is fence
+        assert len(wire.change_actions(b.changes, "Z")) <= 100
+
+
+def test_value_size_limit_splits_batches() -> None:
+    """A batch never carries more value characters than the provider allows."""
+    names = [f"r{i}" for i in range(4)]
+    policy = make_policy(regions={n: (f"{n}-{'x' * 50}.lb.example.net", "us-east-1") for n in names})
+    small = rec.Limits(max_weight=255, max_changes=100, max_values=1000, max_value_chars=300)
+    first = rec.plan(policy, identity_matrix(names), [], small)
+    assert first.ok and len(first.batches) > 1
+    assert all(rec._size(b.changes)[2] <= 300 for b in first.batches)
+
+
+def test_epoch_record_round_trip() -> None:
+    """The writer epoch lives in one TXT record; a foreign value there reads as no epoch."""
+    record = rec.epoch_record(POLICY, 7)
+    assert record.name == "_trafficd-epoch.api.example.com." and record.type == "TXT"
+    assert rec.epoch_from(POLICY, [record]) == (record, 7)
+    foreign = replace(record, values=('"hello"',))
+    assert rec.epoch_from(POLICY, [foreign]) == (foreign, None)
+    assert rec.epoch_from(POLICY, []) == (None, None)
 
 
 def test_rrset_conversion_round_trip_and_normalization() -> None:
@@ -214,26 +263,27 @@ def test_rrset_conversion_round_trip_and_normalization() -> None:
         "TTL": 60,
         "ResourceRecords": [{"Value": "EU.lb.example.net"}],
     }
-    record = rec.record_from_rrset(listed)
+    record = wire.record_from_rrset(listed)
     assert record == Record(
         "us-east.pool.api.example.com.", "CNAME", "s", weight=7, ttl=60, values=("eu.lb.example.net.",)
     )
-    assert rec.record_from_rrset(rec.rrset_from_record(record, "Z1")) == record
+    assert wire.record_from_rrset(wire.rrset_from_record(record, "Z1")) == record
     alias = Record(API, "CNAME", "us", region="us-east-1", alias_target="us.pool.api.example.com.")
-    sent = rec.rrset_from_record(alias, "Z1")
+    sent = wire.rrset_from_record(alias, "Z1")
     assert sent["AliasTarget"] == {
         "HostedZoneId": "Z1",
         "DNSName": "us.pool.api.example.com.",
         "EvaluateTargetHealth": False,
     }
-    assert "TTL" not in sent and rec.record_from_rrset(sent) == alias
-    batch = rec.change_batch([rec.Change(None, alias)], "Z1")
-    assert [c["Action"] for c in batch["Changes"]] == ["UPSERT"]
+    assert "TTL" not in sent and wire.record_from_rrset(sent) == alias
+    batch = wire.change_batch([rec.Change(None, alias), rec.Change(record, replace(record, weight=8))], "Z1")
+    assert [c["Action"] for c in batch["Changes"]] == ["CREATE", "DELETE", "CREATE"]  # never UPSERT
+    assert batch["Changes"][1]["ResourceRecordSet"]["Weight"] == 7  # the record exactly as read
 
 
 def test_matrix_from_records_reads_back_the_weights() -> None:
     """The matrix expressed by the records is the one written, to rounding."""
-    records = rec.desired_records(POLICY, DRAIN)
+    records = desired_of(POLICY, DRAIN)
     back = rec.matrix_from_records(POLICY, records)
     assert back["us-east"] == pytest.approx({"us-east": 64 / 255, "eu-west": 191 / 255, "ap-southeast": 0.0})
     assert back["ap-southeast"]["us-east"] == pytest.approx(0.5)
@@ -255,11 +305,11 @@ matrices = st.fixed_dictionaries({src: st.fixed_dictionaries({dst: fractions for
 def test_plans_are_idempotent_and_never_all_zero(first: TrafficMatrix, second: TrafficMatrix, weighted: bool) -> None:
     """For any matrices: every planned batch is valid, never all-zero per name, and re-planning is empty."""
     policy = WEIGHTED if weighted else POLICY
-    zone = apply([], rec.plan(policy, identity_matrix(REGIONS), []))
+    zone = apply([], plan_of(policy, identity_matrix(REGIONS), []))
     for matrix in (first, second):
-        plan = rec.plan(policy, matrix, zone)
-        assert plan.ok, plan.problems
-        zone = apply(zone, plan)
-        assert rec.plan(policy, matrix, zone).changes == ()
+        planned = plan_of(policy, matrix, zone)
+        assert planned.ok, planned.problems
+        zone = apply(zone, planned)
+        assert plan_of(policy, matrix, zone).changes == ()
         for name in {x.name for x in zone if x.weight is not None}:
             assert sum(x.weight or 0 for x in zone if x.name == name) > 0

@@ -12,13 +12,13 @@ import dns.message
 import dns.rrset
 import pytest
 import yaml
-from dns_fixtures import make_policy
+from dns_fixtures import ctx, make_policy
 from structlog.testing import capture_logs
 
 from trafficd.cli import build_parser
 from trafficd.commands.dns import dns_view
 from trafficd.dns import records as rec
-from trafficd.dns.route53.reconciler import Reconciler, bootstrap
+from trafficd.dns.route53.provider import Route53Provider, bootstrap
 from trafficd.model import identity_matrix
 from trafficd.policy.schema import Policy
 
@@ -68,7 +68,7 @@ def test_bootstrap_creates_latency_aliases_and_pools(policy: Policy, route53: An
         "us-east-to-eu-west": 0,
         "us-east-to-ap-southeast": 0,
     }
-    assert bootstrap(policy, route53).status == "no_changes"
+    assert bootstrap(policy, route53).status == "unchanged"
 
 
 def test_reconcile_applies_only_the_difference_then_nothing(
@@ -76,9 +76,9 @@ def test_reconcile_applies_only_the_difference_then_nothing(
 ) -> None:
     """Draining us-east changes exactly its pool's two differing members; a second reconcile makes no API write."""
     bootstrap(policy, route53)
-    r = Reconciler(policy, route53)
+    r = Route53Provider(policy, route53)
     with capture_logs() as logs:
-        first = r.reconcile(DRAIN_US, dry_run=False)
+        first = r.reconcile(DRAIN_US, context=ctx())
     assert first.status == "applied"
     assert {c.after.set_identifier: c.after.weight for c in first.changes} == {
         "us-east-to-us-east": 64,
@@ -89,18 +89,16 @@ def test_reconcile_applies_only_the_difference_then_nothing(
     assert applied[0]["changes"][0]["before"]["weight"] in (255, 0)
     api = f"api.{hosted_zone['name']}"
     assert weights(route53, hosted_zone["id"], f"us-east.pool.{api}")["us-east-to-eu-west"] == 191
-    second = r.reconcile(DRAIN_US, dry_run=False)
-    assert second.status == "no_changes" and second.api_calls == 1  # one list, no change call
+    second = r.reconcile(DRAIN_US, context=ctx())
+    assert second.status == "unchanged" and second.api_calls == 1  # one list, no change call
 
 
-def test_dry_run_writes_nothing(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
-    """A dry run reports the batch it would send and leaves the records unchanged."""
+def test_plan_writes_nothing(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
+    """`plan` reports the batches reconcile would send and leaves the records unchanged."""
     bootstrap(policy, route53)
     before = zone_sets(route53, hosted_zone["id"])
-    with capture_logs() as logs:
-        result = Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=True)
-    assert result.status == "dry_run" and len(result.changes) == 2
-    assert any(e["event"] == "route53.changes_planned" for e in logs)
+    plan = Route53Provider(policy, route53).plan(DRAIN_US)
+    assert plan.ok and len(plan.changes) == 2 and len(plan.batches) == 1
     assert zone_sets(route53, hosted_zone["id"]) == before
 
 
@@ -110,17 +108,17 @@ def test_plain_weighted_topology(hosted_zone: dict[str, str], moto: Any, route53
     bootstrap(policy, route53)
     api = f"api.{hosted_zone['name']}"
     assert weights(route53, hosted_zone["id"], api) == {"us-east": 255, "eu-west": 255, "ap-southeast": 255}
-    result = Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=False)
+    result = Route53Provider(policy, route53).reconcile(DRAIN_US, context=ctx())
     assert result.status == "applied"
     # column sums 0.25, 1.75, 1.0 → scaled so the largest is 255
     assert weights(route53, hosted_zone["id"], api) == {"us-east": 36, "eu-west": 255, "ap-southeast": 146}
-    view = dns_view(policy, Reconciler(policy, route53).list_zone())
+    view = dns_view(policy, Route53Provider(policy, route53).list_zone())
     assert {r: v["share"] for r, v in view["regions"].items()} == {
         "us-east": 0.0824,
         "eu-west": 0.5835,
         "ap-southeast": 0.3341,
     }
-    assert Reconciler(policy, route53).current_matrix()["eu-west"]["eu-west"] == pytest.approx(255 / 437)
+    assert Route53Provider(policy, route53).current_matrix()["eu-west"]["eu-west"] == pytest.approx(255 / 437)
 
 
 def test_records_not_owned_are_never_modified(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
@@ -143,9 +141,9 @@ def test_records_not_owned_are_never_modified(policy: Policy, route53: Any, host
     upsert(route53, zid, foreign)
     upsert(route53, zid, unrelated)
     bootstrap(policy, route53)
-    r = Reconciler(policy, route53)
-    r.reconcile(DRAIN_US, dry_run=False)
-    r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    r = Route53Provider(policy, route53)
+    r.reconcile(DRAIN_US, context=ctx())
+    r.reconcile(identity_matrix(REGIONS), context=ctx())
     sets = zone_sets(route53, zid)
     assert [s for s in sets if s.get("SetIdentifier") == "manual-canary"] == [foreign]
     assert [s for s in sets if s["Name"] == f"www.{hosted_zone['name']}"] == [unrelated]
@@ -160,11 +158,11 @@ def test_invalid_batch_is_refused_before_sending(policy: Policy, route53: Any, h
         {"Name": f"eu-west.pool.{api}", "Type": "CNAME", "TTL": 60, "ResourceRecords": [{"Value": "x.example.net"}]},
     )
     before = zone_sets(route53, zid)
-    r = Reconciler(policy, route53)
+    r = Route53Provider(policy, route53)
     with capture_logs() as logs:
-        result = r.reconcile(identity_matrix(REGIONS), dry_run=False)
-        again = r.reconcile(identity_matrix(REGIONS), dry_run=False)
-    assert result.status == again.status == "rejected"
+        result = r.reconcile(identity_matrix(REGIONS), context=ctx())
+        again = r.reconcile(identity_matrix(REGIONS), context=ctx())
+    assert result.status == again.status == "refused"
     assert any("mixed routing types" in p for p in result.problems)
     assert [e["source"] for e in logs if e["event"] == "route53.batch_rejected"] == ["validation"]
     assert zone_sets(route53, zid) == before
@@ -189,11 +187,11 @@ def _hand_edit(route53: Any, hosted_zone: dict[str, str], weight: int) -> None:
 def test_drift_is_corrected_when_policy_says_correct(policy: Policy, route53: Any, hosted_zone: dict[str, str]) -> None:
     """A weight changed by hand is logged with before/after and written back."""
     bootstrap(policy, route53)
-    r = Reconciler(policy, route53)
-    assert r.reconcile(identity_matrix(REGIONS), dry_run=False).status == "no_changes"
+    r = Route53Provider(policy, route53)
+    assert r.reconcile(identity_matrix(REGIONS), context=ctx()).status == "unchanged"
     _hand_edit(route53, hosted_zone, 40)
     with capture_logs() as logs:
-        result = r.reconcile(identity_matrix(REGIONS), dry_run=False)
+        result = r.reconcile(identity_matrix(REGIONS), context=ctx())
     drift = [e for e in logs if e["event"] == "route53.drift_detected"]
     assert len(drift) == 1 and drift[0]["action"] == "correct"
     assert drift[0]["before"]["weight"] == 0 and drift[0]["after"]["weight"] == 40
@@ -206,14 +204,14 @@ def test_drift_is_respected_when_policy_says_respect(hosted_zone: dict[str, str]
     """With drift: respect, a hand-edited record is logged once and left alone while other records still follow."""
     policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, drift="respect")
     bootstrap(policy, route53)
-    r = Reconciler(policy, route53)
-    r.reconcile(identity_matrix(REGIONS), dry_run=False)
+    r = Route53Provider(policy, route53)
+    r.reconcile(identity_matrix(REGIONS), context=ctx())
     _hand_edit(route53, hosted_zone, 40)
     with capture_logs() as logs:
-        first = r.reconcile(identity_matrix(REGIONS), dry_run=False)
-        second = r.reconcile(DRAIN_US, dry_run=False)
+        first = r.reconcile(identity_matrix(REGIONS), context=ctx())
+        second = r.reconcile(DRAIN_US, context=ctx())
     assert [e["action"] for e in logs if e["event"] == "route53.drift_detected"] == ["respect"]
-    assert first.status == "no_changes"
+    assert first.status == "unchanged"
     assert second.status == "applied"
     api = f"api.{hosted_zone['name']}"
     assert weights(route53, hosted_zone["id"], f"ap-southeast.pool.{api}")["ap-southeast-to-us-east"] == 40
@@ -238,7 +236,7 @@ def test_dns_show_reports_weights_per_region(
 ) -> None:
     """`trafficd dns show --json` gives each region's latency record, pool weights and shares, and foreign records."""
     bootstrap(policy, route53)
-    Reconciler(policy, route53).reconcile(DRAIN_US, dry_run=False)
+    Route53Provider(policy, route53).reconcile(DRAIN_US, context=ctx())
     api = f"api.{hosted_zone['name']}"
     upsert(
         route53,
@@ -338,10 +336,10 @@ def test_verification_asks_the_authoritative_servers(hosted_zone: dict[str, str]
         }
     )
     try:
-        r = Reconciler(policy, route53, verify_nameservers=[f"127.0.0.1:{server.port}"])
-        r.bootstrap()
+        r = Route53Provider(policy, route53, verify_nameservers=[f"127.0.0.1:{server.port}"])
+        r.bootstrap(context=ctx())
         with capture_logs() as logs:
-            assert r.reconcile(DRAIN_US, dry_run=False).status == "applied"
+            assert r.reconcile(DRAIN_US, context=ctx()).status == "applied"
     finally:
         server.close()
     verified = {e["name"]: e for e in logs if e["event"] == "route53.verified"}
@@ -353,7 +351,8 @@ def test_verification_asks_the_authoritative_servers(hosted_zone: dict[str, str]
 
 
 def test_shipped_iam_policy_is_least_privilege_and_current(capsys: Any) -> None:
-    """docs/iam-policy.json is what `dns iam-policy` prints for the example: UPSERT of owned names only, and reads."""
+    """docs/iam-policy.json is what `dns iam-policy` prints for the example: CREATE and DELETE of the owned names
+    and the epoch TXT name only (no UPSERT), and reads."""
     root = Path(__file__).resolve().parent.parent
     assert cli(["dns", "iam-policy", "--policy", str(root / "policies" / "example.yaml")]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -361,6 +360,8 @@ def test_shipped_iam_policy_is_least_privilege_and_current(capsys: Any) -> None:
     actions = sorted(s["Action"] for s in printed["Statement"])
     assert actions == ["route53:ChangeResourceRecordSets", "route53:GetChange", "route53:ListResourceRecordSets"]
     cond = printed["Statement"][0]["Condition"]["ForAllValues:StringEquals"]
-    assert cond["route53:ChangeResourceRecordSetsActions"] == ["UPSERT"]
+    assert cond["route53:ChangeResourceRecordSetsActions"] == ["CREATE", "DELETE"]
+    assert cond["route53:ChangeResourceRecordSetsRecordTypes"] == ["CNAME", "TXT"]
     names = cond["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
-    assert "api.example.com" in names and all(n == n.lower() and not n.endswith(".") for n in names)
+    assert "api.example.com" in names and "_trafficd-epoch.api.example.com" in names
+    assert all(n == n.lower() and not n.endswith(".") for n in names)

@@ -1,30 +1,29 @@
-"""Route 53 failures, injected by a small HTTP proxy in front of moto server (and botocore's Stubber for paging).
+"""Route 53 failures, injected by the test proxy in front of moto server (tests/r53proxy.py), and botocore's
+Stubber for paging.
 
-The proxy forwards every request to moto and can, per operation, answer with an API error instead, rewrite
-INSYNC to PENDING, or forward the request and then drop the connection (outcome unknown). The reconciler
-runs in a thread, as the controller runs it; its clock and sleep are fakes, so backoff costs no real time.
+The proxy enforces what Route 53 enforces and can, per operation, answer with an API error instead, keep a
+change PENDING, or drop the connection before or after applying a batch (outcome unknown). The provider runs
+in a thread, as the controller runs it; its clock and sleep are fakes, so backoff costs no real time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import boto3
 import pytest
-from aiohttp import ClientSession, web
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError
 from botocore.stub import Stubber
-from dns_fixtures import make_policy
+from dns_fixtures import ctx, make_policy
+from r53proxy import Fault, Route53Proxy, start
 from structlog.testing import capture_logs
 
-from trafficd.dev.services import LOOPBACK, free_port
+from trafficd.dns.route53.client import route53_client
 from trafficd.dns.route53.outcome import classify
-from trafficd.dns.route53.reconciler import Reconciler, bootstrap, route53_client
+from trafficd.dns.route53.provider import Route53Provider, bootstrap
 from trafficd.model import identity_matrix
 from trafficd.policy.schema import Policy
 
@@ -34,77 +33,6 @@ DRAIN_US = {
     "eu-west": {"eu-west": 1.0},
     "ap-southeast": {"ap-southeast": 1.0},
 }
-ERROR_XML = (
-    '<?xml version="1.0"?><ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
-    "<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
-    "<RequestId>fault</RequestId></ErrorResponse>"
-)
-
-
-@dataclass
-class Fault:
-    op: str  # list | change | get_change
-    kind: str  # error | pending | drop_after | drop_before
-    times: int = 1  # how many matching requests it applies to (-1: every one)
-    status: int = 400
-    code: str = ""
-    message: str = "injected"
-
-
-@dataclass
-class FaultProxy:
-    upstream: str
-    faults: list[Fault] = field(default_factory=list)
-    ops: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @staticmethod
-    def operation(method: str, path: str) -> str:
-        if re.search(r"/hostedzone/[^/]+/rrset/?$", path):
-            return "change" if method == "POST" else "list"
-        return "get_change" if "/change/" in path else "other"
-
-    def _take(self, op: str) -> Fault | None:
-        for f in self.faults:
-            if f.op == op:
-                if f.times > 0:
-                    f.times -= 1
-                    if f.times == 0:
-                        self.faults.remove(f)
-                return f
-        return None
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        op = self.operation(request.method, request.path)
-        self.ops.append(op)
-        fault = self._take(op)
-        if fault and fault.kind == "error":
-            body = ERROR_XML.format(code=fault.code, message=fault.message)
-            return web.Response(status=fault.status, body=body.encode(), content_type="text/xml")
-        if fault and fault.kind == "drop_before":
-            assert request.transport is not None
-            request.transport.abort()
-            return web.Response()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with (
-            ClientSession() as session,
-            session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
-            ) as resp,
-        ):
-            data = await resp.read()
-            status, ctype = resp.status, resp.headers.get("Content-Type", "text/xml")
-        if fault and fault.kind == "drop_after":
-            assert request.transport is not None
-            request.transport.abort()
-            return web.Response()
-        if fault and fault.kind == "pending":
-            data = data.replace(b"INSYNC", b"PENDING")
-        return web.Response(status=status, body=data, headers={"Content-Type": ctype})
 
 
 class FakeTime:
@@ -123,15 +51,11 @@ class FakeTime:
 
 
 @pytest.fixture
-async def proxy(moto: Any) -> AsyncIterator[FaultProxy]:
-    p = FaultProxy(moto.url)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", p.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, LOOPBACK, p.port).start()
+def proxy(moto: Any) -> Iterator[Route53Proxy]:
+    """A proxy of this test's own in front of moto: its own faults and its own list of operations."""
+    p = start(moto.upstream_url)
     yield p
-    await runner.cleanup()
+    p.stop()
 
 
 @pytest.fixture
@@ -141,14 +65,14 @@ def policy(hosted_zone: dict[str, str], moto: Any, route53: Any) -> Policy:
     return p
 
 
-def reconciler(policy: Policy, proxy: FaultProxy, time: FakeTime) -> Reconciler:
+def reconciler(policy: Policy, proxy: Route53Proxy, time: FakeTime) -> Route53Provider:
     client = boto3.client(
         "route53",
         endpoint_url=proxy.url,
         region_name="us-east-1",
         config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
     )
-    return Reconciler(policy, client, clock=time.clock, sleep=time.sleep, rand=lambda: 1.0)
+    return Route53Provider(policy, client, clock=time.clock, sleep=time.sleep, rand=lambda: 1.0)
 
 
 def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
@@ -156,13 +80,13 @@ def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMappi
 
 
 @pytest.mark.parametrize("code", ["Throttling", "PriorRequestNotComplete"])
-async def test_throttled_change_is_retried_with_capped_backoff(policy: Policy, proxy: FaultProxy, code: str) -> None:
+async def test_throttled_change_is_retried_with_capped_backoff(policy: Policy, proxy: Route53Proxy, code: str) -> None:
     """Throttling / PriorRequestNotComplete on the change: backoff 0.5 s, 1 s, then the same batch lands."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "error", times=2, code=code))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
     assert result.status == "applied"
     assert time.sleeps == [0.5, 1.0]
     assert [e["code"] for e in events(logs, "route53.throttled")] == [code, code]
@@ -170,13 +94,13 @@ async def test_throttled_change_is_retried_with_capped_backoff(policy: Policy, p
     assert len(events(logs, "route53.changes_applied")) == 1
 
 
-async def test_retry_budget_bounds_throttling(policy: Policy, proxy: FaultProxy) -> None:
+async def test_retry_budget_bounds_throttling(policy: Policy, proxy: Route53Proxy) -> None:
     """Endless throttling stops when the next delay would pass the 20 s budget, and nothing is written."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "error", times=-1, code="Throttling"))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
     assert result.status == "throttled"
     assert time.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]  # next would be 10 s with 4.5 s left
     assert sum(time.sleeps) <= 20.0
@@ -184,23 +108,23 @@ async def test_retry_budget_bounds_throttling(policy: Policy, proxy: FaultProxy)
     assert not events(logs, "route53.changes_applied")
 
 
-async def test_throttled_listing_is_retried(policy: Policy, proxy: FaultProxy) -> None:
+async def test_throttled_listing_is_retried(policy: Policy, proxy: Route53Proxy) -> None:
     """A throttled ListResourceRecordSets is retried after a backoff too."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("list", "error", code="Throttling"))
-    result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
     assert result.status == "applied" and time.sleeps == [0.5]
     assert proxy.ops == ["list", "list", "change"]
 
 
-async def test_lost_response_is_re_read_before_retrying(policy: Policy, proxy: FaultProxy) -> None:
+async def test_lost_response_is_re_read_before_retrying(policy: Policy, proxy: Route53Proxy) -> None:
     """A change applied but its response lost: the re-read shows it landed, so it is not sent again."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "drop_after"))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
     assert proxy.ops == ["list", "change", "list"]
     assert result.status == "applied" and result.change_id is None
     assert len(events(logs, "route53.outcome_unknown")) == 1
@@ -208,30 +132,30 @@ async def test_lost_response_is_re_read_before_retrying(policy: Policy, proxy: F
     assert not events(logs, "route53.drift_detected")
 
 
-async def test_lost_request_is_re_read_then_sent_again(policy: Policy, proxy: FaultProxy) -> None:
+async def test_lost_request_is_re_read_then_sent_again(policy: Policy, proxy: Route53Proxy) -> None:
     """A change that never reached Route 53: the re-read still shows the difference, so the batch is sent again."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "drop_before"))
-    result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+    result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
     assert proxy.ops == ["list", "change", "list", "change"]
     assert result.status == "applied" and result.change_id is not None
 
 
-async def test_pending_change_holds_the_zone_until_insync(policy: Policy, proxy: FaultProxy) -> None:
+async def test_pending_change_holds_the_zone_until_insync(policy: Policy, proxy: Route53Proxy) -> None:
     """PENDING → the next cycles only poll GetChange (every poll_interval) and change nothing until INSYNC."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults += [Fault("change", "pending"), Fault("get_change", "pending")]
     with capture_logs() as logs:
-        first = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        first = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
         assert first.status == "applied" and r.pending_change_id == first.change_id
         time.now += 1.0  # sooner than poll_interval (3 s): no call at all
-        held = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        held = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
         time.now += 3.0
-        still = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        still = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
         time.now += 3.0
-        after = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        after = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
     assert (held.status, held.api_calls, still.status) == ("pending", 0, "pending")
     assert proxy.ops == ["list", "change", "get_change", "get_change", "list", "change"]
     assert after.status == "applied"
@@ -239,51 +163,51 @@ async def test_pending_change_holds_the_zone_until_insync(policy: Policy, proxy:
     assert insync[0]["change_id"] == first.change_id and insync[0]["elapsed_s"] == 7.0
 
 
-async def test_stuck_pending_alerts_once_and_holds(policy: Policy, proxy: FaultProxy) -> None:
+async def test_stuck_pending_alerts_once_and_holds(policy: Policy, proxy: Route53Proxy) -> None:
     """A change PENDING past propagation_timeout raises one alert event and keeps holding new changes."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults += [Fault("change", "pending"), Fault("get_change", "pending", times=-1)]
     with capture_logs() as logs:
-        await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
+        await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
         statuses = []
         for _ in range(3):
             time.now += 100.0
-            statuses.append((await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)).status)
+            statuses.append((await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())).status)
     assert statuses == ["pending", "stuck", "stuck"]
     alerts = events(logs, "route53.change_pending_timeout")
     assert len(alerts) == 1 and alerts[0]["action"] == "hold" and alerts[0]["elapsed_s"] == 200.0
     assert proxy.ops.count("change") == 1
 
 
-async def test_access_denied_is_one_error_and_no_retry(policy: Policy, proxy: FaultProxy) -> None:
+async def test_access_denied_is_one_error_and_no_retry(policy: Policy, proxy: Route53Proxy) -> None:
     """AccessDenied: one access_denied event, no backoff, and the same batch is not sent again next cycle."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "error", times=-1, status=403, code="AccessDenied", message="not authorized"))
     with capture_logs() as logs:
-        first = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
-        second = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
-    assert first.status == second.status == "access_denied"
+        first = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
+        second = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
+    assert first.status == second.status == "denied"
     assert time.sleeps == [] and proxy.ops.count("change") == 1
     denied = events(logs, "route53.access_denied")
     assert len(denied) == 1 and denied[0]["message"] == "not authorized"
 
 
-async def test_invalid_change_batch_is_one_error_and_no_retry(policy: Policy, proxy: FaultProxy) -> None:
+async def test_invalid_change_batch_is_one_error_and_no_retry(policy: Policy, proxy: Route53Proxy) -> None:
     """InvalidChangeBatch from Route 53: one batch_rejected event naming the reason, no retry."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("change", "error", times=-1, code="InvalidChangeBatch", message="bad weight"))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, DRAIN_US, dry_run=False)
-    assert result.status == "rejected" and result.problems == ("bad weight",)
+        result = await asyncio.to_thread(r.reconcile, DRAIN_US, context=ctx())
+    assert result.status == "refused" and result.problems == ("bad weight",)
     rejected = events(logs, "route53.batch_rejected")
     assert len(rejected) == 1 and rejected[0]["source"] == "route53" and len(rejected[0]["changes"]) == 2
     assert time.sleeps == [] and proxy.ops.count("change") == 1
 
 
-async def test_standard_retry_mode_absorbs_one_throttle(policy: Policy, proxy: FaultProxy) -> None:
+async def test_standard_retry_mode_absorbs_one_throttle(policy: Policy, proxy: Route53Proxy) -> None:
     """route53_client sets botocore's standard retry mode, which retries a single Throttling by itself."""
     client = route53_client(
         policy.model_copy(update={"dns": policy.dns.model_copy(update={"endpoint_url": proxy.url})})
@@ -293,9 +217,9 @@ async def test_standard_retry_mode_absorbs_one_throttle(policy: Policy, proxy: F
     assert client.meta.endpoint_url == proxy.url
     proxy.faults.append(Fault("list", "error", code="Throttling"))
     time = FakeTime()
-    r = Reconciler(policy, client, clock=time.clock, sleep=time.sleep)
-    result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
-    assert result.status == "no_changes" and time.sleeps == []
+    r = Route53Provider(policy, client, clock=time.clock, sleep=time.sleep)
+    result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
+    assert result.status == "unchanged" and time.sleeps == []
     assert proxy.ops == ["list", "list"]
 
 
@@ -318,13 +242,16 @@ def test_listing_follows_next_record_identifier() -> None:
         {**base, "StartRecordName": "p.example.com.", "StartRecordType": "CNAME", "StartRecordIdentifier": "b"},
     )
     with stub:
-        zone = Reconciler(policy, client).list_zone()
+        zone = Route53Provider(policy, client).list_zone()
     assert [r.set_identifier for r in zone] == ["a", "b"]
     stub.assert_no_pending_responses()
 
 
-def _client_error(code: str, status: int) -> ClientError:
-    response: Any = {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+STALE = "[Tried to delete resource record set [name='a.example.com.', type='TXT'] but it was not found]"
+
+
+def _client_error(code: str, status: int, message: str = "m") -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
     return ClientError(response, "Op")
 
 
@@ -334,6 +261,7 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("Throttling", 400), "throttled"),
         (_client_error("PriorRequestNotComplete", 400), "throttled"),
         (_client_error("InvalidChangeBatch", 400), "rejected"),
+        (_client_error("InvalidChangeBatch", 400, STALE), "fenced"),
         (_client_error("AccessDenied", 403), "denied"),
         (_client_error("Whatever", 403), "denied"),
         (_client_error("ServiceUnavailable", 503), "ambiguous"),
@@ -344,29 +272,30 @@ def _client_error(code: str, status: int) -> ClientError:
     ],
 )
 def test_error_tree(exc: Exception, kind: str) -> None:
-    """Every error the API or botocore raises falls in one branch: throttled, ambiguous, rejected, denied, failed."""
+    """Every error the API or botocore raises falls in one branch: throttled, ambiguous, fenced, rejected, denied,
+    failed."""
     assert classify(exc) == kind
 
 
-async def test_server_error_on_listing_is_retried(policy: Policy, proxy: FaultProxy) -> None:
+async def test_server_error_on_listing_is_retried(policy: Policy, proxy: Route53Proxy) -> None:
     """A 5xx from ListResourceRecordSets is transient: a `route53.retrying` event, a backoff, and a second read."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("list", "error", status=503, code="ServiceUnavailable"))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
-    assert result.status == "no_changes" and time.sleeps == [0.5]
+        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
+    assert result.status == "unchanged" and time.sleeps == [0.5]
     assert [e["code"] for e in events(logs, "route53.retrying")] == ["ServiceUnavailable"]
     assert not events(logs, "route53.throttled")
 
 
-async def test_unknown_zone_is_one_error(policy: Policy, proxy: FaultProxy) -> None:
+async def test_unknown_zone_is_one_error(policy: Policy, proxy: Route53Proxy) -> None:
     """NoSuchHostedZone is not retried: one request_failed event naming the call and code."""
     time = FakeTime()
     r = reconciler(policy, proxy, time)
     proxy.faults.append(Fault("list", "error", status=404, code="NoSuchHostedZone", message="no zone"))
     with capture_logs() as logs:
-        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), dry_run=False)
+        result = await asyncio.to_thread(r.reconcile, identity_matrix(REGIONS), context=ctx())
     assert result.status == "error" and result.error == "NoSuchHostedZone: no zone" and time.sleeps == []
     failed = events(logs, "route53.request_failed")
     assert [(e["call"], e["code"]) for e in failed] == [("ListResourceRecordSets", "NoSuchHostedZone")]

@@ -5,9 +5,11 @@
     trafficd dns plan --policy F [--from current|healthy | --matrix-file M] [--json]
                                                    the batch reconcile would send now; writes nothing
     trafficd dns iam-policy --policy F             the least-privilege IAM policy (docs/iam-policy.json is
-                                                   the one for policies/example.yaml)
+                                                   the one for policies/example.yaml): CREATE and
+                                                   DELETE of the owned names and the epoch TXT name only
     trafficd dns bootstrap --policy F              create the owned records that are absent (full weight to
-                                                   each region's own endpoint); never changes existing ones
+                                                   each region's own endpoint) in valid batches, in order;
+                                                   never changes existing ones
 
 `plan` needs the matrix to apply: `--from controller` (default) runs the controller's own judgement now on
 the same Redis inputs (stored state, window statistics, overrides) without writing anything; `--from
@@ -28,7 +30,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
 from trafficd.dns import records as rec
-from trafficd.dns.route53.reconciler import Reconciler, Route53Error, route53_client
+from trafficd.dns.provider import ReconcileContext
+from trafficd.dns.route53.client import list_zone, route53_client
+from trafficd.dns.route53.outcome import Route53Error
+from trafficd.dns.route53.provider import Route53Provider
+from trafficd.dns.route53.wire import LIMITS
+from trafficd.dns.topology import topology_for
 from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy.schema import Policy, PolicyError, load_policy
 from trafficd.runtime.reload import EX_CONFIG
@@ -37,77 +44,27 @@ from trafficd.runtime.reload import EX_CONFIG
 def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:
     """Owned records per region (weights and shares), and the foreign records at our names."""
     owned = rec.owned_keys(policy)
-    by_key = {r.key: r for r in zone}
     names = {k[0] for k in owned}
-    regions: dict[str, Any] = {}
-    rtype = policy.dns.record_type
-    api = rec.normalize_name(policy.dns.record_name)
-    for r in policy.region_names:
-        if policy.dns.topology == "weighted":
-            mine = by_key.get((api, rtype, policy.set_identifier(r)))
-            regions[r] = {"record": rec.record_to_log(mine)}
-            continue
-        alias = by_key.get((api, rtype, policy.set_identifier(r)))
-        pool = rec.pool_name(policy, r)
-        members = {d: by_key.get((pool, rtype, rec.member_set_identifier(policy, r, d))) for d in policy.region_names}
-        total = sum(m.weight or 0 for m in members.values() if m)
-        regions[r] = {
-            "latency": rec.record_to_log(alias),
-            "pool": pool,
-            "members": {
-                d: None
-                if m is None
-                else {
-                    "weight": m.weight,
-                    "share": round((m.weight or 0) / total, 4) if total else None,
-                    "values": list(m.values),
-                }
-                for d, m in members.items()
-            },
-        }
-    if policy.dns.topology == "weighted":
-        total = sum((v["record"] or {}).get("weight", 0) for v in regions.values())
-        for v in regions.values():
-            w = (v["record"] or {}).get("weight")
-            v["share"] = round(w / total, 4) if w is not None and total else None
     foreign = [rec.record_to_log(x) for x in zone if x.name in names and x.key not in owned]
+    _, epoch = rec.epoch_from(policy, zone)
     return {
         "zone_id": policy.dns.zone_id,
         "topology": policy.dns.topology,
-        "regions": regions,
+        "regions": topology_for(policy).view({r.key: r for r in zone}),
         "matrix": rec.matrix_from_records(policy, (x for x in zone if x.key in owned)),
+        "writer_epoch": epoch,
         "not_owned": foreign,
     }
 
 
-def _print_view(view: dict[str, Any]) -> None:
-    print(f"zone {view['zone_id']} · topology {view['topology']}")
+def _print_view(policy: Policy, view: dict[str, Any]) -> None:
+    print(f"zone {view['zone_id']} · topology {view['topology']} · writer epoch {view['writer_epoch']}")
+    topology = topology_for(policy)
     for region, v in view["regions"].items():
-        if view["topology"] == "weighted":
-            r = v["record"]
-            what = (
-                "ABSENT"
-                if r is None
-                else f"weight {r['weight']:>3}  share {_pct(v['share'])}  → {', '.join(r['values'])}"
-            )
-            print(f"  {region:<16} {what}")
-            continue
-        lat = v["latency"]
-        head = "latency record ABSENT" if lat is None else f"latency {lat['region']} → {lat['alias_target']}"
-        print(f"  {region:<16} {head}")
-        for dst, m in v["members"].items():
-            what = (
-                "ABSENT"
-                if m is None
-                else f"weight {m['weight']:>3}  share {_pct(m['share'])}  → {', '.join(m['values'])}"
-            )
-            print(f"      to {dst:<13} {what}")
+        for line in topology.describe(region, v):
+            print(line)
     for r in view["not_owned"]:
         print(f"  not owned (never touched): {r['name']} {r['type']} {r['set_identifier'] or '-'}")
-
-
-def _pct(share: float | None) -> str:
-    return "   -  " if share is None else f"{share * 100:5.1f}%"
 
 
 def _load(path: str) -> Policy | None:
@@ -124,7 +81,7 @@ def _policy_and_zone(path: str) -> tuple[Policy, list[Record]] | int:
     if policy is None:
         return EX_CONFIG
     try:
-        return policy, Reconciler(policy, route53_client(policy)).list_zone()
+        return policy, list_zone(route53_client(policy), policy.dns.zone_id)[0]
     except (ClientError, BotoCoreError, Route53Error) as exc:
         print(f"Route 53: {exc}", file=sys.stderr)
         return 1
@@ -139,7 +96,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(view, indent=2))
     else:
-        _print_view(view)
+        _print_view(policy, view)
     return 0
 
 
@@ -158,8 +115,7 @@ def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file
 
         evaluation, _ = asyncio.run(preview(policy))
         return evaluation.matrix
-    owned = rec.owned_keys(policy)
-    return rec.matrix_from_records(policy, (r for r in zone if r.key in owned))
+    return rec.matrix_from_records(policy, rec.owned(policy, zone).values())
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -172,26 +128,30 @@ def _plan(args: argparse.Namespace) -> int:
     except (OSError, ValueError, AttributeError, RedisError) as exc:
         print(f"cannot read the matrix: {exc}", file=sys.stderr)
         return 1
-    plan = rec.plan(policy, matrix, zone)
+    plan = rec.plan(policy, matrix, zone, LIMITS)
     if args.json:
         out = {
             "changes": [c.to_log() for c in plan.changes],
             "problems": list(plan.problems),
-            "deferred": plan.deferred,
+            "batches": len(plan.batches),
         }
         print(json.dumps(out, indent=2))
     else:
         if not plan.changes:
             print("no changes")
-        for c in plan.changes:
-            print(
-                f"UPSERT {c.after.name} {c.after.type} {c.after.set_identifier}: {_brief(c.before)} → {_brief(c.after)}"
-            )
-        if plan.deferred:
-            print(f"{plan.deferred} more change(s) deferred to the next cycle (at most {rec.MAX_CHANGES} per batch)")
+        for i, batch in enumerate(plan.batches, 1):
+            wait = " (after the previous one is INSYNC)" if batch.after_insync else ""
+            print(f"batch {i}{wait}:")
+            for c in batch.changes:
+                action = "CREATE " if c.before is None else "REPLACE"
+                print(f"  {action} {_key(c)}: {_brief(c.before)} → {_brief(c.after)}")
         for p in plan.problems:
             print(f"INVALID: {p}", file=sys.stderr)
     return 1 if plan.problems else 0
+
+
+def _key(c: rec.Change) -> str:
+    return f"{c.after.name} {c.after.type} {c.after.set_identifier}".rstrip()
 
 
 def _brief(r: Record | None) -> str:
@@ -207,10 +167,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
     policy = _load(args.policy)
     if policy is None:
         return EX_CONFIG
-    try:
-        result = Reconciler(policy, route53_client(policy)).bootstrap()
-    except (ClientError, BotoCoreError, Route53Error) as exc:
-        print(f"Route 53: {exc}", file=sys.stderr)
+    provider = Route53Provider.from_policy(policy, writer="trafficd-dns-bootstrap")
+    result = provider.bootstrap(context=ReconcileContext.for_cli("bootstrap"))
+    if not result.complete:
+        print(f"Route 53: bootstrap {result.status}: {'; '.join(result.problems) or result.error}", file=sys.stderr)
         return 1
     print(
         f"{result.status}: {len(result.changes)} record(s) created"
@@ -220,22 +180,23 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def iam_policy(policy: Policy) -> dict[str, Any]:
-    """The least-privilege IAM policy for this policy file: UPSERT of the owned names and type only, plus reads."""
+    """The least-privilege IAM policy for this policy file: CREATE and DELETE of the owned names (and the writer
+    epoch TXT name) only, never UPSERT, plus the two reads."""
     zone_arn = f"arn:aws:route53:::hostedzone/{policy.dns.zone_id}"
-    names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)})
+    names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)} | {rec.epoch_name(policy).rstrip(".")})
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "TrafficdUpsertOwnedRecordsOnly",
+                "Sid": "TrafficdReplaceOwnedRecordsOnly",
                 "Effect": "Allow",
                 "Action": "route53:ChangeResourceRecordSets",
                 "Resource": zone_arn,
                 "Condition": {
                     "ForAllValues:StringEquals": {
                         "route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
-                        "route53:ChangeResourceRecordSetsRecordTypes": [policy.dns.record_type],
-                        "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+                        "route53:ChangeResourceRecordSetsRecordTypes": sorted({policy.dns.record_type, "TXT"}),
+                        "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
                     }
                 },
             },

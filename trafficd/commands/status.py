@@ -64,7 +64,8 @@ async def gather(policy: Policy, now: float) -> dict[str, Any]:
 def _dns_weights(policy: Policy) -> dict[str, int | None] | str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from trafficd.dns.route53.reconciler import own_weights, route53_client
+    from trafficd.dns.route53.client import route53_client
+    from trafficd.dns.route53.provider import own_weights
 
     try:
         return own_weights(policy, route53_client(policy))

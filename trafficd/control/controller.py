@@ -2,7 +2,8 @@
 
 One evaluation reads like its docstring:
     lease → read window stats → load overrides → judge + guards + plan (pure) → log one decision per region
-    → reconcile Route 53 (diff, validate, apply, INSYNC) unless dry-run → persist state.
+    → reconcile DNS through the provider port (`trafficd.dns.provider`; Route 53 by default) within the lease,
+    unless dry-run (then only `plan`) → persist state.
 
 Nothing is written until the lease is held and the previous state has been loaded. Redis or Route 53 failures
 are logged and the evaluation is retried on the next tick; missing evidence makes regions unknown (hold).
@@ -15,6 +16,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,8 @@ from trafficd.control import state_store as controller_state
 from trafficd.control.lease import Lease
 from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
-from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.provider import DnsProvider, ReconcileContext, ReconcileResult, Status
+from trafficd.dns.select import provider_for
 from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.runtime import metrics, notify
@@ -34,8 +37,7 @@ from trafficd.runtime.reload import PolicyHolder
 from trafficd.runtime.report import ControllerReport
 from trafficd.stats import store
 
-# reconcile outcomes after which Route 53 shows the plan (or, in dry-run, would): the new state is kept
-COMMITTED_STATUSES = frozenset({"applied", "no_changes", "dry_run"})
+DEADLINE_MARGIN_S = 0.5  # a reconcile returns this long before the lease's local expiry
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Controller:
     holder: PolicyHolder
     controller_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     dry_run: bool = False
+    # builds the DNS provider for a policy (default: the policy's, `dns.select.provider_for`); tests pass
+    # `MemoryProvider`s
+    provider_factory: Callable[[Policy, str], DnsProvider] | None = None
 
     def __post_init__(self) -> None:
         self.log = get_logger("controller", controller=self.controller_id)
@@ -62,7 +67,7 @@ class Controller:
         """(Re)build the adapters a policy change affects; keep the lease and Redis client when possible.
 
         A reload that only changes judging (SLO, windows, ramp, guards) keeps the Redis client, the lease and the
-        Route 53 reconciler (with its pending change); only the statistics view is rebuilt.
+        DNS provider (with its pending change); only the statistics view is rebuilt.
         """
         policy = loaded.policy
         old = self._built_policy
@@ -77,7 +82,8 @@ class Controller:
             if previous is not None:  # keep leading without a gap when the same Redis is still behind it
                 self.lease.token, self.lease.expires_at = previous.token, previous.expires_at
         if old is None or (old.dns, old.regions) != (policy.dns, policy.regions):
-            self.reconciler = route53.Reconciler(policy, route53.route53_client(policy))
+            factory = self.provider_factory or (lambda p, writer: provider_for(p, writer=writer))
+            self.dns: DnsProvider = factory(policy, self.controller_id)
         self.stats = store.StatsView(self.client, policy)
         self._built_policy = policy
         self._built_for = loaded.hash
@@ -137,12 +143,12 @@ class Controller:
             self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
             return
         try:
-            result = await asyncio.to_thread(self.reconciler.reconcile, evaluation.matrix, dry_run=dry_run)
-        except Exception as exc:  # the reconciler translates API errors; anything else is a bug: log, go on
+            result = await self._apply(loaded, evaluation, evaluation_id, dry_run)
+        except Exception as exc:  # the provider translates API errors; anything else is a bug: log, go on
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
             result = None
         moved = _matrix_moved(state.matrix, evaluation.matrix)
-        held = moved and (result is None or result.status not in COMMITTED_STATUSES)
+        held = moved and (result is None or not (dry_run or result.complete))
         if held:
             # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
             # re-decides the same step instead of walking on while DNS stays behind (and then jumps).
@@ -172,6 +178,23 @@ class Controller:
             held=held,
         )
         notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
+
+    async def _apply(
+        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, evaluation_id: str, dry_run: bool
+    ) -> ReconcileResult:
+        """Reconcile DNS with the evaluation's matrix within the lease (dry-run: only plan, write nothing)."""
+        if dry_run:
+            plan = await asyncio.to_thread(self.dns.plan, evaluation.matrix)
+            return ReconcileResult(Status.DRY_RUN, plan.changes)
+        context = ReconcileContext(
+            evaluation_id=evaluation_id,
+            policy_hash=loaded.hash,
+            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
+            cause="plan",
+            frozen=evaluation.frozen,
+            writer=self.controller_id,
+        )
+        return await asyncio.to_thread(self.dns.reconcile, evaluation.matrix, context=context)
 
     async def _close_client(self) -> None:
         with contextlib.suppress(Exception):

@@ -99,8 +99,9 @@ def run_demo(
     out: TextIO = sys.stdout,
 ) -> DemoResult:
     """Run the drain-and-restore story; `ok` only if both the drain and the restore were seen in Route 53."""
-    from trafficd.dns import records
-    from trafficd.dns.route53 import reconciler as route53
+    from trafficd.dns.route53 import client as r53client
+    from trafficd.dns.route53 import provider as route53
+    from trafficd.dns.route53.wire import MAX_WEIGHT
 
     os.environ.update(DEMO_ENV)  # dummy credentials: the demo only ever talks to its own moto server
     logs.configure("WARNING")  # in this process only; every daemon's log is in its own file in the workdir
@@ -115,7 +116,7 @@ def run_demo(
     with started_stack(timing=timing, redis_url=redis_url, workdir=workdir) as (stack, policy_file, ports):
         say(f"started redis, moto (Route 53 API), 3 workers, 3 agents, controller; logs in {stack.workdir}")
         policy = load_policy(policy_file).policy
-        r53 = route53.route53_client(policy)
+        r53 = r53client.route53_client(policy)
         tail = LogTail(stack.workdir / "controller.log")
         last_weights: dict[str, int | None] = {}
         healthy_seen: set[str] = set()
@@ -159,7 +160,7 @@ def run_demo(
         if drained:
             restored = wait_until(
                 f"{slow_region} restored",
-                lambda: last_weights.get(slow_region) == records.MAX_WEIGHT,
+                lambda: last_weights.get(slow_region) == MAX_WEIGHT,
                 timing.restore_timeout_s,
                 tick,
                 out,

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trafficd.dev.route53_proxy import Route53Proxy
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -111,14 +113,24 @@ class RedisServer:
 
 @dataclass
 class MotoServer:
-    """moto's server as a local Route 53 API over HTTP."""
+    """moto's server as a local Route 53 API over HTTP, behind the proxy that enforces what Route 53 enforces.
+
+    `url` is the proxy's (`trafficd.dev.route53_proxy`: exact DELETE matches, atomic batches, CREATE of an
+    existing record refused, unique change ids, every accepted batch recorded in `proxy.accepted_batches`);
+    `upstream_url` is moto itself.
+    """
 
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    proxy: Route53Proxy | None = None
+
+    @property
+    def upstream_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return self.proxy.url if self.proxy else self.upstream_url
 
     def start(self) -> MotoServer:
         exe = Path(sys.executable).with_name("moto_server")
@@ -137,9 +149,13 @@ class MotoServer:
             env=env,
         )
         wait_for_port(self.port, timeout_s=30.0, proc=self.proc)
+        self.proxy = Route53Proxy.start(self.upstream_url)
         return self
 
     def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         stop_process(self.proc)
         self.proc = None
 

@@ -236,7 +236,7 @@ def started_stack(
             )
         )
         policy = load_policy(policy_file).policy
-        from trafficd.dns.route53 import reconciler as route53
+        from trafficd.dns.route53 import provider as route53
 
         route53.bootstrap(policy, r53)
         for name in REGIONS:

@@ -1,103 +1,62 @@
-"""Route 53 records as pure data: desired records from a traffic matrix, the diff, batch validation, drift.
+"""DNS records as pure data: desired records from a traffic matrix, the diff, batches, validation, drift, epoch.
 
-No boto3 here: the Route 53 adapter (`route53.py`) lists the zone, converts each resource record set with
-`record_from_rrset`, calls `plan(...)`, and sends `change_batch(...)`. Everything in this module is a pure
-function of its arguments, so reconcile is testable (and idempotent) without a network.
+No provider API here: a provider (Route 53: `trafficd.dns.route53`) reads the zone into `Record`s, calls
+`plan(...)` and sends each batch in its own wire format. Everything in this module is a pure function of its
+arguments, so reconcile is testable (and idempotent) without a network. The layout of the records is the
+topology's (`trafficd.dns.topology`); the provider's limits (weight scale, batch size) come in as `Limits`.
 
-Topologies (DESIGN §6), for regions R, D with set identifiers setid(R), setid(D):
-
-* latency-weighted (default): per R a latency alias record `dns.record_name` (SetIdentifier setid(R),
-  Region = R's aws_region) → R's pool `dns.pool_name` (e.g. `us-east.pool.api.example.com.`, same zone,
-  EvaluateTargetHealth false). The pool holds one weighted member per destination D, SetIdentifier
-  `{setid(R)}-to-{setid(D)}`, value D's endpoint, weight round(255 × matrix[R][D]).
-* weighted: one weighted record per region D under `dns.record_name` (SetIdentifier setid(D)), weight ∝ the
-  column sum of the matrix (the share of all users sent to D), scaled so the largest is 255.
-
-A row (or the whole matrix) that has no positive entry is not turned into records at all: the current
-records hold. A row whose entries are positive but all round to 0 gives its largest entry weight 1, so
-weights within one name are never all zero.
-
-Only *owned* records — the (name, type, SetIdentifier) keys above — are ever read as ours or changed; the
-plan only UPSERTs, never DELETEs.
+Only *owned* records — the (name, type, SetIdentifier) keys the topology declares — are ever read as ours or
+changed, plus the writer-epoch TXT record (the fence, `epoch_record`). A change is `Change(before, after)`:
+the provider deletes `before` exactly as it was read and creates `after` in the same all-or-nothing batch, so
+a batch built on a stale read is refused whole. An absent record is never read as "delete it".
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trafficd.model import Record, TrafficMatrix
+from trafficd.dns.names import Key, key_text, normalize_name, normalize_value, record_to_log
+from trafficd.dns.topology import member_set_identifier, pool_name, scaled_weights, topology_for
+from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy.schema import Policy
 
-MAX_WEIGHT = 255
-MAX_CHANGES = 100  # per ChangeResourceRecordSets batch (Route 53 allows more; we keep batches small)
-
-Key = tuple[str, str, str]  # (name, type, set_identifier), as Record.key
-
-
-# ---------------------------------------------------------------- names and values
-
-
-def normalize_name(name: str) -> str:
-    """Lower case, with a trailing dot (Route 53 answers `api.example.com.`)."""
-    name = name.strip().lower()
-    return name if name.endswith(".") else name + "."
-
-
-def normalize_value(rtype: str, value: str) -> str:
-    """CNAME targets as normalized names; A/AAAA addresses in canonical form; anything else as given."""
-    value = value.strip()
-    if rtype == "CNAME":
-        return normalize_name(value)
-    if rtype in ("A", "AAAA"):
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            return value
-    return value
+__all__ = [
+    "Batch",
+    "Change",
+    "Drift",
+    "Key",
+    "Limits",
+    "Plan",
+    "desired_records",
+    "detect_drift",
+    "diff",
+    "epoch_from",
+    "epoch_record",
+    "matrix_from_records",
+    "member_set_identifier",
+    "normalize_name",
+    "normalize_value",
+    "own_weights",
+    "owned_keys",
+    "plan",
+    "pool_name",
+    "record_to_log",
+    "scaled_weights",
+    "validate",
+]
 
 
-def pool_name(policy: Policy, region: str) -> str:
-    """R's weighted pool, from the `dns.pool_name` template (`{region}`, `{record}` without trailing dot)."""
-    record = normalize_name(policy.dns.record_name).rstrip(".")
-    return normalize_name(policy.dns.pool_name.format(region=region, record=record))
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A provider's limits: its weight scale, and what one batch may hold (changes, values, value characters)."""
 
-
-def member_set_identifier(policy: Policy, src: str, dst: str) -> str:
-    """SetIdentifier of D's member in R's pool: `{setid(R)}-to-{setid(D)}`."""
-    return f"{policy.set_identifier(src)}-to-{policy.set_identifier(dst)}"
-
-
-def routing_kind(record: Record) -> str:
-    """weighted, latency, simple (no SetIdentifier) or other (failover, geolocation…, not modelled)."""
-    if not record.set_identifier:
-        return "simple"
-    if record.weight is not None:
-        return "weighted"
-    if record.region is not None:
-        return "latency"
-    return "other"
-
-
-# ---------------------------------------------------------------- weights
-
-
-def _clean(fraction: float) -> float:
-    return 0.0 if math.isnan(fraction) else min(max(fraction, 0.0), 1.0)
-
-
-def scaled_weights(shares: Sequence[float], scale: float = 1.0) -> list[int] | None:
-    """round(255 × share / scale) each, never all zero; None when no share is positive (hold)."""
-    clean = [_clean(s / scale) if scale > 0 else 0.0 for s in shares]
-    if not any(c > 0 for c in clean):
-        return None
-    weights = [min(MAX_WEIGHT, math.floor(MAX_WEIGHT * c + 0.5)) for c in clean]
-    if not any(weights):
-        weights[max(range(len(clean)), key=lambda i: clean[i])] = 1
-    return weights
+    max_weight: int
+    max_changes: int
+    max_values: int
+    max_value_chars: int
 
 
 # ---------------------------------------------------------------- desired records
@@ -105,103 +64,110 @@ def scaled_weights(shares: Sequence[float], scale: float = 1.0) -> list[int] | N
 
 def owned_keys(policy: Policy) -> frozenset[Key]:
     """Every (name, type, SetIdentifier) the policy declares: the only records trafficd reads as its own."""
-    return frozenset(r.key for r in _shape(policy))
+    return frozenset(r.key for r in topology_for(policy).desired(identity_matrix(policy.region_names), 1))
 
 
-def _shape(policy: Policy) -> list[Record]:
-    """Owned records with identity weights (each region serves its own users)."""
-    regions = policy.region_names
-    matrix = {r: {d: 1.0 if d == r else 0.0 for d in regions} for r in regions}
-    return desired_records(policy, matrix)
-
-
-def desired_records(policy: Policy, matrix: TrafficMatrix) -> list[Record]:
+def desired_records(policy: Policy, matrix: TrafficMatrix, *, max_weight: int) -> list[Record]:
     """The records the matrix asks for, in a stable order (pool members before the alias records)."""
-    dns = policy.dns
-    rtype = dns.record_type
-    name = normalize_name(dns.record_name)
-    regions = policy.region_names
-    endpoint = {d: normalize_value(rtype, policy.regions[d].dns.endpoint) for d in regions}
-    out: list[Record] = []
-    if dns.topology == "weighted":
-        columns = [sum(_clean(matrix[r].get(d, 0.0)) for r in regions if r in matrix) for d in regions]
-        weights = scaled_weights(columns, max(columns, default=0.0))
-        if weights is None:
-            return []
-        for d, w in zip(regions, weights, strict=True):
-            out.append(Record(name, rtype, policy.set_identifier(d), weight=w, ttl=dns.ttl, values=(endpoint[d],)))
-        return out
-    aliases = []
-    for r in regions:
-        row = matrix.get(r)
-        weights = scaled_weights([row.get(d, 0.0) for d in regions]) if row is not None else None
-        if weights is not None:
-            pool = pool_name(policy, r)
-            for d, w in zip(regions, weights, strict=True):
-                sid = member_set_identifier(policy, r, d)
-                out.append(Record(pool, rtype, sid, weight=w, ttl=dns.ttl, values=(endpoint[d],)))
-        aliases.append(
-            Record(
-                name,
-                rtype,
-                policy.set_identifier(r),
-                region=policy.regions[r].dns.aws_region,
-                alias_target=pool_name(policy, r),
-            )
-        )
-    return out + aliases
+    return topology_for(policy).desired(matrix, max_weight)
+
+
+def owned(policy: Policy, records: Iterable[Record]) -> dict[Key, Record]:
+    keys = owned_keys(policy)
+    return {r.key: r for r in records if r.key in keys}
 
 
 def matrix_from_records(policy: Policy, records: Iterable[Record]) -> TrafficMatrix:
-    """The matrix the owned records express now (rows missing when their pool is absent or all zero).
+    """The matrix the owned records express now (rows missing when their pool is absent or all zero)."""
+    return topology_for(policy).matrix({r.key: r for r in records})
 
-    For the plain weighted topology only the column shares exist, so every row is the same.
-    """
-    regions = policy.region_names
-    by_key = {r.key: r for r in records}
-    rtype = policy.dns.record_type
-    out: TrafficMatrix = {}
-    if policy.dns.topology == "weighted":
-        name = normalize_name(policy.dns.record_name)
-        ws = [by_key.get((name, rtype, policy.set_identifier(d))) for d in regions]
-        total = sum((w.weight or 0) for w in ws if w is not None)
-        if total > 0:
-            row = {d: ((w.weight or 0) / total if w else 0.0) for d, w in zip(regions, ws, strict=True)}
-            out = {r: dict(row) for r in regions}
-        return out
-    for r in regions:
-        pool = pool_name(policy, r)
-        ms = [by_key.get((pool, rtype, member_set_identifier(policy, r, d))) for d in regions]
-        total = sum((m.weight or 0) for m in ms if m is not None)
-        if total > 0:
-            out[r] = {d: ((m.weight or 0) / total if m else 0.0) for d, m in zip(regions, ms, strict=True)}
-    return out
+
+def complete_matrix(policy: Policy, records: Iterable[Record]) -> TrafficMatrix | None:
+    """The matrix the owned records express, or None unless every owned record is present with a full row."""
+    mine = owned(policy, records)
+    if set(mine) != owned_keys(policy):
+        return None
+    matrix = matrix_from_records(policy, mine.values())
+    return matrix if set(matrix) == set(policy.region_names) else None
 
 
 def own_weights(policy: Policy, records: Iterable[Record]) -> dict[str, int | None]:
-    """Each region's weight for serving its own users (None: record absent).
-
-    Latency-weighted: the weight of the region's own member in its pool; weighted: its record's weight.
-    """
+    """Each region's weight for serving its own users (None: record absent)."""
     by_key = {r.key: r for r in records}
-    rtype = policy.dns.record_type
+    topology = topology_for(policy)
     out: dict[str, int | None] = {}
     for region in policy.region_names:
-        if policy.dns.topology == "latency-weighted":
-            key = (pool_name(policy, region), rtype, member_set_identifier(policy, region, region))
-        else:
-            key = (normalize_name(policy.dns.record_name), rtype, policy.set_identifier(region))
-        found = by_key.get(key)
+        found = by_key.get(topology.own_key(region))
         out[region] = None if found is None else found.weight
     return out
 
 
-# ---------------------------------------------------------------- diff, drift, validation
+# ---------------------------------------------------------------- the writer epoch (the fence)
+
+EPOCH_PREFIX = "trafficd-writer-epoch="
+_EPOCH_RE = re.compile(r'^"?' + re.escape(EPOCH_PREFIX) + r'(\d+)"?$')
+
+
+def epoch_name(policy: Policy) -> str:
+    """The owned TXT record holding the writer epoch: `_trafficd-epoch.{record name}`."""
+    return normalize_name("_trafficd-epoch." + normalize_name(policy.dns.record_name))
+
+
+def epoch_record(policy: Policy, epoch: int) -> Record:
+    """The epoch TXT record (simple routing, TTL 60, one quoted value)."""
+    return Record(epoch_name(policy), "TXT", "", ttl=60, values=(f'"{EPOCH_PREFIX}{epoch}"',))
+
+
+def epoch_from(policy: Policy, records: Iterable[Record]) -> tuple[Record | None, int | None]:
+    """The epoch record as read (None when absent) and its epoch (None when absent or not ours)."""
+    key = (epoch_name(policy), "TXT", "")
+    for r in records:
+        if r.key == key:
+            m = _EPOCH_RE.match(r.values[0]) if len(r.values) == 1 else None
+            return r, int(m.group(1)) if m else None
+    return None, None
+
+
+def fence_for(policy: Policy, zone: Iterable[Record], epoch: int | None) -> tuple[bool, Change | None, int | None]:
+    """(may write, the epoch assertion heading every batch, the epoch seen) for a writer holding `epoch`.
+
+    No epoch record and no epoch held: writing is allowed without an assertion (no fence taken yet; the exact
+    DELETEs still refuse stale batches). Otherwise the record must hold exactly the writer's epoch.
+    """
+    record, seen = epoch_from(policy, zone)
+    if record is None and epoch is None:
+        return True, None, None
+    if record is None or seen != epoch:
+        return False, None, seen
+    return True, Change(record, record), seen
+
+
+def stale_problems(zone: Mapping[Key, Record], changes: Iterable[Change]) -> list[str]:
+    """Why a provider that applies batches all or nothing would refuse these changes as built on a stale read:
+    a `before` that is not the record as it is now, or a CREATE (`before` None) of a record that exists."""
+    state = dict(zone)
+    out = []
+    for c in changes:
+        k = c.after.key
+        if c.before is not None and state.get(c.before.key) != c.before:
+            missing = c.before.key not in state
+            out.append(f"{key_text(c.before.key)}: {'not found' if missing else 'values do not match'}")
+            continue
+        if c.before is None and k in state:
+            out.append(f"{key_text(k)}: already exists")
+            continue
+        if c.before is not None:
+            del state[c.before.key]
+        state[k] = c.after
+    return out
+
+
+# ---------------------------------------------------------------- diff, drift
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One UPSERT: `before` is the owned record as listed (None when absent), `after` what we write."""
+    """Replace `before` (the record as read, None when absent) by `after`; before == after asserts a record."""
 
     before: Record | None
     after: Record
@@ -227,21 +193,34 @@ class Drift:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """The changes of one batch, the problems that forbid sending it, and how many wait for the next cycle."""
+class Batch:
+    """One all-or-nothing batch; `after_insync`: send it only once the previous batch is INSYNC."""
 
     changes: tuple[Change, ...]
+    after_insync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The batches to send in order, the problems that forbid sending them, and the drift left alone."""
+
+    batches: tuple[Batch, ...] = ()
     problems: tuple[str, ...] = ()
-    deferred: int = 0
     respected: tuple[Key, ...] = field(default=())
+    fence: Change | None = None  # the epoch assertion repeated at the head of every batch
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """Every record change of every batch (without the epoch assertions)."""
+        return tuple(c for b in self.batches for c in b.changes if c is not self.fence)
+
 
 def diff(desired: Iterable[Record], actual: Mapping[Key, Record]) -> list[Change]:
-    """UPSERT every desired record that is absent or different; never a DELETE."""
+    """Replace every desired record that is absent or different; never a deletion."""
     return [Change(actual.get(d.key), d) for d in desired if actual.get(d.key) != d]
 
 
@@ -250,143 +229,193 @@ def detect_drift(expected: Mapping[Key, Record | None], actual: Mapping[Key, Rec
     return [Drift(k, before, actual.get(k)) for k, before in expected.items() if actual.get(k) != before]
 
 
-def validate(changes: Sequence[Change], zone: Iterable[Record]) -> list[str]:
-    """What Route 53 would reject (or what we refuse) in this batch, judged on the zone as it would be after it."""
-    problems: list[str] = []
-    if len(changes) > MAX_CHANGES:
-        problems.append(f"{len(changes)} changes in one batch (at most {MAX_CHANGES})")
+# ---------------------------------------------------------------- validation, in named steps
+
+
+def _size(changes: Sequence[Change]) -> tuple[int, int, int]:
+    """(changes, values, value characters) of a batch in a provider's wire form: DELETE before + CREATE after."""
+    n = values = chars = 0
+    for c in changes:
+        for r in (c.before, c.after) if c.before is not None else (c.after,):
+            n += 1
+            values += len(r.values)
+            chars += sum(len(v) for v in r.values)
+    return n, values, chars
+
+
+def _size_problems(changes: Sequence[Change], limits: Limits) -> list[str]:
+    n, values, chars = _size(changes)
+    out = []
+    if n > limits.max_changes:
+        out.append(f"{n} changes in one batch (at most {limits.max_changes})")
+    if values > limits.max_values:
+        out.append(f"{values} values in one batch (at most {limits.max_values})")
+    if chars > limits.max_value_chars:
+        out.append(f"{chars} value characters in one batch (at most {limits.max_value_chars})")
+    return out
+
+
+def _change_problems(changes: Sequence[Change], limits: Limits) -> list[str]:
+    """Each record on its own: unique keys, weights in range, one routing kind, TTL and values."""
+    out: list[str] = []
     seen: set[Key] = set()
     for c in changes:
-        a = c.after
+        a, k = c.after, key_text(c.after.key)
         if a.key in seen:
-            problems.append(f"{_k(a.key)}: changed twice in one batch (SetIdentifiers must be unique)")
+            out.append(f"{k}: changed twice in one batch (SetIdentifiers must be unique)")
         seen.add(a.key)
-        if a.weight is not None and not (isinstance(a.weight, int) and 0 <= a.weight <= MAX_WEIGHT):
-            problems.append(f"{_k(a.key)}: weight {a.weight!r} is not an integer in 0–{MAX_WEIGHT}")
+        if a.weight is not None and not (isinstance(a.weight, int) and 0 <= a.weight <= limits.max_weight):
+            out.append(f"{k}: weight {a.weight!r} is not an integer in 0–{limits.max_weight}")
         if a.weight is not None and a.region is not None:
-            problems.append(f"{_k(a.key)}: both weighted and latency routing")
+            out.append(f"{k}: both weighted and latency routing")
         if a.alias_target is None and (a.ttl is None or not a.values):
-            problems.append(f"{_k(a.key)}: a record that is not an alias needs a TTL and values")
-    final = {r.key: r for r in zone}
-    final.update({c.after.key: c.after for c in changes})
+            out.append(f"{k}: a record that is not an alias needs a TTL and values")
+    return out
+
+
+def routing_kind(record: Record) -> str:
+    """weighted, latency, simple (no SetIdentifier) or other (failover, geolocation…, not modelled)."""
+    if not record.set_identifier:
+        return "simple"
+    if record.weight is not None:
+        return "weighted"
+    if record.region is not None:
+        return "latency"
+    return "other"
+
+
+def _name_problems(name: str, recs: Sequence[Record]) -> list[str]:
+    """One name after the batch: no CNAME beside other types, one routing kind per type, not all weights zero."""
+    out: list[str] = []
+    types = {r.type for r in recs}
+    if "CNAME" in types and len(types) > 1:
+        out.append(f"{name}: CNAME beside other types ({', '.join(sorted(types - {'CNAME'}))})")
+    for rtype in sorted(types):
+        group = [r for r in recs if r.type == rtype]
+        kinds = sorted({routing_kind(r) for r in group})
+        if len(kinds) > 1:
+            out.append(f"{name} {rtype}: mixed routing types ({', '.join(kinds)})")
+        if kinds == ["weighted"] and sum(r.weight or 0 for r in group) == 0:
+            out.append(f"{name} {rtype}: every weight would be zero")
+    return out
+
+
+def _alias_problems(changes: Sequence[Change], final: Mapping[Key, Record]) -> list[str]:
+    out = []
+    for c in changes:
+        target = c.after.alias_target
+        if target is not None and not any(r.name == target and r.type == c.after.type for r in final.values()):
+            out.append(f"{key_text(c.after.key)}: alias target {target} {c.after.type} does not exist in the zone")
+    return out
+
+
+def apply_changes(zone: Iterable[Record], changes: Iterable[Change]) -> list[Record]:
+    """The zone after a batch (what the provider does when it takes it)."""
+    by_key = {r.key: r for r in zone}
+    by_key.update({c.after.key: c.after for c in changes})
+    return list(by_key.values())
+
+
+def validate(changes: Sequence[Change], zone: Iterable[Record], limits: Limits) -> list[str]:
+    """What the provider would reject (or what we refuse) in this batch, judged on the zone as it would be after it."""
+    final = {r.key: r for r in apply_changes(zone, changes)}
     touched = {c.after.name for c in changes}
     by_name: dict[str, list[Record]] = {}
     for r in final.values():
         if r.name in touched:
             by_name.setdefault(r.name, []).append(r)
+    problems = _size_problems(changes, limits) + _change_problems(changes, limits)
     for name, recs in sorted(by_name.items()):
-        types = {r.type for r in recs}
-        if "CNAME" in types and len(types) > 1:
-            problems.append(f"{name}: CNAME beside other types ({', '.join(sorted(types - {'CNAME'}))})")
-        for rtype in sorted(types):
-            group = [r for r in recs if r.type == rtype]
-            kinds = sorted({routing_kind(r) for r in group})
-            if len(kinds) > 1:
-                problems.append(f"{name} {rtype}: mixed routing types ({', '.join(kinds)})")
-            if kinds == ["weighted"] and sum(r.weight or 0 for r in group) == 0:
-                problems.append(f"{name} {rtype}: every weight would be zero")
+        problems += _name_problems(name, recs)
+    return problems + _alias_problems(changes, final)
+
+
+# ---------------------------------------------------------------- plan: diff → batches → validation
+
+
+def _groups(changes: Sequence[Change]) -> list[list[Change]]:
+    """Changes grouped by name, in order of first appearance (a pool is never split across batches if it fits)."""
+    names: dict[str, list[Change]] = {}
     for c in changes:
-        target = c.after.alias_target
-        if target is not None and not any(r.name == target and r.type == c.after.type for r in final.values()):
-            problems.append(f"{_k(c.after.key)}: alias target {target} {c.after.type} does not exist in the zone")
-    return problems
+        names.setdefault(c.after.name, []).append(c)
+    return list(names.values())
+
+
+def _fits(batch: Sequence[Change], limits: Limits) -> bool:
+    return not _size_problems(batch, limits)
+
+
+def split_batches(changes: Sequence[Change], limits: Limits, fence: Change | None = None) -> list[list[Change]]:
+    """Whole names per batch while they fit (the fence at the head of each); a name too big alone is split."""
+    head = [fence] if fence else []
+    batches: list[list[Change]] = []
+    current = list(head)
+    for group in _groups(changes):
+        if len(current) > len(head) and not _fits(current + group, limits):
+            batches.append(current)
+            current = list(head)
+        for c in group:
+            if len(current) > len(head) and not _fits([*current, c], limits):
+                batches.append(current)
+                current = list(head)
+            current.append(c)
+    if len(current) > len(head):
+        batches.append(current)
+    return batches
+
+
+def _needs_insync(batch: Sequence[Change], created_before: set[str]) -> bool:
+    """A batch creating an alias to a name an earlier batch created waits for that batch to be INSYNC."""
+    return any(c.before is None and c.after.alias_target in created_before for c in batch)
 
 
 def plan(
     policy: Policy,
     matrix: TrafficMatrix,
     zone: Sequence[Record],
+    limits: Limits,
     *,
     respected: Iterable[Key] = (),
-    max_changes: int = MAX_CHANGES,
+    fence: Change | None = None,
 ) -> Plan:
-    """Desired vs the owned records in `zone` → one validated batch of at most `max_changes` UPSERTs.
+    """Desired vs the owned records in `zone` → validated batches, in order, each within `limits`.
 
     `zone` is every record listed (owned or not: the validation needs the neighbours). Keys in `respected`
-    (drift the policy respects) are left as they are. When more changes are needed than fit, whole names are
-    taken in order (pools before aliases, so no pool is ever half-written) and the rest is `deferred`.
+    (drift the policy respects) are left as they are. `fence` (the epoch assertion) heads every batch. Each
+    batch is validated on the zone as the batches before it leave it.
     """
-    owned = owned_keys(policy)
-    actual = {r.key: r for r in zone if r.key in owned}
+    actual = owned(policy, zone)
     skip = set(respected)
-    changes = [c for c in diff(desired_records(policy, matrix), actual) if c.after.key not in skip]
-    batch: list[Change] = []
-    names: list[str] = []
-    for c in changes:
-        if c.after.name not in names:
-            names.append(c.after.name)
-    for n in names:
-        group = [c for c in changes if c.after.name == n]
-        if batch and len(batch) + len(group) > max_changes:
-            break
-        batch.extend(group)
-    problems = validate(batch, zone)
-    return Plan(tuple(batch), tuple(problems), len(changes) - len(batch), tuple(sorted(skip)))
+    desired = desired_records(policy, matrix, max_weight=limits.max_weight)
+    changes = [c for c in diff(desired, actual) if c.after.key not in skip]
+    return plan_changes(changes, zone, limits, fence=fence, respected=tuple(sorted(skip)))
 
 
-def _k(key: Key) -> str:
-    return f"{key[0]} {key[1]} {key[2]}".rstrip()
+def plan_changes(
+    changes: Sequence[Change],
+    zone: Sequence[Record],
+    limits: Limits,
+    *,
+    fence: Change | None = None,
+    respected: tuple[Key, ...] = (),
+) -> Plan:
+    """Changes → batches within `limits` (the fence heading each), each validated on the zone the batches
+    before it leave; a batch creating an alias to a name created by an earlier batch waits for INSYNC."""
+    batches: list[Batch] = []
+    problems: list[str] = []
+    state: list[Record] = list(zone)
+    created: set[str] = set()
+    for group in split_batches(changes, limits, fence):
+        problems += validate(group, state, limits)
+        batches.append(Batch(tuple(group), _needs_insync(group, created)))
+        created |= {c.after.name for c in group if c.before is None}
+        state = apply_changes(state, group)
+    return Plan(tuple(batches), tuple(problems), respected, fence)
 
 
-# ---------------------------------------------------------------- boto3 dict conversion
-
-
-def record_from_rrset(rrset: Mapping[str, Any]) -> Record:
-    """A ResourceRecordSet dict as ListResourceRecordSets returns it → Record (normalized)."""
-    rtype = str(rrset["Type"])
-    alias = rrset.get("AliasTarget")
-    weight = rrset.get("Weight")
-    ttl = rrset.get("TTL")
-    return Record(
-        name=normalize_name(str(rrset["Name"])),
-        type=rtype,
-        set_identifier=str(rrset.get("SetIdentifier", "")),
-        weight=int(weight) if weight is not None else None,
-        region=rrset.get("Region"),
-        ttl=int(ttl) if ttl is not None else None,
-        values=tuple(normalize_value(rtype, str(v["Value"])) for v in rrset.get("ResourceRecords", [])),
-        alias_target=normalize_name(str(alias["DNSName"])) if alias else None,
-    )
-
-
-def rrset_from_record(record: Record, zone_id: str) -> dict[str, Any]:
-    """Record → ResourceRecordSet dict for ChangeResourceRecordSets (alias targets in the same zone)."""
-    out: dict[str, Any] = {"Name": record.name, "Type": record.type}
-    if record.set_identifier:
-        out["SetIdentifier"] = record.set_identifier
-    if record.weight is not None:
-        out["Weight"] = record.weight
-    if record.region is not None:
-        out["Region"] = record.region
-    if record.alias_target is not None:
-        out["AliasTarget"] = {
-            "HostedZoneId": zone_id,
-            "DNSName": record.alias_target,
-            "EvaluateTargetHealth": False,
-        }
-    else:
-        out["TTL"] = record.ttl
-        out["ResourceRecords"] = [{"Value": v} for v in record.values]
-    return out
-
-
-def change_batch(changes: Sequence[Change], zone_id: str, comment: str = "trafficd") -> dict[str, Any]:
-    """The ChangeBatch argument: UPSERT only."""
-    return {
-        "Comment": comment[:256],
-        "Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset_from_record(c.after, zone_id)} for c in changes],
-    }
-
-
-def record_to_log(record: Record | None) -> dict[str, Any] | None:
-    """A compact dict of the fields that matter, for log events."""
-    if record is None:
-        return None
-    out: dict[str, Any] = {"name": record.name, "type": record.type, "set_identifier": record.set_identifier}
-    for k in ("weight", "region", "ttl", "alias_target"):
-        v = getattr(record, k)
-        if v is not None:
-            out[k] = v
-    if record.values:
-        out["values"] = list(record.values)
-    return out
+def regions_touched(policy: Policy, changes: Iterable[Change]) -> list[str]:
+    """The regions whose records the changes touch (a pool's source region, an alias's or weighted record's)."""
+    pools = {pool_name(policy, r): r for r in policy.region_names}
+    setids = {policy.set_identifier(r): r for r in policy.region_names}
+    out = {pools.get(c.after.name) or setids.get(c.after.set_identifier) for c in changes}
+    return sorted(r for r in out if r)

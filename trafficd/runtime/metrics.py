@@ -92,7 +92,7 @@ DNS_CHANGES = Counter(
     ["outcome"], registry=CONTROLLER,
 )  # fmt: skip
 DNS_RECONCILES = Counter(
-    "trafficd_dns_reconciles_total", "Reconciles by status (no_changes, applied, pending, stuck, error, …)",
+    "trafficd_dns_reconciles_total", "Reconciles by status (unchanged, applied, pending, stuck, fenced, error, …)",
     ["status"], registry=CONTROLLER,
 )  # fmt: skip
 DNS_PENDING = Gauge(
@@ -273,7 +273,7 @@ def record_overrides(regions: Iterable[str], by_region: dict[str, str], frozen: 
 
 
 # reconcile statuses that mean a change batch was sent, or built and refused before sending
-SENT_STATUSES = frozenset({"applied", "rejected", "access_denied", "throttled", "error"})
+SENT_STATUSES = frozenset({"applied", "refused", "denied", "fenced", "throttled", "error"})
 _pending_since: list[float] = []
 
 

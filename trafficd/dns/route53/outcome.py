@@ -1,4 +1,4 @@
-"""What a Route 53 call's failure means for the reconciler, and what one reconcile did (`ReconcileResult`).
+"""What a Route 53 call's failure means for the provider: the error tree.
 
 The error tree (codes from the Route 53 API reference; botocore raises them as `ClientError`):
 
@@ -6,27 +6,27 @@ The error tree (codes from the Route 53 API reference; botocore raises them as `
                 applied → capped, jittered backoff within the per-cycle budget, then the same request again.
     ambiguous   HTTP 5xx, or a transport error (connection refused or closed, read timeout): a change may
                 or may not have been applied → re-read the zone before deciding to send again.
-    rejected    InvalidChangeBatch, InvalidInput: Route 53 refused the batch → one error event, no retry.
+    fenced      InvalidChangeBatch saying a DELETE did not match or a CREATE found a record: the batch was built
+                on a stale read (another writer, a hand edit) → never resent; re-read and re-judge.
+    rejected    InvalidChangeBatch (other reasons), InvalidInput: Route 53 refused the batch → one error event,
+                no retry.
     denied      AccessDenied (or HTTP 403): IAM does not allow it → one error event, no retry.
     failed      anything else (NoSuchHostedZone, no credentials, …) → one error event, no retry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-
-from trafficd.dns import records as rec
 
 THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"})
 REJECT_CODES = frozenset({"InvalidChangeBatch", "InvalidInput"})
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
 SERVER_CODES = frozenset({"ServiceUnavailable", "InternalFailure", "InternalError"})
 
-Kind = Literal["throttled", "ambiguous", "rejected", "denied", "failed"]
+Kind = Literal["throttled", "ambiguous", "fenced", "rejected", "denied", "failed"]
 
 
 class Route53Error(Exception):
@@ -56,7 +56,7 @@ def classify(exc: BaseException) -> Kind:
     if code in THROTTLE_CODES:
         return "throttled"
     if code in REJECT_CODES:
-        return "rejected"
+        return "fenced" if is_stale(exc) else "rejected"
     if code in DENIED_CODES or status == 403:
         return "denied"
     if status >= 500 or code in SERVER_CODES:
@@ -64,36 +64,11 @@ def classify(exc: BaseException) -> Kind:
     return "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    """What one reconcile did.
+# Route 53's InvalidChangeBatch messages that mean "the batch was built on a stale read": a DELETE that does
+# not match the record as it is now, or a CREATE of a record someone else created since.
+STALE_MARKERS = ("but it was not found", "but the values provided do not match", "but it already exists")
 
-    status: no_changes · applied · dry_run · pending (a change is propagating: held) · stuck (PENDING past
-    the propagation timeout: held) · rejected (our validation or Route 53 refused the batch) ·
-    access_denied · throttled (retry budget spent) · error.
-    """
 
-    status: str
-    changes: tuple[rec.Change, ...] = ()
-    change_id: str | None = None
-    drift: tuple[rec.Drift, ...] = ()
-    problems: tuple[str, ...] = ()
-    deferred: int = 0
-    api_calls: int = 0
-    error: str | None = None
-
-    @property
-    def wrote(self) -> bool:
-        return self.status == "applied"
-
-    def to_log(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "changes": [c.to_log() for c in self.changes],
-            "change_id": self.change_id,
-            "drift": [d.to_log() for d in self.drift],
-            "problems": list(self.problems),
-            "deferred": self.deferred,
-            "api_calls": self.api_calls,
-            "error": self.error,
-        }
+def is_stale(exc: BaseException) -> bool:
+    """An InvalidChangeBatch caused by the fence (the records or the epoch changed since they were read)."""
+    return error_code(exc) == "InvalidChangeBatch" and any(m in error_message(exc) for m in STALE_MARKERS)

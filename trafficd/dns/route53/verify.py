@@ -23,6 +23,7 @@ import dns.rdatatype
 import dns.resolver
 
 from trafficd.dns import records as rec
+from trafficd.dns.topology import topology_for
 from trafficd.model import Record
 from trafficd.policy.schema import Policy
 from trafficd.runtime.logs import get_logger
@@ -39,10 +40,7 @@ def expected_answers(policy: Policy, zone: Sequence[Record]) -> dict[str, set[st
         members = [r for r in mine if r.name == name and r.weight is not None]
         positive = [r for r in members if r.weight] or members  # all zero: Route 53 answers with any
         allowed[name] = {v.rstrip(".") for r in positive for v in r.values}
-    api = rec.normalize_name(policy.dns.record_name)
-    if policy.dns.topology == "latency-weighted":
-        pools = {r.alias_target for r in mine if r.name == api and r.alias_target}
-        allowed[api] = set().union(*(allowed.get(p, set()) for p in pools)) if pools else set()
+    allowed.update(topology_for(policy).alias_answers(mine, allowed))
     return allowed
 
 
