@@ -207,8 +207,8 @@ async def test_status_shows_leader_states_weights_and_overrides(setup: Any, caps
     assert eu["state"] == "draining" and eu["serving_fraction"] == 0.5 and eu["n"] == 20
     assert data["dns_weights"] == {"us-east": 255, "eu-west": 128, "ap-southeast": 255}
     args = build_parser().parse_args(["status", "--policy", str(path), "--no-dns"])
-    with capture_logs():
-        assert await asyncio.to_thread(args.func, args) == 0
+    with capture_logs():  # the controller has stopped: no leader, exit 3
+        assert await asyncio.to_thread(args.func, args) == 3
     text = capsys.readouterr().out
     assert "FROZEN" in text and "eu-west" in text and "draining" in text
 

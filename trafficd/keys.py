@@ -122,3 +122,8 @@ def acl_username(service: str, role: str, region: str | None = None) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     return f"{service}-{role}"
+
+
+def leader_report_key(prefix: str, service: str) -> str:
+    """JSON of the leader's last evaluation: evaluation id, policy hash, dry-run, time (for `trafficd status`)."""
+    return f"{service_base(prefix, service)}:controller:last_evaluation"

@@ -2,7 +2,7 @@
 
     trafficd dns show --policy F [--json]          owned records and weights per region, plus foreign records
                                                    sharing our names (never touched)
-    trafficd dns plan --policy F [--from current|healthy | --matrix-file M] [--json]
+    trafficd dns plan --policy F [--from current|healthy | --matrix-file M] [--json] [--detailed-exitcode]
                                                    the batch reconcile would send now; writes nothing
     trafficd dns iam-policy --policy F             the least-privilege IAM policy (docs/iam-policy.json is
                                                    the one for policies/example.yaml): CREATE and
@@ -16,7 +16,8 @@ the same Redis inputs (stored state, window statistics, overrides) without writi
 current` takes the matrix today's records express (the plan shows only missing or hand-edited records);
 `--from healthy` is the identity (every region serves its own users); `--matrix-file` reads JSON
 `{"us-east": {"us-east": 0.5, "eu-west": 0.5}, ...}`.
-Exit codes: 0 ok, 1 Route 53 error or an invalid plan, 78 invalid policy.
+Exit codes: 0 ok, 1 Route 53 error or an invalid plan, 78 invalid policy; with `plan --detailed-exitcode`,
+2 when changes are pending (0 only when nothing would change), as `terraform plan -detailed-exitcode` does.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from trafficd.dns.topology import topology_for
 from trafficd.model import Record, TrafficMatrix, identity_matrix
 from trafficd.policy.schema import Policy, PolicyError, load_policy
 from trafficd.runtime.reload import EX_CONFIG
+
+EX_CHANGES_PENDING = 2  # `dns plan --detailed-exitcode`: the plan is not empty
 
 
 def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:
@@ -147,7 +150,9 @@ def _plan(args: argparse.Namespace) -> int:
                 print(f"  {action} {_key(c)}: {_brief(c.before)} → {_brief(c.after)}")
         for p in plan.problems:
             print(f"INVALID: {p}", file=sys.stderr)
-    return 1 if plan.problems else 0
+    if plan.problems:
+        return 1
+    return EX_CHANGES_PENDING if args.detailed_exitcode and (plan.changes or plan.deferred) else 0
 
 
 def _key(c: rec.Change) -> str:
@@ -246,6 +251,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     c.add_argument("--matrix-file", metavar="JSON", help="traffic matrix to plan for (overrides --from)")
     c.add_argument("--json", action="store_true")
+    c.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing would change, 2 when changes are pending, 1 on error (as terraform plan does)",
+    )
     c.set_defaults(func=_plan)
 
     c = cmds.add_parser("iam-policy", help="print the least-privilege IAM policy for this policy file")

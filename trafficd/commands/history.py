@@ -55,7 +55,7 @@ def parse_when(text: str, now: float) -> float:
 async def fetch(
     policy: Policy, since: float, until: float | None, region: str | None, kinds: list[str] | None
 ) -> list[audit.Entry]:
-    client = store.redis_client(policy.redis)
+    client = store.client_for(policy, "oncall")
     try:
         return await audit.read(
             client, policy.redis.key_prefix, policy.service, since=since, until=until, region=region, kinds=kinds

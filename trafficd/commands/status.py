@@ -1,8 +1,12 @@
-"""`trafficd status`: what on-call needs first — who leads, each region's state and weight, overrides, DNS.
+"""`trafficd status`: what on-call needs first — who leads with which policy, each region's state and why.
 
-Reads the controller's stored state, the lease, the overrides and the trip-window evidence from Redis, and
-(unless `--no-dns`) the owned records from Route 53. Writes nothing. `--json` for scripts. Exit codes: 0 shown,
-1 Redis unreadable, 78 bad policy. For the per-worker/per-model breakdown use `trafficd stats`.
+Reads the controller's stored state, the lease, the leader's last evaluation, the overrides and the trip-window
+evidence from Redis, and (unless `--no-dns`) the owned records from Route 53. Writes nothing. Text for a person
+at 3 a.m., `--json` for scripts (times as ISO 8601 UTC). For the per-worker/per-model breakdown use `trafficd
+stats`; for what happened before, `trafficd history`.
+
+Exit codes: 0 a leader holds and every region is judged · 1 Redis unreadable · 3 no controller holds the lease
+(nothing moves DNS) · 4 a region is unknown (its weights are held) · 78 bad policy. 3 wins over 4.
 """
 
 from __future__ import annotations
@@ -19,46 +23,82 @@ from redis.exceptions import RedisError
 from trafficd.control.controller import read_inputs
 from trafficd.control.lease import lease_key
 from trafficd.policy.schema import Policy, PolicyError, load_policy
+from trafficd.runtime import audit
+from trafficd.runtime.logs import iso_time
 from trafficd.runtime.reload import EX_CONFIG
 from trafficd.stats import store
 
+EX_NO_LEADER = 3
+EX_REGION_UNKNOWN = 4
+HEADINGS = f"{'REGION':<14} {'STATE':<11} {'SERVING':>7} {'DNS':>4} {'P99':>8} {'N':>6} {'OVER SLO':>8} {'ERRORS':>7}"
+_TIME_KEYS = ("since", "hold_down_until", "evaluated_at", "expires_at", "created_at", "at")
 
-async def gather(policy: Policy, now: float) -> dict[str, Any]:
-    """Everything `status` shows, as plain data."""
+
+async def _leader(policy: Policy) -> tuple[str | None, dict[str, Any] | None]:
     client = store.client_for(policy, "oncall")
     try:
         holder = await client.get(lease_key(policy.redis.key_prefix, policy.service))
+        last = await audit.read_last_evaluation(client, policy.redis.key_prefix, policy.service)
     finally:
         await client.aclose()
+    return (holder.decode() if isinstance(holder, bytes) else holder), last
+
+
+def _region(name: str, rs: Any, ev: Any, o: Any, matrix: Any) -> dict[str, Any]:
+    unknown = (rs is not None and str(rs.name) == "unknown") or ev.stale or ev.unreadable
+    return {
+        "state": str(rs.name) if rs else None,
+        "unknown": bool(unknown),
+        "serving_fraction": rs.serving_fraction if rs else None,
+        "since": rs.since if rs else None,
+        "hold_down_until": rs.hold_down_until if rs else None,
+        "reasons": list(rs.reasons) if rs else [],
+        "users_to": matrix.get(name) if matrix else None,
+        "n": ev.n,
+        "p99_ms": ev.p99_ms,
+        "over_slo_fraction": ev.over_slo_fraction if ev.n else None,
+        "error_rate": ev.error_rate if ev.n else None,
+        "ttft_p99_ms": ev.ttft_p99_ms,
+        "heartbeat_age_s": ev.heartbeat_age_s,
+        "stale": ev.stale,
+        "unreadable": ev.unreadable,
+        "override": o.to_dict() if o else None,
+    }
+
+
+async def gather(policy: Policy, now: float) -> dict[str, Any]:
+    """Everything `status` shows, as plain data (epoch times; `as_json` turns them into ISO)."""
+    holder, last = await _leader(policy)
     state, evidence, active = await read_inputs(policy, now)
-    regions: dict[str, Any] = {}
-    for name in policy.region_names:
-        rs = state.regions.get(name) if state else None
-        ev = evidence[name]
-        o = active.by_region.get(name)
-        regions[name] = {
-            "state": str(rs.name) if rs else None,
-            "serving_fraction": rs.serving_fraction if rs else None,
-            "since": rs.since if rs else None,
-            "hold_down_until": rs.hold_down_until if rs else None,
-            "reasons": list(rs.reasons) if rs else [],
-            "users_to": (state.matrix.get(name) if state else None),
-            "n": ev.n,
-            "p99_ms": ev.p99_ms,
-            "over_slo_fraction": ev.over_slo_fraction,
-            "error_rate": ev.error_rate,
-            "ttft_p99_ms": ev.ttft_p99_ms,
-            "stale": ev.stale,
-            "unreadable": ev.unreadable,
-            "override": o.to_dict() if o else None,
-        }
+    regions = {
+        name: _region(
+            name,
+            state.regions.get(name) if state else None,
+            evidence[name],
+            active.by_region.get(name),
+            state.matrix if state else None,
+        )
+        for name in policy.region_names
+    }
     return {
         "service": policy.service,
-        "leader": holder.decode() if isinstance(holder, bytes) else holder,
+        "leader": holder,
+        "leader_policy_hash": last.get("policy_hash") if last else None,
+        "leader_dry_run": last.get("dry_run") if last else None,
+        "last_evaluation_id": last.get("evaluation_id") if last else None,
         "evaluated_at": state.evaluated_at if state else None,
         "freeze": active.freeze.to_dict() if active.freeze else None,
         "regions": regions,
     }
+
+
+def exit_code(data: dict[str, Any]) -> int:
+    """3 when no controller leads, else 4 when a region is unknown, else 0 (module docstring)."""
+    if not data["leader"]:
+        return EX_NO_LEADER
+    if any(r["unknown"] for r in data["regions"].values()):
+        return EX_REGION_UNKNOWN
+    return 0
 
 
 def _dns_weights(policy: Policy) -> dict[str, int | None] | str:
@@ -73,62 +113,126 @@ def _dns_weights(policy: Policy) -> dict[str, int | None] | str:
         return f"unreadable: {exc}"
 
 
-def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
-    return "-" if v is None else f"{v:.{digits}f}{unit}"
+# ---------------------------------------------------------------- text
 
 
-def render(data: dict[str, Any], now: float) -> str:
-    lines = [f"service {data['service']}: leader {data['leader'] or 'NONE (no controller holds the lease)'}"]
+def _hhmm(epoch: float) -> str:
+    return time.strftime("%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _header(data: dict[str, Any], this_hash: str, now: float) -> list[str]:
+    leader = data["leader"]
+    if not leader:
+        head = f"service {data['service']}: NO LEADER — no controller holds the lease; nothing moves DNS"
+    else:
+        head = f"service {data['service']}: leader {leader}"
+        if data["leader_policy_hash"]:
+            same = "same as this file" if data["leader_policy_hash"] == this_hash else f"this file: {this_hash}"
+            head += f", policy {data['leader_policy_hash']} ({same})"
+        if data["leader_dry_run"]:
+            head += ", DRY RUN (writes no DNS)"
+    lines = [head]
     if data["evaluated_at"]:
-        lines.append(f"last evaluation {now - data['evaluated_at']:.1f}s ago")
+        ev = f" ({data['last_evaluation_id']})" if data["last_evaluation_id"] else ""
+        lines.append(f"last evaluation{ev} {now - data['evaluated_at']:.0f}s ago at {_hhmm(data['evaluated_at'])}")
     if data["freeze"]:
         f = data["freeze"]
-        lines.append(f"FROZEN until {time.strftime('%H:%M:%S', time.gmtime(f['expires_at']))}Z: {f['reason']}")
+        who = f" by {f['created_by']}" if f.get("created_by") else ""
+        lines.append(f"FROZEN until {_hhmm(f['expires_at'])}{who}: {f['reason']} — no serving ratio moves")
+    return lines
+
+
+def _row(name: str, r: dict[str, Any], dns: Any) -> str:
+    weight = "-" if not isinstance(dns, dict) or dns.get(name) is None else str(dns[name])
+    serving = "-" if r["serving_fraction"] is None else f"{r['serving_fraction']:.2f}"
+    p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.0f}ms"
+    flags = (" STALE" if r["stale"] else "") + (" UNREADABLE" if r["unreadable"] else "")
+    state = (r["state"] or "no state").upper() if r["unknown"] else (r["state"] or "no state")
+    return (
+        f"{name:<14} {state:<11} {serving:>7} {weight:>4} {p99:>8} {r['n']:>6} "
+        f"{_pct(r['over_slo_fraction']):>8} {_pct(r['error_rate']):>7}{flags}"
+    )
+
+
+def _details(name: str, r: dict[str, Any], now: float) -> list[str]:
+    pad = " " * 3
+    lines = [f"{pad}why: {reason}" for reason in r["reasons"]]
+    spill = {d: v for d, v in (r["users_to"] or {}).items() if v > 0 and d != name}
+    if spill:
+        lines.append(f"{pad}its users also go to: " + ", ".join(f"{d} {v:.2f}" for d, v in spill.items()))
+    if r["override"]:
+        o = r["override"]
+        who = f" by {o['created_by']}" if o.get("created_by") else ""
+        lines.append(f"{pad}MANUAL {o['kind'].upper()} until {_hhmm(o['expires_at'])}{who}: {o['reason']}")
+    if r["hold_down_until"] and r["hold_down_until"] > now:
+        lines.append(f"{pad}hold-down: no recovery for {r['hold_down_until'] - now:.0f}s more")
+    if r["heartbeat_age_s"] is not None and r["stale"]:
+        lines.append(f"{pad}newest agent heartbeat {r['heartbeat_age_s']:.0f}s ago")
+    return lines
+
+
+def render(data: dict[str, Any], now: float, this_hash: str = "") -> str:
+    """The text for a person: header, one row per region, then its reasons, spill-over and overrides."""
+    lines = _header(data, this_hash, now)
     dns = data.get("dns_weights")
+    lines.append(
+        f"{'REGION':<14} {'STATE':<11} {'SERVING':>7} {'DNS':>4} {'P99':>8} {'N':>6} {'OVER SLO':>8} {'ERRORS':>7}"
+    )
     for name, r in data["regions"].items():
-        weight = "" if not isinstance(dns, dict) else f" dns_weight={dns.get(name)}"
-        lines.append(
-            f"{name:<14} {r['state'] or 'no state':<11} serving={_fmt(r['serving_fraction'], digits=2)}{weight} "
-            f"p99={_fmt(r['p99_ms'], 'ms')} n={r['n']} over_slo={_fmt(100 * r['over_slo_fraction'], '%', 2)} "
-            f"errors={_fmt(100 * r['error_rate'], '%', 2)}"
-            + (" STALE" if r["stale"] else "")
-            + (" UNREADABLE" if r["unreadable"] else "")
-        )
-        if r["users_to"]:
-            spill = {d: round(v, 3) for d, v in r["users_to"].items() if v > 0 and d != name}
-            if spill:
-                lines.append(f"{'':14} its users also go to: {spill}")
-        if r["override"]:
-            o = r["override"]
-            until = time.strftime("%H:%M:%S", time.gmtime(o["expires_at"]))
-            lines.append(f"{'':14} override {o['kind']} until {until}Z by {o['created_by']}: {o['reason']}")
-        if r["hold_down_until"] and r["hold_down_until"] > now:
-            lines.append(f"{'':14} hold-down for {r['hold_down_until'] - now:.0f}s more")
+        lines.append(_row(name, r, dns))
+        lines.extend(_details(name, r, now))
     if isinstance(dns, str):
         lines.append(f"Route 53: {dns}")
+    code = exit_code(data)
+    if code == EX_REGION_UNKNOWN:
+        unknown = [n for n, r in data["regions"].items() if r["unknown"]]
+        lines.append(f"unknown (weights held): {', '.join(unknown)}")
     return "\n".join(lines)
+
+
+def as_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The same data with ISO 8601 times and the exit code."""
+
+    def iso(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: iso(v, k) for k, v in value.items()}
+        if key in _TIME_KEYS and isinstance(value, int | float) and value > 1e9:
+            return iso_time(float(value))
+        return value
+
+    out: dict[str, Any] = iso(data)
+    out["exit_code"] = exit_code(data)
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        policy = load_policy(args.policy).policy
+        loaded = load_policy(args.policy)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
+    policy = loaded.policy
     now = time.time()
     try:
         data = asyncio.run(gather(policy, now))
-    except RedisError as exc:
-        print(f"Redis unreadable: {exc}", file=sys.stderr)
+    except (RedisError, OSError) as exc:
+        print(f"Redis unreadable at {policy.redis.url}: {exc}", file=sys.stderr)
         return 1
     if not args.no_dns:
         data["dns_weights"] = _dns_weights(policy)
-    print(json.dumps(data, indent=2) if args.json else render(data, now))
-    return 0
+    print(json.dumps(as_json(data), indent=2) if args.json else render(data, now, loaded.hash))
+    return exit_code(data)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="leader, region states, weights, overrides (reads Redis and Route 53)")
+    p = sub.add_parser(
+        "status",
+        help="leader, region states and why, weights, overrides (exit 3: no leader, 4: a region unknown)",
+    )
     p.add_argument("--policy", required=True, help="policy file (YAML)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-dns", action="store_true", help="do not read Route 53")

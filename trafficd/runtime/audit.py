@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from trafficd.keys import audit_key
+from trafficd.keys import audit_key, leader_report_key
 
 MAX_ENTRIES = 20_000
 MAX_AGE_S = 14 * 86_400.0
@@ -120,3 +120,23 @@ async def read(
             continue
         out.append(entry)
     return out
+
+
+LAST_EVALUATION_TTL_S = 86_400
+
+
+async def record_last_evaluation(client: Any, prefix: str, service: str, info: dict[str, Any]) -> None:
+    """The leader's last evaluation (id, policy hash, dry-run, time), overwritten each time, for `trafficd status`."""
+    body = json.dumps(info, separators=(",", ":"), default=str)
+    await client.set(leader_report_key(prefix, service), body, ex=LAST_EVALUATION_TTL_S)
+
+
+async def read_last_evaluation(client: Any, prefix: str, service: str) -> dict[str, Any] | None:
+    raw = await client.get(leader_report_key(prefix, service))
+    if raw is None:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None

@@ -11,6 +11,7 @@ A region moved by a manual override reads as such: `rule: manual_drain` / `manua
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -196,6 +197,7 @@ class ControllerReport:
         period.shifts += sum(1 for d in evaluation.decisions if abs(d.fraction_after - d.fraction_before) > _EPS)
         period.dns[status or "failed"] += 1
         await self._flush(client, loaded.policy)
+        await self._last_evaluation(client, loaded, evaluation_id, lease_token, dry_run, now, status)
         self._maybe_summary(loaded.hash, lease_token, dry_run, role="leader")
 
     def standby(self, policy_hash: str) -> None:
@@ -269,6 +271,30 @@ class ControllerReport:
             guards=sorted(f"{g}:{r}" if r else g for g, r in self._guards_seen),
         )
         self._period = _Period(started=now)
+
+    async def _last_evaluation(
+        self,
+        client: Any,
+        loaded: Any,
+        evaluation_id: str,
+        lease_token: int | None,
+        dry_run: bool,
+        now: float,
+        dns: str | None,
+    ) -> None:
+        """What `trafficd status` shows of the leader: its policy hash, dry-run, last evaluation id and time."""
+        info = {
+            "evaluation_id": evaluation_id,
+            "policy_hash": loaded.hash,
+            "dry_run": dry_run,
+            "at": now,
+            "lease_token": lease_token,
+            "dns": dns,
+        }
+        policy = loaded.policy
+        # a Redis outage is logged once per episode by the audit write just before
+        with contextlib.suppress(Exception):
+            await audit.record_last_evaluation(client, policy.redis.key_prefix, policy.service, info)
 
     async def _flush(self, client: Any, policy: Any) -> None:
         """Write the pending audit entries; a failure is logged once per episode and the entries are retried."""
