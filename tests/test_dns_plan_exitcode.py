@@ -11,7 +11,8 @@ import pytest
 from ctlkit import policy_text
 
 from trafficd import cli
-from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.route53 import client as r53client
+from trafficd.dns.route53 import provider as route53
 from trafficd.policy.schema import load_policy
 
 
@@ -27,7 +28,7 @@ def test_detailed_exitcode_is_2_when_changes_are_pending(
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
     policy = load_policy(path).policy
-    route53.bootstrap(policy, route53.route53_client(policy))
+    route53.bootstrap(policy, r53client.route53_client(policy))
     plan = ["dns", "plan", "--policy", str(path)]
     capsys.readouterr()
     assert cli.main([*plan, "--from", "current", "--detailed-exitcode"]) == 0
@@ -37,5 +38,5 @@ def test_detailed_exitcode_is_2_when_changes_are_pending(
     mfile = tmp_path / "matrix.json"
     mfile.write_text(json.dumps(matrix))
     assert cli.main([*plan, "--matrix-file", str(mfile), "--detailed-exitcode"]) == 2
-    assert capsys.readouterr().out.count("UPSERT") == 2
+    assert capsys.readouterr().out.count("REPLACE") == 2
     assert cli.main([*plan, "--matrix-file", str(mfile)]) == 0

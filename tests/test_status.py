@@ -13,7 +13,8 @@ from test_log_budget import feed
 
 from trafficd import cli
 from trafficd.control.controller import Controller
-from trafficd.dns.route53 import reconciler as route53
+from trafficd.dns.route53 import client as r53client
+from trafficd.dns.route53 import provider as route53
 from trafficd.policy.schema import load_policy
 from trafficd.runtime.reload import PolicyHolder
 
@@ -23,7 +24,7 @@ def loaded(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: A
     path = tmp_path / "policy.yaml"
     path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
     lp = load_policy(path)
-    route53.bootstrap(lp.policy, route53.route53_client(lp.policy))
+    route53.bootstrap(lp.policy, r53client.route53_client(lp.policy))
     return path, lp
 
 

@@ -152,7 +152,7 @@ def _plan(args: argparse.Namespace) -> int:
             print(f"INVALID: {p}", file=sys.stderr)
     if plan.problems:
         return 1
-    return EX_CHANGES_PENDING if args.detailed_exitcode and (plan.changes or plan.deferred) else 0
+    return EX_CHANGES_PENDING if args.detailed_exitcode and plan.changes else 0
 
 
 def _key(c: rec.Change) -> str:
