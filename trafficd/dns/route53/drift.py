@@ -35,7 +35,8 @@ class DriftMemory:
         self, policy: Policy, zone: Iterable[Record], matrix: TrafficMatrix, context: ReconcileContext, log: Any
     ) -> list[rec.Drift]:
         owned = rec.owned(policy, zone)
-        drift = rec.detect_drift(self.expected, owned)
+        keys = rec.owned_keys(policy)  # a policy reload may have dropped keys; the epoch record is not drift
+        drift = rec.detect_drift({k: v for k, v in self.expected.items() if k in keys}, owned)
         respect = policy.dns.drift == "respect"
         action = "frozen" if context.frozen else "respect" if respect else "correct"
         for d in drift:
