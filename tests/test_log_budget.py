@@ -103,6 +103,9 @@ async def test_a_change_is_an_info_event_with_its_evaluation_id(loaded: Any) -> 
     assert shift["log_level"] == "info" and shift["evaluation_id"] == f"{shift['lease_token']}-1"
     (evaluated,) = [e for e in logs if e["event"] == "controller.evaluated"]
     assert evaluated["log_level"] == "debug" and evaluated["evaluation_id"] == shift["evaluation_id"]
+    (applied,) = [e for e in logs if e["event"] == "route53.changes_applied"]  # joined by id, not by timestamps
+    assert applied["evaluation_id"] == shift["evaluation_id"] and applied["policy_hash"] == shift["policy_hash"]
+    assert applied["cause"] == "plan" and "eu-west" in applied["regions"]
 
 
 def test_agent_summary_comes_every_five_minutes() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trafficd.dns.records import regions_touched
 from trafficd.runtime import audit, metrics
 
 SUMMARY_EVERY_S = 300.0
@@ -211,8 +212,7 @@ class ControllerReport:
 
     def _route53_entry(self, result: Any, now: float, evaluation_id: str, loaded: Any, dry_run: bool) -> None:
         """Route 53 facts for the audit stream: batches sent or refused, and a change stuck pending (once)."""
-        policy = loaded.policy
-        policy_hash, ids = loaded.hash, {policy.set_identifier(r): r for r in policy.region_names}
+        policy, policy_hash = loaded.policy, loaded.hash
         if result is None:
             return
         status = result.status
@@ -225,7 +225,7 @@ class ControllerReport:
             return
         if not result.changes and not result.drift:
             return
-        regions = regions_touched([c.after.key[2] for c in result.changes], ids)
+        regions = tuple(regions_touched(policy, result.changes))
         cause = "drift" if result.drift and not _planned(result) else "plan"
         detail = {"status": status, "cause": cause, "dry_run": dry_run, **result.to_log()}
         what = f"{len(result.changes)} record change(s)" if result.changes else f"{len(result.drift)} drifted record(s)"
@@ -318,18 +318,6 @@ def _planned(result: Any) -> bool:
     """Whether a reconcile's changes are the plan's (not only a drift correction)."""
     drifted = {d.key for d in result.drift}
     return any(c.after.key not in drifted for c in result.changes)
-
-
-def regions_touched(set_identifiers: list[str], ids: dict[str, str]) -> tuple[str, ...]:
-    """Policy regions named by record SetIdentifiers (`eu-west`; `eu-west-to-us-east`: the pool's region).
-
-    `ids` maps each region's SetIdentifier to its name."""
-    out = set()
-    for sid in set_identifiers:
-        for rid, region in ids.items():
-            if sid == rid or sid.startswith(f"{rid}-to-"):
-                out.add(region)
-    return tuple(sorted(out))
 
 
 def _decision_entry(now: float, evaluation_id: str, policy_hash: str, dry_run: bool, f: dict[str, Any]) -> audit.Entry:
