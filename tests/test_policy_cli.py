@@ -168,8 +168,8 @@ def test_diff_regions_models_and_effective_deadlines() -> None:
             "  - name: llama-3.1-70b-instruct\n    deadlines:\n",
         )
         .replace(
-            "for this model only\n",
-            "for this model only\n  - name: llama-3.1-8b-instruct\n",
+            "  # A reasoning model would read:\n",
+            "  - name: llama-3.1-8b-instruct\n  # A reasoning model would read:\n",
         )
     ).policy
     assert diff_policies(old, reordered) == [
