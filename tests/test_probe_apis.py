@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from probekit import FakeSink, make_policy, wait_until
 from structlog.testing import capture_logs
+from test_discovery import TinyDns
 
 from trafficd.dev.fakeworker import Behaviour, make_app
 from trafficd.policy.schema import Ask, Probe
@@ -20,7 +21,7 @@ from trafficd.probe.agent import run_agent
 from trafficd.probe.apis import DIALECTS
 from trafficd.probe.credentials import Secret
 from trafficd.probe.discovery import WorkerRef
-from trafficd.probe.models import check_workers, list_models
+from trafficd.probe.models import check_models, check_workers, list_models
 from trafficd.probe.prober import Prober, ProbeResult, Target
 
 APIS = sorted(DIALECTS)
@@ -165,3 +166,59 @@ async def test_agent_warns_about_a_model_the_worker_does_not_list(fake: Fake) ->
     failed = [e for e in logs if e["event"] == "agent.model_list_failed"]
     assert [e["worker"] for e in failed] == ["w2"] and "HTTP 404" in failed[0]["error"]
     assert failed[0]["url"] == f"{fake.url}/nowhere/v1/models"
+
+
+async def test_agent_checks_models_again_after_each_discovery_refresh(fake: Fake) -> None:
+    """With discovery, the model check runs after every refresh: a model the discovered worker does not list is
+    warned about again after each refresh (a worker can lose a model without the list of workers changing)."""
+    dns_, ns = await start_dns()
+    try:
+        dns_.records[("w1.svc.test", "A")] = ["127.0.0.1"]
+        dns_.records[("svc.test", "SRV")] = [f"10 5 {fake.port} w1.svc.test."]
+        policy = make_policy(
+            discovery={"name": "svc.test", "nameserver": ns, "scheme": "http", "refresh": "200ms"},
+            probe={"interval": "100ms"},
+            models=["m1", "gone"],
+        )
+        sink, stop = FakeSink(), asyncio.Event()
+        with capture_logs() as logs:
+            task = asyncio.create_task(run_agent(policy, "r1", stop=stop, sink=sink, rng=random.Random(2)))
+            await wait_until(
+                lambda: (
+                    sum(e["event"] == "discovery.refreshed" for e in logs) >= 3
+                    and sum(e["event"] == "agent.model_missing" for e in logs) >= 3
+                ),
+                what="three refreshes and their checks",
+            )
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    finally:
+        dns_.transport.close()  # type: ignore[union-attr]
+    missing = [e for e in logs if e["event"] == "agent.model_missing"]
+    assert {(e["worker"], e["model"]) for e in missing} == {(f"w1-svc-test-{fake.port}", "gone")}
+    refreshes = sum(e["event"] == "discovery.refreshed" for e in logs)
+    assert len(missing) <= refreshes  # once per refresh, not once per round
+
+
+async def test_check_models_for_preflight(fake: Fake) -> None:
+    """check_models covers listed and discovered workers: listed, missing, and unchecked when discovery fails."""
+    dns_, ns = await start_dns()  # knows no names: discovery fails (NXDOMAIN)
+    try:
+        region = {"name": "w1", "url": f"{fake.url}/v1"}
+        policy = make_policy([region], models=["m1", "typo"]).policy
+        with_discovery = make_policy(
+            [region], models=["m1"], discovery={"name": "svc.test", "nameserver": ns, "scheme": "http"}
+        ).policy
+        checks = await check_models(policy, secret=Secret("k"))
+        broken = await check_models(with_discovery)
+    finally:
+        dns_.transport.close()  # type: ignore[union-attr]
+    assert [(c.worker, c.model, c.status) for c in checks] == [("w1", "m1", "listed"), ("w1", "typo", "missing")]
+    assert checks[1].url == f"{fake.url}/v1/models" and checks[1].detail == "the worker lists m1"
+    assert [(c.worker, c.status) for c in broken] == [("(discovery)", "unchecked"), ("w1", "listed")]
+
+
+async def start_dns() -> tuple[TinyDns, str]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(TinyDns, local_addr=("127.0.0.1", 0))
+    return proto, f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"

@@ -23,6 +23,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -214,6 +215,26 @@ def _max_tokens(payload: dict[str, Any]) -> int | None:
     return None
 
 
+async def _stream(
+    request: web.Request, fmt: _Format, b: Behaviour, max_tokens: int | None, vary: Callable[[float], float]
+) -> web.StreamResponse:
+    """The opening events at once, then up to `max_tokens` reasoning and answer events, paced, then the end."""
+    resp = web.StreamResponse(headers={"Content-Type": fmt.content_type, "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    for frame in fmt.start():
+        await resp.write(frame)
+    limit = max_tokens or b.tokens + b.reasoning_tokens
+    frames = [fmt.reasoning(f"hmm{i} ") for i in range(b.reasoning_tokens)]
+    frames += [fmt.token(f"tok{i} ") for i in range(b.tokens)]
+    for i, frame in enumerate(frames[: max(0, limit)]):
+        await asyncio.sleep(vary(b.ttft_ms if i == 0 else b.token_ms))
+        await resp.write(frame)
+    for frame in fmt.end():
+        await resp.write(frame)
+    await resp.write_eof()
+    return resp
+
+
 def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Application:
     state: dict[str, Any] = {"b": behaviour or Behaviour(), "requests": 0}
 
@@ -229,20 +250,7 @@ def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Appl
             fmt = fmt_cls(str(payload.get("model", "fake-model")))
             if b.error_rate and random.random() < b.error_rate:
                 return web.json_response(fmt.error("injected failure"), status=500)
-            resp = web.StreamResponse(headers={"Content-Type": fmt.content_type, "Cache-Control": "no-cache"})
-            await resp.prepare(request)
-            for frame in fmt.start():
-                await resp.write(frame)
-            limit = _max_tokens(payload) or b.tokens + b.reasoning_tokens
-            frames = [fmt.reasoning(f"hmm{i} ") for i in range(b.reasoning_tokens)]
-            frames += [fmt.token(f"tok{i} ") for i in range(b.tokens)]
-            for i, frame in enumerate(frames[: max(0, limit)]):
-                await asyncio.sleep(vary(b.ttft_ms if i == 0 else b.token_ms))
-                await resp.write(frame)
-            for frame in fmt.end():
-                await resp.write(frame)
-            await resp.write_eof()
-            return resp
+            return await _stream(request, fmt, b, _max_tokens(payload), vary)
 
         return handler
 
