@@ -3,7 +3,9 @@ the matrix read back, plan, reconcile statuses, and the fence (writer epoch + ex
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +108,41 @@ def test_memory_provider_answers_scripted_statuses() -> None:
     memory = MemoryProvider.bootstrapped(make_policy(), script=[Status.DENIED])
     assert memory.reconcile(DRAIN_EU, context=ctx()).status == Status.DENIED
     assert memory.reconcile(DRAIN_EU, context=ctx()).status == Status.APPLIED
+
+
+async def test_the_controller_runs_on_the_memory_provider(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    """With a MemoryProvider injected (no moto), a breaching region's shift reaches DNS and a refused write is
+    held; the writer is the controller's id."""
+    from ctlkit import policy_text
+
+    from trafficd.control.controller import Controller
+    from trafficd.model import Sample
+    from trafficd.policy.schema import load_policy
+    from trafficd.runtime.reload import PolicyHolder
+    from trafficd.stats import store
+
+    path = tmp_path / "policy.yaml"
+    zone = {"id": "ZMEMORY", "name": "mem.example.com."}
+    path.write_text(policy_text(redis_url, key_prefix, zone, "http://127.0.0.1:9"))  # never contacted
+    loaded = load_policy(path)
+    memory = MemoryProvider.bootstrapped(loaded.policy)
+    ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-mem", provider_factory=lambda p, w: memory)
+    client = store.redis_client(loaded.policy.redis)
+    now = time.time()
+    latency = {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0}
+    samples = [
+        Sample(region=r, worker=f"{r}-w1", model="m", t=now - 0.5 - i * 0.01, ok=True, reason=None, total_ms=ms)
+        for r, ms in latency.items()
+        for i in range(20)
+    ]
+    await store.SampleSink(client, loaded.policy).write(samples)
+    for r in latency:
+        await store.SampleSink(client, loaded.policy).heartbeat("test-agent", r)
+    await client.aclose()
+    memory.script.append(Status.DENIED)
+    await ctl.evaluate_once()  # wants eu-west at 0.5; DNS refuses: held
+    assert memory.current_matrix() == identity_matrix(REGIONS)
+    await ctl.evaluate_once(now=time.time() + 0.5)
+    await ctl.shutdown()
+    assert rec.own_weights(loaded.policy, memory.owned_records())["eu-west"] == 128
+    assert [w.writer for w in memory.history[-1:]] == ["ctl-mem"]

@@ -11,6 +11,7 @@ from dns_fixtures import make_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.route53 import wire
 from trafficd.dns.route53.wire import LIMITS
@@ -223,13 +224,13 @@ def test_replacing_records_counts_delete_and_create() -> None:
     names = [f"r{i}" for i in range(10)]
     policy = make_policy(regions={n: (f"{n}.lb.example.net", "us-east-1") for n in names})
     zone = apply([], plan_of(policy, identity_matrix(names), []))
-    epoch = rec.epoch_record(policy, 3)
-    fence = rec.Change(epoch, epoch)
+    epoch = fence.epoch_record(policy, 3)
+    assertion = rec.Change(epoch, epoch)
     drained = {n: {m: 1.0 / len(names) for m in names} for n in names}
-    replan = plan_of(policy, drained, [*zone, epoch], fence=fence)
+    replan = plan_of(policy, drained, [*zone, epoch], fence=assertion)
     assert replan.ok and len(replan.changes) == 100  # every member of every pool: 255→26, 0→26
     for b in replan.batches:
-        assert b.changes[0] is fence
+        assert b.changes[0] is assertion
         assert len(wire.change_actions(b.changes, "Z")) <= 100
 
 
@@ -245,12 +246,12 @@ def test_value_size_limit_splits_batches() -> None:
 
 def test_epoch_record_round_trip() -> None:
     """The writer epoch lives in one TXT record; a foreign value there reads as no epoch."""
-    record = rec.epoch_record(POLICY, 7)
+    record = fence.epoch_record(POLICY, 7)
     assert record.name == "_trafficd-epoch.api.example.com." and record.type == "TXT"
-    assert rec.epoch_from(POLICY, [record]) == (record, 7)
+    assert fence.epoch_from(POLICY, [record]) == (record, 7)
     foreign = replace(record, values=('"hello"',))
-    assert rec.epoch_from(POLICY, [foreign]) == (foreign, None)
-    assert rec.epoch_from(POLICY, []) == (None, None)
+    assert fence.epoch_from(POLICY, [foreign]) == (foreign, None)
+    assert fence.epoch_from(POLICY, []) == (None, None)
 
 
 def test_rrset_conversion_round_trip_and_normalization() -> None:

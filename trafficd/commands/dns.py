@@ -30,6 +30,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
+from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.provider import ReconcileContext
 from trafficd.dns.route53.client import list_zone, route53_client
@@ -49,7 +50,7 @@ def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:
     owned = rec.owned_keys(policy)
     names = {k[0] for k in owned}
     foreign = [rec.record_to_log(x) for x in zone if x.name in names and x.key not in owned]
-    _, epoch = rec.epoch_from(policy, zone)
+    _, epoch = fence.epoch_from(policy, zone)
     return {
         "zone_id": policy.dns.zone_id,
         "topology": policy.dns.topology,
@@ -188,7 +189,7 @@ def iam_policy(policy: Policy) -> dict[str, Any]:
     """The least-privilege IAM policy for this policy file: CREATE and DELETE of the owned names (and the writer
     epoch TXT name) only, never UPSERT, plus the two reads."""
     zone_arn = f"arn:aws:route53:::hostedzone/{policy.dns.zone_id}"
-    names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)} | {rec.epoch_name(policy).rstrip(".")})
+    names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)} | {fence.epoch_name(policy).rstrip(".")})
     return {
         "Version": "2012-10-17",
         "Statement": [

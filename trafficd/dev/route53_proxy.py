@@ -41,8 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
+from trafficd.dns.fence import EPOCH_PREFIX
 from trafficd.dns.names import normalize_name, normalize_value
-from trafficd.dns.records import EPOCH_PREFIX
 
 NS = "https://route53.amazonaws.com/doc/2013-04-01/"
 ERROR_XML = (

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.provider import ReconcileContext, ReconcileResult, Status
 from trafficd.dns.route53.wire import LIMITS
@@ -74,7 +75,7 @@ class MemoryProvider:
         return rec.complete_matrix(self.policy, self._snapshot())
 
     def read_epoch(self) -> int | None:
-        return rec.epoch_from(self.policy, self._snapshot())[1]
+        return fence.epoch_from(self.policy, self._snapshot())[1]
 
     def plan(self, matrix: TrafficMatrix) -> rec.Plan:
         return rec.plan(self.policy, matrix, self._snapshot(), self.limits)
@@ -84,13 +85,13 @@ class MemoryProvider:
     def _apply(self, batch: tuple[rec.Change, ...], context: ReconcileContext) -> bool:
         """All or nothing: False (nothing applied) when the batch was built on a stale read."""
         with self._lock:
-            if rec.stale_problems(self.zone, batch):
+            if fence.stale_problems(self.zone, batch):
                 return False
             for c in batch:
                 if c.before is not None:
                     del self.zone[c.before.key]
                 self.zone[c.after.key] = c.after
-            epoch = rec.epoch_from(self.policy, [c.after for c in batch])[1]
+            epoch = fence.epoch_from(self.policy, [c.after for c in batch])[1]
             self.history.append(Written(context.writer, epoch, context.cause, batch))
             return True
 
@@ -107,10 +108,10 @@ class MemoryProvider:
         if self.script:
             return ReconcileResult(self.script.pop(0))
         zone = self._snapshot()
-        ok, fence, seen = rec.fence_for(self.policy, zone, context.epoch)
+        ok, assertion, seen = fence.fence_for(self.policy, zone, context.epoch)
         if not ok:
             return ReconcileResult(Status.FENCED, epoch=seen, error="writer epoch moved")
-        plan = rec.plan(self.policy, matrix, zone, self.limits, fence=fence)
+        plan = rec.plan(self.policy, matrix, zone, self.limits, fence=assertion)
         if not plan.changes:
             return ReconcileResult(Status.UNCHANGED, epoch=seen)
         if context.frozen:
@@ -123,10 +124,10 @@ class MemoryProvider:
     def take_over(self, *, context: ReconcileContext) -> ReconcileResult:
         if context.frozen:
             return ReconcileResult(Status.FROZEN)
-        record, epoch = rec.epoch_from(self.policy, self._snapshot())
+        record, epoch = fence.epoch_from(self.policy, self._snapshot())
         if record is not None and epoch is None:
             return ReconcileResult(Status.REFUSED, problems=("the epoch record is not trafficd's",))
-        change = rec.Change(record, rec.epoch_record(self.policy, (epoch or 0) + 1))
+        change = rec.Change(record, fence.epoch_record(self.policy, (epoch or 0) + 1))
         takeover = replace(context, cause="takeover")
         if not self._apply((change,), takeover):
             return ReconcileResult(Status.FENCED, epoch=epoch, error="another writer took over first")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.provider import ReconcileContext, ReconcileResult, Status
 from trafficd.dns.route53.base import Route53Api
@@ -68,7 +69,7 @@ class Route53Provider(Route53Api):
         return rec.complete_matrix(self.policy, self.list_zone())
 
     def read_epoch(self) -> int | None:
-        return rec.epoch_from(self.policy, self.list_zone())[1]
+        return fence.epoch_from(self.policy, self.list_zone())[1]
 
     def plan(self, matrix: TrafficMatrix) -> rec.Plan:
         """What reconcile would send now for `matrix` (reads the zone, writes nothing, no drift memory)."""
@@ -93,10 +94,10 @@ class Route53Provider(Route53Api):
             if isinstance(zone, ReconcileResult):
                 return zone
             drift += self._memory.observe(self.policy, zone, matrix, context, log)
-            fence = self._fence(zone, context, log, budget, drift)
-            if isinstance(fence, ReconcileResult):
-                return fence
-            plan = rec.plan(self.policy, matrix, zone, LIMITS, respected=self._memory.respected, fence=fence)
+            assertion = self._fence(zone, context, log, budget, drift)
+            if isinstance(assertion, ReconcileResult):
+                return assertion
+            plan = rec.plan(self.policy, matrix, zone, LIMITS, respected=self._memory.respected, fence=assertion)
             if not plan.changes:
                 return self._nothing_to_do(log, budget, drift, sent, unknown, plan)
             if (refused := self._refuse(plan, context, log, budget, drift)) is not None:
@@ -125,11 +126,11 @@ class Route53Provider(Route53Api):
         self, zone: list[Record], context: ReconcileContext, log: Any, budget: Budget, drift: list[rec.Drift]
     ) -> rec.Change | ReconcileResult | None:
         """The epoch assertion for every batch, or `fenced` when the zone's epoch is not the caller's."""
-        ok, fence, seen = rec.fence_for(self.policy, zone, context.epoch)
+        ok, assertion, seen = fence.fence_for(self.policy, zone, context.epoch)
         if not ok:
             log.warning("route53.fenced", reason="epoch", epoch_held=context.epoch, epoch_seen=seen, sent=False)
             return self._result(Status.FENCED, budget, drift, epoch=seen, error="writer epoch moved")
-        return fence
+        return assertion
 
     def _refuse(
         self, plan: rec.Plan, context: ReconcileContext, log: Any, budget: Budget, drift: list[rec.Drift]
@@ -254,13 +255,13 @@ class Route53Provider(Route53Api):
         zone = self._read(log, budget, [])
         if isinstance(zone, ReconcileResult):
             return zone
-        record, epoch = rec.epoch_from(self.policy, zone)
+        record, epoch = fence.epoch_from(self.policy, zone)
         if record is not None and epoch is None:
-            problem = f"{rec.epoch_name(self.policy)} TXT holds {record.values!r}, not a trafficd epoch"
+            problem = f"{fence.epoch_name(self.policy)} TXT holds {record.values!r}, not a trafficd epoch"
             log.error("route53.batch_rejected", source="validation", problems=[problem], changes=[])
             return self._result(Status.REFUSED, budget, [], problems=(problem,))
         new = (epoch or 0) + 1
-        change = rec.Change(record, rec.epoch_record(self.policy, new))
+        change = rec.Change(record, fence.epoch_record(self.policy, new))
         bumped = replace(context, cause="takeover", epoch=new)
         outcome = self._send([change], [change], bumped, log, budget, [], [])
         self._pending = None  # the epoch record's propagation holds no traffic change
