@@ -5,6 +5,7 @@ agent's model check."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -222,3 +223,94 @@ async def start_dns() -> tuple[TinyDns, str]:
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(TinyDns, local_addr=("127.0.0.1", 0))
     return proto, f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"
+
+
+def sse(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def oai(delta: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}).encode() + b"\n\n"
+
+
+# Per API: (a first answer event, an error event carrying "overloaded now") in the API's framing.
+CANNED: dict[str, tuple[bytes, bytes]] = {
+    "openai-chat": (oai({"content": "ok"}), b'data: {"error": {"message": "overloaded now"}}\n\n'),
+    "openai-completions": (
+        b'data: {"choices": [{"index": 0, "text": "ok", "finish_reason": null}]}\n\n',
+        b'data: {"error": {"message": "overloaded now"}}\n\n',
+    ),
+    "openai-responses": (
+        sse("response.output_text.delta", {"type": "response.output_text.delta", "delta": "ok"}),
+        sse("response.failed", {"type": "response.failed", "response": {"error": {"message": "overloaded now"}}}),
+    ),
+    "anthropic-messages": (
+        sse("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "ok"}}),
+        sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "overloaded now"}}),
+    ),
+    "tgi-generate": (
+        b'data: {"token": {"id": 1, "text": "ok", "special": false}, "generated_text": null}\n\n',
+        b'data: {"error": "overloaded now", "error_type": "overloaded"}\n\n',
+    ),
+    "ollama-chat": (
+        b'{"message": {"role": "assistant", "content": "ok"}, "done": false}\n',
+        b'{"error": "overloaded now"}\n',
+    ),
+}
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[str]:
+    """Serves /{api}/{error|cut}/… : the API's first answer event, then its error event, or a clean end without
+    the terminal event."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        first, error = CANNED[request.match_info["api"]]
+        ctype = "application/x-ndjson" if request.match_info["api"] == "ollama-chat" else "text/event-stream"
+        resp = web.StreamResponse(headers={"Content-Type": ctype})
+        await resp.prepare(request)
+        await resp.write(first)
+        if request.match_info["case"] == "error":
+            await resp.write(error)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{api}/{case}/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_each_api_maps_its_error_event_and_missing_end(canned: str, api: str) -> None:
+    """Each API: its error event is error_body carrying the message; a stream cut before its end is no_done."""
+    error = await probe(f"{canned}/{api}/error", api)
+    cut = await probe(f"{canned}/{api}/cut", api)
+    assert error.sample.reason == "error_body" and error.server_message == "overloaded now", error.detail
+    assert cut.sample.reason == "no_done" and cut.sample.tokens == 1, cut.detail
+    assert DIALECTS[api].terminal in cut.detail
+
+
+async def test_agent_logs_the_url_and_the_server_message_of_a_failing_series() -> None:
+    """agent.series_failed carries the URL requested and the server's message."""
+    f = await fake_with(error_rate=1.0)
+    policy = make_policy(
+        [{"name": "w1", "url": f"{f.url}/v1/", "api": "anthropic-messages"}], probe={"interval": "100ms"}
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    try:
+        with capture_logs() as logs:
+            task = asyncio.create_task(run_agent(policy, "r1", stop=stop, agent_id="a", sink=sink))
+            await wait_until(lambda: any(e["event"] == "agent.series_failed" for e in logs), what="a failure")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    finally:
+        await f.runner.cleanup()
+    (failed,) = [e for e in logs if e["event"] == "agent.series_failed"]
+    assert failed["reason"] == "http_5xx" and failed["server_message"] == "injected failure"
+    assert failed["url"] == f"{f.url}/v1/messages" and failed["url"] in failed["detail"]
