@@ -28,7 +28,9 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, holder.reload)
+    from trafficd.runtime.reload import install_sighup
+
+    install_sighup(loop, holder)  # the file is read off the loop: SIGTERM and /healthz never wait for it
     watchdog = asyncio.create_task(_watchdog(stop))
     server = None
     port = args.metrics_port

@@ -21,6 +21,7 @@ from trafficd.policy.schema import LoadedPolicy, Policy, PolicyError, PolicyProb
 from trafficd.runtime.logs import get_logger
 
 EX_CONFIG = 78
+RELOAD_TIMEOUT_S = 10.0  # a reload's reading and checking, on a worker thread; the loop never waits for it
 
 Acceptor = Callable[[Policy], list[str]]  # reasons this daemon cannot run with a (valid) policy; [] = fine
 Listener = Callable[[LoadedPolicy, LoadedPolicy], None]  # (old, new) after a reload that changed the policy
@@ -45,6 +46,7 @@ class PolicyHolder:
         self.reloads = 0  # successful reloads
         self.rejections = 0  # reloads refused (the last good policy stayed)
         self.last_reload_ok = True
+        self._reading: asyncio.Future[LoadedPolicy] | None = None  # reload_async's worker thread
 
     @property
     def current(self) -> LoadedPolicy:
@@ -63,23 +65,52 @@ class PolicyHolder:
         self._listeners.append(listener)
 
     def reload(self) -> bool:
-        """Re-read the file. True when the new policy is in force; False when it was rejected (old one stays)."""
-        old = self._current
+        """Re-read the file. True when the new policy is in force; False when it was rejected (old one stays).
+
+        Parses on the calling thread: a daemon's event loop uses `reload_async` (SIGHUP: `install_sighup`)."""
         try:
-            new = load_policy(self.path)
-            refused = self._accept(new.policy) if self._accept else []
-            if refused:
-                raise PolicyError([PolicyProblem(self.path, "", reason) for reason in refused])
+            new = self._read()
         except PolicyError as exc:
-            self.rejections += 1
-            self.last_reload_ok = False
-            self.log.error(
-                "policy.reload_rejected",
-                policy_hash=old.hash,
-                problem_count=len(exc.problems),
-                problems=problem_fields(exc.problems),
-            )
-            return False
+            return self._reject(exc)
+        return self._apply(new)
+
+    async def reload_async(self, timeout_s: float = RELOAD_TIMEOUT_S) -> bool:
+        """`reload()` with the reading and validation on a worker thread, given at most `timeout_s`: the event
+        loop (health checks, signal handlers, probes) keeps running however slow or hostile the file is."""
+        if self._reading is not None and not self._reading.done():
+            reason = "the previous reload is still being read; try again when it ends"
+            return self._reject(PolicyError([PolicyProblem(self.path, "", reason)]))
+        self._reading = asyncio.ensure_future(asyncio.to_thread(self._read))
+        try:
+            new = await asyncio.wait_for(asyncio.shield(self._reading), timeout_s)
+        except TimeoutError:
+            reason = f"reading and checking the file took longer than {timeout_s:g}s; the last good policy stays"
+            return self._reject(PolicyError([PolicyProblem(self.path, "", reason)]))
+        except PolicyError as exc:
+            return self._reject(exc)
+        return self._apply(new)
+
+    def _read(self) -> LoadedPolicy:
+        """Load, validate and accept the file (thread-safe: touches no state of the holder)."""
+        new = load_policy(self.path)
+        refused = self._accept(new.policy) if self._accept else []
+        if refused:
+            raise PolicyError([PolicyProblem(self.path, "", reason) for reason in refused])
+        return new
+
+    def _reject(self, exc: PolicyError) -> bool:
+        self.rejections += 1
+        self.last_reload_ok = False
+        self.log.error(
+            "policy.reload_rejected",
+            policy_hash=self._current.hash,
+            problem_count=len(exc.problems),
+            problems=problem_fields(exc.problems),
+        )
+        return False
+
+    def _apply(self, new: LoadedPolicy) -> bool:
+        old = self._current
         from trafficd.policy.diff import diff_policies
 
         changes = diff_policies(old.policy, new.policy)
@@ -105,8 +136,16 @@ class PolicyHolder:
 
 
 def install_sighup(loop: asyncio.AbstractEventLoop, holder: PolicyHolder) -> None:
-    """SIGHUP → `holder.reload()`, run on the event loop (not inside the signal handler)."""
-    loop.add_signal_handler(signal.SIGHUP, holder.reload)
+    """SIGHUP → `holder.reload_async()` as a task: the file is read off the loop, so neither the loop nor the other
+    signal handlers (SIGTERM) ever wait for it."""
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(holder.reload_async())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
 
 def load_or_exit(path: str | Path, *, accept: Acceptor | None = None) -> LoadedPolicy:
