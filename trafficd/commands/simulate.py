@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ def parse_timeline(policy: Policy, lines: Iterable[str], path: str = "<timeline>
         try:
             d = json.loads(line)
             t = float(d["t"])
+            if not math.isfinite(t):
+                raise ValueError(f"t must be a finite number of seconds (got {d['t']!r})")
             m = moments.setdefault(t, Moment(t))
             if "override" in d:
                 _check_action(policy, d)
@@ -82,7 +85,7 @@ def parse_timeline(policy: Policy, lines: Iterable[str], path: str = "<timeline>
             if d.get("region") not in policy.regions:
                 raise ValueError(f"region {d.get('region')!r} is not in the policy")
             m.evidence[str(d["region"])] = _evidence(policy, d)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:  # any hostile line
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise TimelineError(f"{path}:{no}: {what}") from None
     return [moments[t] for t in sorted(moments)]
