@@ -87,3 +87,36 @@ async def test_a_draining_region_shows_why_and_where_its_users_go(
     data = json.loads(jout)
     assert data["leader_policy_hash"] == lp.hash and data["last_evaluation_id"] == "1-1"
     assert data["regions"]["eu-west"]["since"].endswith("Z") and data["evaluated_at"].endswith("Z")
+
+
+def test_on_a_tty_the_answer_is_the_first_thing_printed(loaded: Any, tmp_path: Path) -> None:
+    """Run as a person would (stdout and stderr on one terminal): status and history print their answer first,
+    with no internal log line before it."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    path, _ = loaded
+    for args, first in (
+        (["status", "--policy", str(path), "--no-dns"], "service ctl: NO LEADER"),
+        (["history", "--policy", str(path)], "nothing recorded since "),
+    ):
+        leader, follower = pty.openpty()
+        proc = subprocess.run(
+            [sys.executable, "-m", "trafficd", *args], stdout=follower, stderr=follower, timeout=60, check=False
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal is drained and closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        text = b"".join(chunks).decode()
+        assert text.startswith(first), (proc.returncode, text[:300])
+        assert "{" not in text and "[info" not in text
