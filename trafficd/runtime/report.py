@@ -6,7 +6,8 @@ ratio or state, a guard starting or stopping to bite, an override, a Route 53 ch
 `controller.region_judged` for a region that stayed as it was and the per-evaluation `controller.evaluated`, is
 DEBUG. Every decision event carries its `evaluation_id` (`<lease token>-<n>`: unique across leaders, because
 every acquisition of the lease takes a new token); the same id is in the audit stream and in `trafficd history`.
-A region moved by a manual override reads as such: `rule: manual_drain` / `manual_undrain` with `override`.
+A region moved by a manual override reads as such: `verdict: override`, `rule: manual_drain` / `manual_undrain`,
+the override itself under `override`, and the judge's own verdict on the evidence under `judged_verdict`.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class ControllerReport:
         fields: dict[str, Any] = decision.to_log()
         o = active.by_region.get(decision.region)
         if o is not None and "override" in fields.get("guards", ()):
+            # the judge's verdict on the evidence (e.g. `recovered`) is not why it moved: keep it apart
+            fields["judged_verdict"], fields["verdict"] = fields.get("verdict"), "override"
             fields["rule"] = f"manual_{o.kind}"
             fields["decided_by"] = "override"
             fields["override"] = {k: v for k, v in o.to_dict().items() if k != "region"}
