@@ -152,3 +152,26 @@ async def test_idle_agent_writes_no_info_line_per_round(worker: ScriptedWorker) 
     summaries_per_hour = 3600.0 / 300.0
     per_hour = per_round * 3600.0 / PRODUCTION_PROBE_INTERVAL_S + summaries_per_hour
     assert per_hour <= BUDGET_PER_HOUR, [e["event"] for e in loud(steady)]
+
+
+async def test_idle_standby_controller_writes_only_its_summaries(loaded: Any) -> None:
+    """A standby controller (another one holds the lease) writes only `controller.summary` at INFO: ≤ 60 lines/hour."""
+    path, lp = loaded
+    leader = Controller(PolicyHolder(path, lp), controller_id="ctl-a")
+    standby = Controller(PolicyHolder(path, lp), controller_id="ctl-b")
+    fake_now = [0.0]
+    standby.report.clock = lambda: fake_now[0]
+    await leader.evaluate_once()
+    evaluations = 60
+    try:
+        with capture_logs() as logs:
+            for _ in range(evaluations):
+                await standby.evaluate_once()
+                fake_now[0] += PRODUCTION_EVALUATE_EVERY_S
+    finally:
+        await standby.shutdown()
+        await leader.shutdown()
+    lines = loud(logs)
+    assert {e["event"] for e in lines} == {"controller.summary"} and lines[0]["role"] == "standby"
+    per_hour = len(lines) * 3600.0 / (evaluations * PRODUCTION_EVALUATE_EVERY_S)
+    assert per_hour <= BUDGET_PER_HOUR, per_hour
