@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -122,3 +123,59 @@ def test_policy_info_and_reload_outcome_follow_the_holder(tmp_path: Path) -> Non
     assert holder.reload() is False
     assert sample_value("trafficd_config_last_reload_successful", {}) == 0.0
     assert sample_value("trafficd_config_reloads_total", {"outcome": "rejected"}) == 1.0
+
+
+def test_running_daemons_serve_metrics_that_pass_promtool(
+    redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path
+) -> None:
+    """A real controller and a real agent process: each /metrics passes promtool; only the controller leads."""
+    import os
+    import signal
+    import sys
+    import urllib.request
+
+    from ctlkit import policy_text
+    from kit import eventually
+
+    from trafficd.dev.services import free_port
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
+    ports = {"controller": free_port(), "agent": free_port()}
+    commands = {
+        "controller": ["controller", "--policy", str(path)],
+        "agent": ["agent", "--policy", str(path), "--region", "eu-west"],
+    }
+    procs = {
+        role: subprocess.Popen(
+            [sys.executable, "-m", "trafficd", *cmd, "--metrics-port", str(ports[role])],
+            stdout=(tmp_path / f"{role}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+        for role, cmd in commands.items()
+    }
+
+    def scrape(role: str) -> bytes:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[role]}/metrics", timeout=5) as r:
+                return bytes(r.read())
+        except OSError:
+            return b""
+
+    try:
+        controller = eventually(
+            lambda: (t := scrape("controller")) and b"trafficd_leader 1.0" in t and t, "leader", timeout_s=60
+        )
+        agent = eventually(
+            lambda: (t := scrape("agent")) and b"trafficd_probe_duration_seconds_bucket" in t and t,
+            "probes",
+            timeout_s=60,
+        )
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(timeout=20)
+    assert promtool_check(controller) == "" and promtool_check(agent) == ""
+    assert "trafficd_leader" not in names(agent) and "trafficd_region_serving_ratio" in names(controller)
