@@ -365,3 +365,16 @@ def test_shipped_iam_policy_is_least_privilege_and_current(capsys: Any) -> None:
     names = cond["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
     assert "api.example.com" in names and "_trafficd-epoch.api.example.com" in names
     assert all(n == n.lower() and not n.endswith(".") for n in names)
+
+
+def test_verification_stops_before_the_deadline(hosted_zone: dict[str, str], moto: Any, route53: Any) -> None:
+    """With less time left than one query's timeout, no server is asked: one verify_failed event says deadline."""
+    from trafficd.dns.route53.verify import verify
+
+    policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, verify=True)
+    bootstrap(policy, route53)
+    zone = Route53Provider(policy, route53).list_zone()
+    with capture_logs() as logs:
+        asked = verify(policy, zone, ["127.0.0.1:9"], time_left=lambda: 1.0)
+    assert asked == []
+    assert [(e["event"], e["error"]) for e in logs] == [("route53.verify_failed", "deadline")]

@@ -153,7 +153,7 @@ class Route53Api:
         if polled:
             self._pending = None
             log.info("route53.change_insync", change_id=p.change_id, elapsed_s=round(now - p.submitted_s, 3))
-            self._verify(log)
+            self._verify(log, budget)
             return None
         return Status.STUCK if p.timed_out(now, self.policy.dns.propagation_timeout, log) else Status.PENDING
 
@@ -167,15 +167,9 @@ class Route53Api:
             self.sleep(self.policy.dns.poll_interval)
         return True
 
-    def wait_insync(self, timeout_s: float | None = None) -> bool:
-        """Block until the pending change (if any) is INSYNC; False after `timeout_s` (default the policy's)."""
-        timeout = self.policy.dns.propagation_timeout if timeout_s is None else timeout_s
-        budget = Budget(self.clock() + timeout, self.clock, self.sleep, self.rand)
-        return self._wait_insync(budget, log_base)
-
-    def _verify(self, log: Any) -> None:
+    def _verify(self, log: Any, budget: Budget) -> None:
         if self.policy.dns.verify:
             try:
-                dns_verify.verify(self.policy, self._last_zone, self.verify_nameservers)
+                dns_verify.verify(self.policy, self._last_zone, self.verify_nameservers, log=log, time_left=budget.left)
             except Exception as exc:  # verification only reports; it never stops the loop
                 log.warning("route53.verify_failed", error=str(exc)[:300])

@@ -83,6 +83,8 @@ class Route53Provider(Route53Api):
         budget = self._budget(context)
         if (held := self._denied_hold()) is not None:
             return held
+        if budget.left() <= 0:  # the caller's lease is (nearly) gone: not even a read
+            return ReconcileResult(Status.PENDING, error="deadline passed before the reconcile started")
         state = self._poll_pending(log, budget)
         if state is not None:
             return ReconcileResult(state, change_id=self.pending_change_id, api_calls=budget.calls)
@@ -207,7 +209,7 @@ class Route53Provider(Route53Api):
                     HostedZoneId=self.zone_id,
                     ChangeBatch=change_batch(batch, self.zone_id, comment),  # type: ignore[arg-type]
                 )["ChangeInfo"]
-                return self._applied(info, changes, log)
+                return self._applied(info, changes, log, budget)
             except (ClientError, BotoCoreError) as exc:
                 kind, code = classify(exc), error_code(exc)
                 if kind not in ("throttled", "ambiguous"):
@@ -220,7 +222,7 @@ class Route53Provider(Route53Api):
             if kind == "ambiguous":
                 return None
 
-    def _applied(self, info: Any, changes: list[rec.Change], log: Any) -> str:
+    def _applied(self, info: Any, changes: list[rec.Change], log: Any, budget: Budget) -> str:
         """Remember what we wrote; INSYNC now → verify, else hold the zone until GetChange says INSYNC."""
         change_id, status = str(info["Id"]).split("/")[-1], str(info["Status"])
         self._memory.wrote(changes)
@@ -238,7 +240,7 @@ class Route53Provider(Route53Api):
         now = self.clock()
         if status == "INSYNC":
             log.info("route53.change_insync", change_id=change_id, elapsed_s=0.0)
-            self._verify(log)
+            self._verify(log, budget)
         else:
             self._pending = Propagation(change_id, now, now)
         return change_id

@@ -13,7 +13,7 @@ or IAM permission), resolved with the system resolver, or `host[:port]` entries 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dns.exception
@@ -66,26 +66,44 @@ def _address(server: str) -> tuple[str, int]:
 
 
 def verify(
-    policy: Policy, zone: Sequence[Record], nameservers: Sequence[str] | None = None, timeout_s: float = 2.0
+    policy: Policy,
+    zone: Sequence[Record],
+    nameservers: Sequence[str] | None = None,
+    timeout_s: float = 2.0,
+    *,
+    log: Any = log,
+    time_left: Callable[[], float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Query every server for every owned name; one `route53.verified` event per answer; returns them."""
+    """Query every server for every owned name; one `route53.verified` event per answer; returns them.
+
+    `log` is the caller's bound logger (the context fields); `time_left` stops asking (one
+    `route53.verify_failed`, `error: deadline`) when the next query could outlive the caller's deadline.
+    """
     servers = list(nameservers) if nameservers else zone_nameservers(policy, zone)
     rdtype = dns.rdatatype.from_text(policy.dns.record_type)
     out: list[dict[str, Any]] = []
     for server in servers:
         for name, allowed in expected_answers(policy, zone).items():  # a server that fails is not asked again
-            event: dict[str, Any] = {"nameserver": server, "name": name, "expected": sorted(allowed)}
-            try:
-                host, port = _address(server)
-                response = dns.query.udp(dns.message.make_query(name, rdtype), host, port=port, timeout=timeout_s)
-                answers = sorted(
-                    rd.to_text().rstrip(".") for rrset in response.answer if rrset.rdtype == rdtype for rd in rrset
-                )
-                event.update(answers=answers, ok=bool(answers) and set(answers) <= allowed)
-            except (dns.exception.DNSException, OSError, ValueError) as exc:
-                event.update(answers=[], ok=False, error=type(exc).__name__)
+            if time_left is not None and time_left() < timeout_s:
+                log.warning("route53.verify_failed", error="deadline", asked=len(out))
+                return out
+            event = _ask(server, name, allowed, rdtype, timeout_s)
             (log.info if event["ok"] else log.warning)("route53.verified", **event)
             out.append(event)
             if "error" in event:
                 break
     return out
+
+
+def _ask(server: str, name: str, allowed: set[str], rdtype: Any, timeout_s: float) -> dict[str, Any]:
+    event: dict[str, Any] = {"nameserver": server, "name": name, "expected": sorted(allowed)}
+    try:
+        host, port = _address(server)
+        response = dns.query.udp(dns.message.make_query(name, rdtype), host, port=port, timeout=timeout_s)
+        answers = sorted(
+            rd.to_text().rstrip(".") for rrset in response.answer if rrset.rdtype == rdtype for rd in rrset
+        )
+        event.update(answers=answers, ok=bool(answers) and set(answers) <= allowed)
+    except (dns.exception.DNSException, OSError, ValueError) as exc:
+        event.update(answers=[], ok=False, error=type(exc).__name__)
+    return event
