@@ -127,6 +127,7 @@ async def test_refresh_logs_changes_and_failure_keeps_last_good_list(dns_server:
     assert refreshed[1]["added"] == ["10-0-0-2-80"] and refreshed[1]["workers"] == 2
     failed = [e for e in logs if e["event"] == "discovery.failed"]
     assert [e["consecutive_failures"] for e in failed] == [1, 2, 3]
+    assert [e["log_level"] for e in failed] == ["warning", "debug", "debug"]  # once per episode (log budget)
     assert all(e["kept_workers"] == 2 and e["region"] == "r1" for e in failed)
     assert d.workers == good
 
@@ -166,3 +167,18 @@ async def test_agent_probes_each_discovered_worker_as_its_own_series(dns_server:
     assert len({s.worker for s in sink.samples}) == 3 and all(s.ok for s in sink.samples)
     assert all(w.headers and w.headers[0]["Host"].startswith("w") for w in workers)
     assert any(e["event"] == "discovery.refreshed" and e["added"] == [third] for e in logs)
+
+
+async def test_an_unchanged_answer_is_debug_and_a_change_is_info(dns_server: tuple[TinyDns, str]) -> None:
+    """Log budget: the same workers every `refresh` (30 s) is DEBUG; a scale-up or the first answer after a
+    failure is INFO."""
+    dns_, ns = dns_server
+    dns_.records[("svc.test", "A")] = ["10.0.0.1"]
+    d = Discovery(config(ns, type="A", port=80), "r1", lifetime_s=0.3)
+    with capture_logs() as logs:
+        for t in range(5):
+            await d.refresh(float(t))
+        dns_.records[("svc.test", "A")] = ["10.0.0.1", "10.0.0.2"]
+        await d.refresh(5.0)
+    levels = [e["log_level"] for e in logs if e["event"] == "discovery.refreshed"]
+    assert levels == ["info", "debug", "debug", "debug", "debug", "info"]

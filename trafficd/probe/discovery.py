@@ -96,7 +96,8 @@ class Discovery:
             found = await self.resolve()
         except DiscoveryError as exc:
             self.failures += 1
-            log.warning(
+            # once per episode at WARNING (log budget); the retries every `refresh` are DEBUG
+            (log.warning if self.failures == 1 else log.debug)(
                 "discovery.failed",
                 region=self.region,
                 name=self.cfg.name,
@@ -108,9 +109,10 @@ class Discovery:
             return self.workers
         before = {w.name for w in self.workers}
         after = {w.name for w in found}
-        self.failures = 0
+        failed_before, self.failures = self.failures, 0
         self.workers = found
-        log.info(
+        changed = before != after or failed_before > 0
+        (log.info if changed else log.debug)(  # an unchanged answer every `refresh` is DEBUG (log budget)
             "discovery.refreshed",
             region=self.region,
             name=self.cfg.name,
@@ -118,6 +120,7 @@ class Discovery:
             workers=len(found),
             added=sorted(after - before),
             removed=sorted(before - after),
+            after_failures=failed_before,
         )
         return found
 
