@@ -203,13 +203,14 @@ def test_plan_only_touches_owned_and_skips_respected() -> None:
 
 
 def test_large_plans_are_split_into_valid_batches_by_whole_pools() -> None:
-    """11 regions need 132 records: batches of whole names within 100 changes, aliases last, each valid."""
+    """11 regions need 132 records: batches of whole names within 100 changes, the aliases in a batch of their own
+    after their pools, each valid."""
     names = [f"r{i}" for i in range(11)]
     policy = make_policy(regions={n: (f"{n}.lb.example.net", "us-east-1") for n in names})
     first = plan_of(policy, identity_matrix(names), [])
     assert first.ok and len(first.changes) == 132
-    assert [len(b.changes) for b in first.batches] == [99, 33]
-    assert [b.after_insync for b in first.batches] == [False, True]  # aliases to pools the first batch created
+    assert [len(b.changes) for b in first.batches] == [99, 22, 11]
+    assert [b.after_insync for b in first.batches] == [False, False, True]  # aliases once their pools are INSYNC
     for b in first.batches:  # no name is split across batches
         assert all(
             {c.after.name for c in b.changes}.isdisjoint({c.after.name for c in o.changes})

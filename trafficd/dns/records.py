@@ -337,12 +337,17 @@ def plan_changes(
     respected: tuple[Key, ...] = (),
 ) -> Plan:
     """Changes → batches within `limits` (the fence heading each), each validated on the zone the batches
-    before it leave; a batch creating an alias to a name created by an earlier batch waits for INSYNC."""
+    before it leave. Aliases to names the plan creates come in batches of their own after those names, and wait
+    for them to be INSYNC (Route 53 resolves an alias target when it takes the batch)."""
     batches: list[Batch] = []
     problems: list[str] = []
     state: list[Record] = list(zone)
     created: set[str] = set()
-    for group in split_batches(changes, limits, fence):
+    # An alias to a name this plan creates goes in a later batch, sent once the target's batch is INSYNC
+    new_names = {c.after.name for c in changes if c.before is None}
+    late = [c for c in changes if c.before is None and c.after.alias_target in new_names]
+    early = [c for c in changes if not any(c is x for x in late)]
+    for group in split_batches(early, limits, fence) + split_batches(late, limits, fence):
         problems += validate(group, state, limits)
         batches.append(Batch(tuple(group), _needs_insync(group, created)))
         created |= {c.after.name for c in group if c.before is None}
