@@ -266,3 +266,17 @@ def test_access_denied_is_retried_with_backoff_and_one_event_per_episode(policy:
     assert waits[:5] == [15.0, 14.0, 30.0, 29.0, 60.0]
     assert proxy.ops.count("change") == 4  # at 0 s, 15 s, 46 s, 106 s: not on every call
     assert len(events(logs, "route53.access_denied")) == 1 and len(events(logs, "route53.access_restored")) == 1
+
+
+def test_a_takeover_keeps_holding_a_pending_traffic_change(policy: Policy, proxy: Route53Proxy) -> None:
+    """A change still PENDING keeps holding the zone after a takeover (the epoch change itself holds nothing)."""
+    time = FakeTime()
+    writer = provider(policy, proxy, "w:1", time)
+    proxy.inject("change", "pending")
+    proxy.inject("get_change", "pending", times=-1)
+    first = writer.reconcile(DRAIN_EU, context=ctx())
+    assert first.status == Status.APPLIED and writer.pending_change_id == first.change_id
+    assert writer.take_over(context=ctx()).epoch == 1
+    time.now += 5.0
+    held = writer.reconcile(identity_matrix(REGIONS), context=ctx(epoch=1))
+    assert held.status == Status.PENDING and writer.pending_change_id == first.change_id

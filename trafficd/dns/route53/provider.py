@@ -265,8 +265,9 @@ class Route53Provider(Route53Api):
         new = (epoch or 0) + 1
         change = rec.Change(record, fence.epoch_record(self.policy, new))
         bumped = replace(context, cause="takeover", epoch=new)
+        pending = self._pending
         outcome = self._send([change], [change], bumped, log, budget, [], [])
-        self._pending = None  # the epoch record's propagation holds no traffic change
+        self._pending = pending  # the epoch record's propagation holds no traffic change; a traffic change still does
         if isinstance(outcome, str):
             log.info("route53.epoch_taken", epoch=new, previous=epoch, writer=context.writer)
             return self._result(Status.APPLIED, budget, [], changes=(change,), change_id=outcome, epoch=new, batches=1)
