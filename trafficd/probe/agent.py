@@ -25,6 +25,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
+from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
 from trafficd.runtime.agent_report import AgentReport
 from trafficd.runtime.logs import get_logger
@@ -90,6 +92,7 @@ class _Round:
     workers: int
     models: int
     outcomes: Counter[str] = field(default_factory=Counter)
+    stalled: list[tuple[str, float, str]] = field(default_factory=list)  # (series, stall_s, kind) discarded
 
 
 class Agent:
@@ -116,6 +119,8 @@ class Agent:
         self._models_checked: tuple[int, list[tuple[str, str, str]]] | None = None
         self._checked_list: list[WorkerRef] | None = None  # the discovered list last checked (a refresh replaces it)
         self._stopping = False
+        self.stalls = StallWatch(region)
+        self.discarded_stall_total = 0
         self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
     # ---------------------------------------------------------------- set-up
@@ -213,6 +218,7 @@ class Agent:
             discovery=discovery.name if discovery else None,
         )
         flusher = self._spawn(self._flush_loop(stop))
+        self._spawn(self.stalls.run(stop))
         number = 0
         next_at = loop.time()
         try:
@@ -252,6 +258,17 @@ class Agent:
         finally:
             slot.users -= 1
             await self._close_if_idle(slot)
+        if rnd.stalled:
+            log.warning(
+                "agent.samples_discarded_stall",
+                region=self.region,
+                round=number,
+                discarded=len(rnd.stalled),
+                series=sorted({series for series, _, _ in rnd.stalled}),
+                stall_ms=round(max(d for _, d, _ in rnd.stalled) * 1000.0, 1),
+                kind=rnd.stalled[0][2],
+                discarded_total=self.discarded_stall_total,
+            )
         ok = rnd.outcomes.get("ok", 0)
         skipped = rnd.outcomes.get("skipped", 0)
         failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
@@ -292,11 +309,24 @@ class Agent:
         except TimeoutError:
             rnd.outcomes["skipped"] += 1
             return
+        started = time.monotonic()
         try:
             result = await slot.prober.probe_detailed(target)
         finally:
             sem.release()
-        self._record(rnd, result)
+        if not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
+            self._record(rnd, result)
+
+    def _discard_if_stalled(self, rnd: _Round, s: Sample, started: float, ended: float) -> bool:
+        """A probe whose measurement overlaps a local stall measured the agent, not the worker: drop and count it."""
+        stall = self.stalls.overlapping(started, ended)
+        if stall is None:
+            return False
+        rnd.outcomes["discarded_stall"] += 1
+        rnd.stalled.append((f"{s.worker}|{s.model}", stall.duration_s, stall.kind))
+        self.discarded_stall_total += 1
+        metrics.SAMPLES_DISCARDED_STALL.labels(s.region).inc()
+        return True
 
     def _record(self, rnd: _Round, result: ProbeResult) -> None:
         s = result.sample

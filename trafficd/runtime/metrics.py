@@ -116,6 +116,12 @@ AGENT_CLOCK_OFFSET = Gauge(
     ["agent_id"],
     registry=AGENT,
 )
+SAMPLES_DISCARDED_STALL = Counter(
+    "trafficd_samples_discarded_stall_total",
+    "Probe samples discarded because their measurement overlapped a stall of the agent itself",
+    ["region"],
+    registry=AGENT,
+)
 SAMPLES_RESTAMPED = Counter(
     "trafficd_samples_restamped_total",
     "Samples re-stamped onto Redis's clock because the agent's clock was off",
