@@ -204,6 +204,7 @@ class Agent:
         if self.region not in policy.regions:
             raise AgentConfigError(f"region {self.region!r} is not in the policy")
         await self._prober_for(policy.probe)
+        self._spawn(self.stalls.run(stop))  # before the first probe: set-up time is no stall
         discovery = policy.regions[self.region].discovery
         log.info(
             "agent.started",
@@ -218,7 +219,6 @@ class Agent:
             discovery=discovery.name if discovery else None,
         )
         flusher = self._spawn(self._flush_loop(stop))
-        self._spawn(self.stalls.run(stop))
         number = 0
         next_at = loop.time()
         try:

@@ -89,7 +89,8 @@ class StallWatch:
         return max(hits, key=lambda s: s.duration_s) if hits else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick until `stop` is set."""
+        """Tick until `stop` is set (the time before the first tick is not a stall)."""
+        self._last, self._last_cpu = self.clock(), self.cpu()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.tick_s)
