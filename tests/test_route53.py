@@ -196,6 +196,7 @@ def test_drift_is_corrected_when_policy_says_correct(policy: Policy, route53: An
     assert len(drift) == 1 and drift[0]["action"] == "correct"
     assert drift[0]["before"]["weight"] == 0 and drift[0]["after"]["weight"] == 40
     assert result.status == "applied" and [c.after.weight for c in result.changes] == [0]
+    assert [e["cause"] for e in logs if e["event"] == "route53.changes_applied"] == ["drift"]
     api = f"api.{hosted_zone['name']}"
     assert weights(route53, hosted_zone["id"], f"ap-southeast.pool.{api}")["ap-southeast-to-us-east"] == 0
 

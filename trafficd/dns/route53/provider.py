@@ -104,6 +104,9 @@ class Route53Provider(Route53Api):
                 return self._nothing_to_do(log, budget, drift, sent, unknown, plan)
             if (refused := self._refuse(plan, context, log, budget, drift)) is not None:
                 return refused
+            drifted = {d.key for d in drift}
+            if context.cause == "plan" and all(c.after.key in drifted for c in plan.changes):
+                log = log.bind(cause="drift")  # the batch only puts back what someone changed by hand
             result = self._send_plan(plan, context, log, budget, drift, sent)
             if result is not None:
                 return result
