@@ -63,6 +63,7 @@ async def test_breaching_region_is_shifted_in_route53_with_inputs_logged(setup: 
     path, loaded, r53 = setup
     ctl = Controller(PolicyHolder(path, loaded))
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()  # taking the lease: judges, sends nothing
     with capture_logs() as logs:
         await ctl.evaluate_once()
     await ctl.shutdown()
@@ -103,9 +104,12 @@ async def test_standby_controller_writes_nothing_while_another_leads(setup: Any)
     assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
     await leader.shutdown()  # releases the lease: the standby takes over at its next evaluation
     with capture_logs() as logs:
+        await standby.evaluate_once()  # takes the lease: sends nothing in its first evaluation
         await standby.evaluate_once()
     await standby.shutdown()
-    assert [e["region"] for e in events(logs, "controller.weights_shifted")] == ["eu-west"]
+    assert events(logs, "controller.held_at_start")
+    assert [e["region"] for e in events(logs, "controller.weights_shifted")] == ["eu-west", "eu-west"]
+    assert own_weights(loaded.policy, r53)["eu-west"] == 128
 
 
 async def test_redis_outage_holds_and_writes_nothing(setup: Any, redis_server: RedisServer) -> None:
@@ -132,14 +136,16 @@ async def test_state_survives_a_new_leader(setup: Any) -> None:
     first = Controller(PolicyHolder(path, loaded), controller_id="a")
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await first.evaluate_once()
+    await first.evaluate_once()
     await first.shutdown()
     second = Controller(PolicyHolder(path, loaded), controller_id="b")
     with capture_logs() as logs:
-        await second.evaluate_once(now=time.time() + 0.5)  # past the 100 ms per-region cooldown
+        await second.evaluate_once(now=time.time() + 0.5)  # past the 100 ms per-region cooldown; sends nothing
+        await second.evaluate_once(now=time.time() + 0.6)
     await second.shutdown()
     assert events(logs, "controller.state_loaded")
-    (shift,) = events(logs, "controller.weights_shifted")
-    assert shift["serving_fraction_before"] == 0.5 and shift["serving_fraction_after"] == 0.0
+    shifts = events(logs, "controller.weights_shifted")
+    assert [(e["serving_fraction_before"], e["serving_fraction_after"]) for e in shifts] == [(0.5, 0.0)] * 2
     assert own_weights(loaded.policy, r53)["eu-west"] == 0
 
 
@@ -191,6 +197,7 @@ async def test_status_shows_leader_states_weights_and_overrides(setup: Any, caps
     ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-a")
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()
+    await ctl.evaluate_once()
     client = store.redis_client(loaded.policy.redis)
     freeze = Override("freeze", None, "incident 42", time.time() + 600, created_by="alice")
     await ov.set_override(client, loaded.policy, freeze)
@@ -217,7 +224,7 @@ async def test_reload_that_changes_the_interval_reschedules_the_loop(setup: Any)
     """run_controller at a 10 s interval evaluates once; a reload to 200 ms makes it evaluate again within seconds."""
     import asyncio
 
-    from trafficd.control.controller import run_controller
+    from trafficd.control.loop import run_controller
 
     path, _, _ = setup
     slow = path.read_text().replace("evaluate_every: 1s", "evaluate_every: 10s")
@@ -247,7 +254,8 @@ async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, mo
     loaded = load_policy(path)
     ctl = Controller(PolicyHolder(path, loaded))
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
-    await ctl.evaluate_once()  # builds the adapters, shifts eu-west to 0.75
+    await ctl.evaluate_once()  # builds the adapters, takes the lease
+    await ctl.evaluate_once()  # shifts eu-west to 0.75
     assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.75)
     real = ctl.dns.reconcile
     monkeypatch.setattr(ctl.dns, "reconcile", lambda matrix, context: ReconcileResult(Status.DENIED))

@@ -127,3 +127,13 @@ def acl_username(service: str, role: str, region: str | None = None) -> str:
 def leader_report_key(prefix: str, service: str) -> str:
     """JSON of the leader's last evaluation: evaluation id, policy hash, dry-run, time (for `trafficd status`)."""
     return f"{service_base(prefix, service)}:controller:last_evaluation"
+
+
+def watcher_key(prefix: str, service: str, watcher_id: str) -> str:
+    """JSON {id, policy_hash, at} of one dry-run controller, with a TTL of a few evaluations (for `status`)."""
+    return f"{service_base(prefix, service)}:controller:watcher:{watcher_id}"
+
+
+def watcher_pattern(prefix: str, service: str) -> str:
+    """SCAN pattern matching every dry-run watcher key of a service."""
+    return f"{service_base(prefix, service)}:controller:watcher:*"

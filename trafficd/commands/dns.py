@@ -115,9 +115,11 @@ def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file
     if source == "controller":
         import asyncio
 
-        from trafficd.control.controller import preview
+        from trafficd.control.preview import preview
 
-        evaluation, _ = asyncio.run(preview(policy))
+        owned = rec.owned_keys(policy)
+        current = rec.matrix_from_records(policy, (r for r in zone if r.key in owned))
+        evaluation, _ = asyncio.run(preview(policy, current=current))  # no stored state: start from DNS
         return evaluation.matrix
     return rec.matrix_from_records(policy, rec.owned(policy, zone).values())
 

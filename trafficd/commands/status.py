@@ -20,8 +20,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from trafficd.control.controller import read_inputs
+from trafficd.control import presence
 from trafficd.control.lease import lease_key
+from trafficd.control.preview import read_inputs
 from trafficd.policy.schema import Policy, PolicyError, load_policy
 from trafficd.runtime import audit
 from trafficd.runtime.logs import iso_time
@@ -34,14 +35,15 @@ HEADINGS = f"{'REGION':<14} {'STATE':<11} {'SERVING':>7} {'DNS':>4} {'P99':>8} {
 _TIME_KEYS = ("since", "hold_down_until", "evaluated_at", "expires_at", "created_at", "at")
 
 
-async def _leader(policy: Policy) -> tuple[str | None, dict[str, Any] | None]:
+async def _leader(policy: Policy) -> tuple[str | None, dict[str, Any] | None, list[dict[str, Any]]]:
     client = store.client_for(policy, "oncall")
     try:
         holder = await client.get(lease_key(policy.redis.key_prefix, policy.service))
         last = await audit.read_last_evaluation(client, policy.redis.key_prefix, policy.service)
+        watchers = await presence.watchers(client, policy)
     finally:
         await client.aclose()
-    return (holder.decode() if isinstance(holder, bytes) else holder), last
+    return (holder.decode() if isinstance(holder, bytes) else holder), last, watchers
 
 
 def _region(name: str, rs: Any, ev: Any, o: Any, matrix: Any) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def _region(name: str, rs: Any, ev: Any, o: Any, matrix: Any) -> dict[str, Any]:
 
 async def gather(policy: Policy, now: float) -> dict[str, Any]:
     """Everything `status` shows, as plain data (epoch times; `as_json` turns them into ISO)."""
-    holder, last = await _leader(policy)
+    holder, last, watchers = await _leader(policy)
     state, evidence, active = await read_inputs(policy, now)
     regions = {
         name: _region(
@@ -86,6 +88,7 @@ async def gather(policy: Policy, now: float) -> dict[str, Any]:
         "leader_policy_hash": last.get("policy_hash") if last else None,
         "leader_dry_run": last.get("dry_run") if last else None,
         "last_evaluation_id": last.get("evaluation_id") if last else None,
+        "dry_run_watchers": watchers,
         "evaluated_at": state.evaluated_at if state else None,
         "freeze": active.freeze.to_dict() if active.freeze else None,
         "regions": regions,
@@ -136,6 +139,8 @@ def _header(data: dict[str, Any], this_hash: str, now: float) -> list[str]:
         if data["leader_dry_run"]:
             head += ", DRY RUN (writes no DNS)"
     lines = [head]
+    for w in data.get("dry_run_watchers") or []:
+        lines.append(f"dry-run watcher {w.get('id')} (policy {w.get('policy_hash')}): judges and logs, writes nothing")
     if data["evaluated_at"]:
         ev = f" ({data['last_evaluation_id']})" if data["last_evaluation_id"] else ""
         lines.append(f"last evaluation{ev} {now - data['evaluated_at']:.0f}s ago at {_hhmm(data['evaluated_at'])}")

@@ -1,12 +1,15 @@
-"""The controller loop: the only place where Redis, the pure core and Route 53 meet.
+"""The controller: the only place where Redis, the pure core and Route 53 meet.
 
-One evaluation reads like its docstring:
-    lease → read window stats → load overrides → judge + guards + plan (pure) → log one decision per region
-    → reconcile DNS through the provider port (`trafficd.dns.provider`; Route 53 by default) within the lease,
-    unless dry-run (then only `plan`) → persist state.
+One evaluation (`Controller._evaluate`) reads like its docstring, one named step each:
+    adapters for the policy in force → lead (lease) or stand by → inputs (state, evidence, overrides)
+    → judge + guards + plan (pure) → log one decision per region → apply (Route 53, unless held)
+    → commit (save the state only when Route 53 shows the plan) → one summary event.
 
-Nothing is written until the lease is held and the previous state has been loaded. Redis or Route 53 failures
-are logged and the evaluation is retried on the next tick; missing evidence makes regions unknown (hold).
+Nothing is written before the lease is held and the state is known: a new leader takes the stored state aligned
+with what Route 53 holds now (or, with none stored, the state the records imply: see `start.py`) and sends
+nothing in its first evaluation. A dry-run controller takes no lease and saves nothing: it judges from the
+leader's stored state and logs what it would change. The stats store and the DNS provider are ports (`Ports`),
+so tests about control logic run on in-memory ones.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-from trafficd.control import overrides
+from trafficd.control import overrides, presence, start
 from trafficd.control import state_store as controller_state
+from trafficd.control.blind import BlindWatch
 from trafficd.control.lease import Lease
 from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
@@ -36,8 +39,36 @@ from trafficd.runtime.logs import get_logger
 from trafficd.runtime.reload import PolicyHolder
 from trafficd.runtime.report import ControllerReport
 from trafficd.stats import store
+from trafficd.stats.reader import RedisStatsReader, StatsReader
 
 DEADLINE_MARGIN_S = 0.5  # a reconcile returns this long before the lease's local expiry
+HELD_AT_START = "held_at_start"  # the first evaluation as leader: nothing is sent
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """The controller is stopping: a Route 53 backoff sleep was cut short (the batch is re-read at the next start)."""
+
+
+def _policy_provider(policy: Policy, writer: str) -> DnsProvider:
+    return provider_for(policy, writer=writer)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """How the controller builds its stats reader and DNS provider for a policy (tests pass in-memory ones)."""
+
+    stats: Callable[[Any, Policy], StatsReader] = RedisStatsReader
+    dns: Callable[[Policy, str], DnsProvider] = _policy_provider  # (policy, writer) → provider
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    state: ControllerState
+    evidence: dict[str, RegionEvidence]
+    overrides: Overrides
+    fresh: bool  # the first evaluation since this controller took the lease: nothing is sent
 
 
 @dataclass
@@ -45,9 +76,7 @@ class Controller:
     holder: PolicyHolder
     controller_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     dry_run: bool = False
-    # builds the DNS provider for a policy (default: the policy's, `dns.select.provider_for`); tests pass
-    # `MemoryProvider`s
-    provider_factory: Callable[[Policy, str], DnsProvider] | None = None
+    ports: Ports = field(default_factory=Ports)
 
     def __post_init__(self) -> None:
         self.log = get_logger("controller", controller=self.controller_id)
@@ -56,10 +85,15 @@ class Controller:
         self._retired_clients: list[Any] = []
         self.client: Any = None
         self.lease: Lease  # built by _build() before the first evaluation
+        self.stats: StatsReader
+        self.dns: Any
         self._state: ControllerState | None = None
         self._lock = asyncio.Lock()
+        self.stopping = threading.Event()
         self.evaluations = 0
+        self.blind = BlindWatch(self.log)
         self.report = ControllerReport(self.log)  # log events within the budget, metrics, audit stream
+        self.epoch: int | None = None  # the writer epoch this leader took in DNS (the fence)
 
     # ---- adapters, rebuilt when the policy changes
 
@@ -67,7 +101,7 @@ class Controller:
         """(Re)build the adapters a policy change affects; keep the lease and Redis client when possible.
 
         A reload that only changes judging (SLO, windows, ramp, guards) keeps the Redis client, the lease and the
-        DNS provider (with its pending change); only the statistics view is rebuilt.
+        DNS provider (with its pending change); only the statistics reader is rebuilt.
         """
         policy = loaded.policy
         old = self._built_policy
@@ -82,19 +116,26 @@ class Controller:
             if previous is not None:  # keep leading without a gap when the same Redis is still behind it
                 self.lease.token, self.lease.expires_at = previous.token, previous.expires_at
         if old is None or (old.dns, old.regions) != (policy.dns, policy.regions):
-            factory = self.provider_factory or (lambda p, writer: provider_for(p, writer=writer))
-            self.dns: DnsProvider = factory(policy, self.controller_id)
-        self.stats = store.StatsView(self.client, policy)
+            self.dns = self.ports.dns(policy, self.controller_id)
+            if hasattr(self.dns, "sleep"):  # Route 53's backoff sleeps end at once when we stop
+                self.dns.sleep = self._sleep
+        self.stats = self.ports.stats(self.client, policy)
         self._built_policy = policy
         self._built_for = loaded.hash
 
-    async def _load_state(self, policy: Policy, now: float) -> ControllerState:
-        state = await controller_state.load(self.client, policy)
-        if state is not None:
-            self.log.info("controller.state_loaded", regions=sorted(state.regions))
-            return state
-        self.log.info("controller.state_initialised", regions=policy.region_names)
-        return ControllerState.initial(policy, now)
+    async def _adapters(self) -> LoadedPolicy:
+        loaded = self.holder.current
+        if self._built_for != loaded.hash:
+            self._build(loaded)
+        while self._retired_clients:
+            with contextlib.suppress(Exception):
+                await self._retired_clients.pop().aclose()
+        return loaded
+
+    def _sleep(self, seconds: float) -> None:
+        """The DNS provider's backoff sleep: cut short (Interrupted) when the controller is stopping."""
+        if self.stopping.wait(seconds):
+            raise Interrupted
 
     # ---- one evaluation
 
@@ -105,53 +146,174 @@ class Controller:
 
     async def _evaluate(self, now: float) -> None:
         started = time.monotonic()
-        loaded = self.holder.current
-        if self._built_for != loaded.hash:
-            self._build(loaded)
-        while self._retired_clients:
-            with contextlib.suppress(Exception):
-                await self._retired_clients.pop().aclose()
+        loaded = await self._adapters()
         policy = loaded.policy
-        dry_run = self.dry_run or policy.controller.dry_run
+        if self.dry_run or policy.controller.dry_run:
+            await self._watch(loaded, now, started)
+            return
+        if not await self._lead(loaded):
+            return
+        inputs = await self._inputs(policy, now)
+        if inputs is None:
+            return
+        evaluation = judge.evaluate(policy, inputs.state, inputs.evidence, inputs.overrides, now)
+        self.evaluations += 1
+        evaluation_id = self.report.next_evaluation_id(self.lease.token)
+        self.report.decisions(
+            loaded,
+            evaluation,
+            inputs.overrides,
+            dry_run=False,
+            lease_token=self.lease.token,
+            evaluation_id=evaluation_id,
+        )
+        await self.blind.update(evaluation.decisions, self.stats, policy.windows.stale_after, now)
+        result = await self._apply(loaded, evaluation, inputs, evaluation_id)
+        held = await self._commit(loaded, inputs.state, evaluation, result, evaluation_id)
+        await self.report.evaluated(
+            self.client,
+            loaded,
+            evaluation,
+            result,
+            dry_run=False,
+            lease_token=self.lease.token,
+            evaluation_id=evaluation_id,
+            duration_s=time.monotonic() - started,
+            held=held,
+        )
+        notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
+
+    async def _lead(self, loaded: LoadedPolicy) -> bool:
+        """Acquire or renew the lease; a standby (or Redis down: nobody knows who leads) writes nothing."""
         try:
             leader = await self.lease.ensure()
-        except Exception as exc:  # Redis down: we cannot know who leads, so nobody writes
+        except Exception as exc:
             self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
-            return
+            return False
         metrics.LEADER.set(1.0 if leader else 0.0)
         if not leader:
-            self._state = None  # reload state when we become leader again
+            self._state = None  # reload and re-align the state when we lead again
             self.log.debug("controller.standby")
             self.report.standby(loaded.hash)
-            return
+        return leader
+
+    async def _inputs(self, policy: Policy, now: float) -> Inputs | None:
+        """The judge's inputs; on taking the lease, the state to start from (stored, aligned with Route 53)."""
+        fresh = self._state is None
         try:
             if self._state is None:
-                self._state = await self._load_state(policy, now)
-            state = self._state
+                self._state = await self._starting_state(
+                    policy, now, stored=await controller_state.load(self.client, policy)
+                )
+                if self._state is None:
+                    return None
             evidence = await self.stats.evidence(now)
             active = await overrides.load(self.client, policy, now)
         except Exception as exc:
             self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
-            return
-        evaluation = judge.evaluate(policy, state, evidence, active, now)
-        self.evaluations += 1
-        evaluation_id = self.report.next_evaluation_id(self.lease.token)
-        self.report.decisions(
-            loaded, evaluation, active, dry_run=dry_run, lease_token=self.lease.token, evaluation_id=evaluation_id
-        )
-        if not self.lease.held:  # the lease may have lapsed while we were reading
-            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
-            return
+            return None
+        return Inputs(self._state, evidence, active, fresh)
+
+    async def _starting_state(
+        self, policy: Policy, now: float, stored: ControllerState | None
+    ) -> ControllerState | None:
+        """The stored state aligned with Route 53, or the state Route 53 implies; None when Route 53 is unreadable."""
         try:
-            result = await self._apply(loaded, evaluation, evaluation_id, dry_run)
+            current = await _in_thread(self.dns.current_matrix)
+        except Exception as exc:  # without knowing what DNS holds we must not start writing
+            self.log.warning("controller.dns_unreadable", error=type(exc).__name__, detail=str(exc)[:200])
+            return None
+        if current is None:  # an owned record is missing: `trafficd dns bootstrap` first; a start must not guess
+            self.log.warning("controller.dns_unreadable", error="incomplete", detail="owned records missing")
+            return None
+        if stored is None:
+            state = start.state_from_dns(policy, current, now)
+            self.log.info("controller.state_from_dns", serving=state.fractions())
+            return state
+        state, changed = start.align_with_dns(policy, stored, current, now)
+        self.log.info("controller.state_loaded", regions=sorted(state.regions), aligned_with_dns=changed)
+        return state
+
+    async def _apply(
+        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, inputs: Inputs, evaluation_id: str
+    ) -> ReconcileResult | None:
+        """Reconcile DNS with the plan, fenced by our writer epoch and within the lease (module docstring)."""
+        frozen = inputs.overrides.freeze is not None
+        try:  # renew right before sending: the send must end before what is left of the lease
+            held = await self.lease.ensure()
+        except Exception:
+            held = False
+        if not held:
+            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
+            self._state, self.epoch = None, None
+            return None
+        context = ReconcileContext(
+            evaluation_id=evaluation_id,
+            policy_hash=loaded.hash,
+            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
+            epoch=self.epoch,
+            frozen=frozen,
+            writer=self.controller_id,
+        )
+        try:
+            if self.epoch is None and not frozen:
+                return await self._take_over(context)
+            if inputs.fresh:
+                return ReconcileResult(Status.PENDING, error=HELD_AT_START)
+            result: ReconcileResult = await _in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
+        except Interrupted:
+            self.log.warning("controller.reconcile_interrupted", token=self.lease.token)
+            return None
         except Exception as exc:  # the provider translates API errors; anything else is a bug: log, go on
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
-            result = None
+            return None
+        if result.status == Status.FENCED and not frozen:
+            self._fenced(result)
+        return result
+
+    async def _take_over(self, context: ReconcileContext) -> ReconcileResult:
+        """A new leader bumps the writer epoch in DNS before anything else: a deposed writer's batches now fail."""
+        result: ReconcileResult = await _in_thread(lambda: self.dns.take_over(context=context))
+        if result.status == Status.APPLIED:
+            self.epoch = result.epoch
+            self.log.info("controller.epoch_taken", epoch=result.epoch, lease_token=self.lease.token)
+        else:
+            self.log.warning("controller.takeover_failed", dns=str(result.status), error=result.error)
+        return ReconcileResult(Status.PENDING, error=HELD_AT_START)
+
+    def _fenced(self, result: ReconcileResult) -> None:
+        """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time."""
+        deposed = result.epoch is not None and result.epoch != self.epoch
+        self.log.warning(
+            "controller.fenced", epoch=self.epoch, epoch_seen=result.epoch, deposed=deposed, error=result.error
+        )
+        self._state = None  # the next evaluation re-aligns with what DNS holds
+        if deposed:
+            self.epoch = None
+
+    async def _commit(
+        self,
+        loaded: LoadedPolicy,
+        state: ControllerState,
+        evaluation: judge.Evaluation,
+        result: ReconcileResult | None,
+        evaluation_id: str,
+    ) -> bool:
+        """Keep the new state only when Route 53 shows the plan; otherwise re-decide the same step next time.
+
+        Returns whether the plan was held (not committed).
+        """
         moved = _matrix_moved(state.matrix, evaluation.matrix)
-        held = moved and (result is None or not (dry_run or result.complete))
-        if held:
-            # Route 53 does not (yet) show this plan: keep the previous state, so that the next evaluation
-            # re-decides the same step instead of walking on while DNS stays behind (and then jumps).
+        committed = result is not None and result.complete
+        if moved and not committed and result is not None and result.error == HELD_AT_START:
+            self.log.info(
+                "controller.held_at_start",
+                evaluation_id=evaluation_id,
+                policy_hash=loaded.hash,
+                fractions_wanted=evaluation.fractions,
+            )
+            return True
+        if moved and not committed:
             self.log.warning(
                 "controller.plan_held",
                 evaluation_id=evaluation_id,
@@ -160,80 +322,97 @@ class Controller:
                 dns=None if result is None else result.status,
                 fractions_wanted=evaluation.fractions,
             )
-        else:
-            self._state = evaluation.state
-            try:
-                await controller_state.save(self.client, policy, evaluation.state)
-            except Exception as exc:
-                self.log.warning("controller.state_save_failed", error=type(exc).__name__)
-        await self.report.evaluated(
-            self.client,
-            loaded,
-            evaluation,
-            result,
-            dry_run=dry_run,
-            lease_token=self.lease.token,
-            evaluation_id=evaluation_id,
-            duration_s=time.monotonic() - started,
-            held=held,
-        )
-        notify.notify(f"STATUS=leader token={self.lease.token} {_status_line(evaluation)}")
+            return True
+        if not self.lease.held:  # deposed while applying: the next leader owns the state now
+            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token, what="state")
+            self._state = None
+            return True
+        self._state = evaluation.state
+        try:
+            await controller_state.save(self.client, loaded.policy, evaluation.state)
+        except Exception as exc:
+            self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+        return False
 
-    async def _apply(
-        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, evaluation_id: str, dry_run: bool
-    ) -> ReconcileResult:
-        """Reconcile DNS with the evaluation's matrix within the lease (dry-run: only plan, write nothing)."""
-        if dry_run:
-            plan = await asyncio.to_thread(self.dns.plan, evaluation.matrix)
-            return ReconcileResult(Status.DRY_RUN, plan.changes)
-        context = ReconcileContext(
+    # ---- dry-run: a watcher that never writes
+
+    async def _watch(self, loaded: LoadedPolicy, now: float, started: float) -> None:
+        """Judge from the leader's stored state and log what would change; no lease, no saved state, no DNS write."""
+        policy = loaded.policy
+        try:
+            await presence.announce_watcher(self.client, policy, self.controller_id, loaded.hash, now)
+            stored = await controller_state.load(self.client, policy)
+            evidence = await self.stats.evidence(now)
+            active = await overrides.load(self.client, policy, now)
+        except Exception as exc:
+            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        state = stored or await self._starting_state(policy, now, stored=None)
+        if state is None:
+            return
+        evaluation = judge.evaluate(policy, state, evidence, active, now)
+        self.evaluations += 1
+        evaluation_id = self.report.next_evaluation_id(None)
+        self.report.decisions(loaded, evaluation, active, dry_run=True, lease_token=None, evaluation_id=evaluation_id)
+        self.report.pending.clear()  # a dry-run writes nothing to Redis, the audit stream included
+        try:
+            plan = await _in_thread(lambda: self.dns.plan(evaluation.matrix))
+            result: ReconcileResult | None = ReconcileResult(Status.DRY_RUN, plan.changes)
+        except Exception as exc:
+            self.log.warning("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            result = None
+        if result is not None and result.changes:
+            changes = [c.to_log() for c in result.changes]
+            self.log.info("controller.would_change", evaluation_id=evaluation_id, dry_run=True, changes=changes)
+        self.log.debug(
+            "controller.evaluated",
             evaluation_id=evaluation_id,
             policy_hash=loaded.hash,
-            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
-            cause="plan",
-            frozen=evaluation.frozen,
-            writer=self.controller_id,
+            lease_token=None,
+            dry_run=True,
+            dns=None if result is None else result.status,
+            dns_changes=0 if result is None else len(result.changes),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            **evaluation.to_log(),
         )
-        return await asyncio.to_thread(self.dns.reconcile, evaluation.matrix, context=context)
+        metrics.EVALUATIONS.labels("dry_run").inc()
+        metrics.loop_completed()
 
-    async def _close_client(self) -> None:
+    async def shutdown(self) -> None:
+        """Release the lease (or withdraw the dry-run watcher) and close the Redis client."""
+        if self._built_for is None:
+            return
+        policy = self.holder.current.policy
+        try:
+            if self.dry_run or policy.controller.dry_run:
+                await presence.withdraw_watcher(self.client, policy, self.controller_id)
+            else:
+                await self.lease.release()
+        except Exception as exc:
+            self.log.warning("controller.lease_release_failed", error=type(exc).__name__)
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
-    async def shutdown(self) -> None:
-        if self._built_for is None:
-            return
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    """Run a blocking call in a daemon thread: a process told to stop never waits for a Route 53 call to end."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def run() -> None:
         try:
-            await self.lease.release()
-        except Exception as exc:
-            self.log.warning("controller.lease_release_failed", error=type(exc).__name__)
-        await self._close_client()
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            loop.call_soon_threadsafe(settle, *outcome)
 
-
-async def preview(policy: Policy, now: float | None = None) -> tuple[judge.Evaluation, ControllerState]:
-    """What the controller would decide now, from the same Redis inputs, writing nothing (for `dns plan`/status).
-
-    Returns the evaluation and the stored state it started from (initial state when none is stored yet).
-    """
-    now = time.time() if now is None else now
-    stored, evidence, active = await read_inputs(policy, now)
-    state = stored or ControllerState.initial(policy, now)
-    return judge.evaluate(policy, state, evidence, active, now), state
-
-
-async def read_inputs(
-    policy: Policy, now: float
-) -> tuple[ControllerState | None, dict[str, RegionEvidence], Overrides]:
-    """The judge's inputs as stored in Redis now: controller state (None if none yet), evidence, overrides."""
-    client = store.client_for(policy, "oncall")
-    try:
-        state = await controller_state.load(client, policy)
-        evidence = await store.StatsView(client, policy).evidence(now)
-        active = await overrides.load(client, policy, now)
-    finally:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-    return state, evidence, active
+    threading.Thread(target=run, name="trafficd-dns", daemon=True).start()
+    return await future
 
 
 def _matrix_moved(before: TrafficMatrix, after: TrafficMatrix) -> bool:
@@ -252,47 +431,3 @@ def _status_line(evaluation: judge.Evaluation) -> str:
         f = d.to_log()
         parts.append(f"{f.get('region')}={f.get('state_after')}:{f.get('serving_fraction_after')}")
     return " ".join(parts)
-
-
-async def run_controller(holder: PolicyHolder, *, stop: asyncio.Event, dry_run: bool = False) -> None:
-    """Evaluate every `windows.evaluate_every` until `stop` is set; release the lease on the way out."""
-    controller = Controller(holder, dry_run=dry_run)
-    policy = holder.current.policy
-    controller.log.info(
-        "controller.started",
-        policy_hash=holder.current.hash,
-        policy_file=holder.current.path,
-        regions=policy.region_names,
-        dry_run=dry_run or policy.controller.dry_run,
-        evaluate_every_s=policy.windows.evaluate_every,
-    )
-
-    async def tick() -> None:
-        try:
-            await controller.evaluate_once()
-        except Exception:  # a bug in one evaluation must not stop the next ones: log it with its traceback
-            controller.log.exception("controller.evaluation_failed")
-
-    scheduler = AsyncIOScheduler()
-    scheduler.add_job(
-        tick, "interval", id="evaluate", seconds=policy.windows.evaluate_every, max_instances=1, coalesce=True
-    )
-
-    def follow(old: LoadedPolicy, new: LoadedPolicy) -> None:
-        """A reload that changes `windows.evaluate_every` reschedules the loop (other fields apply next tick)."""
-        every = new.policy.windows.evaluate_every
-        if every != old.policy.windows.evaluate_every:
-            scheduler.reschedule_job("evaluate", trigger="interval", seconds=every)
-            controller.log.info("controller.interval_changed", evaluate_every_s=every, policy_hash=new.hash)
-
-    holder.on_change(follow)
-    scheduler.start()
-    await tick()  # the first evaluation at once (it loads the state before anything is written)
-    notify.notify("READY=1", "STATUS=started")
-    try:
-        await stop.wait()
-    finally:
-        scheduler.shutdown(wait=False)
-        async with controller._lock:
-            await controller.shutdown()
-        controller.log.info("controller.stopped", evaluations=controller.evaluations)

@@ -31,7 +31,8 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
     from trafficd.runtime.reload import install_sighup
 
     install_sighup(loop, holder)  # the file is read off the loop: SIGTERM and /healthz never wait for it
-    watchdog = asyncio.create_task(_watchdog(stop))
+    # the controller pings the watchdog itself, after each completed evaluation (trafficd.control.loop)
+    watchdog = asyncio.create_task(_watchdog(stop) if body == "agent" else stop.wait())
     server = None
     port = args.metrics_port
     if port is None and body == "controller":
@@ -48,7 +49,7 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
             notify.notify("READY=1", f"STATUS=probing region {args.region}")
             await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
         else:
-            from trafficd.control.controller import run_controller
+            from trafficd.control.loop import run_controller
 
             await run_controller(holder, stop=stop, dry_run=args.dry_run)
     finally:
@@ -60,7 +61,7 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
 
 
 async def _watchdog(stop: asyncio.Event) -> None:
-    """Ping systemd's watchdog from the event loop: a hung loop stops the pings and systemd restarts us."""
+    """Ping systemd's watchdog from the agent's event loop: a hung loop stops the pings and systemd restarts it."""
     interval_s = notify.watchdog_interval_s()
     if interval_s is None:
         return

@@ -105,6 +105,10 @@ DNS_PENDING_SECONDS = Gauge(
 DNS_DRIFTED = Gauge(
     "trafficd_dns_drifted_records", "Owned records found changed by hand at the last reconcile", registry=CONTROLLER
 )
+REGION_BLIND = Gauge(
+    "trafficd_region_blind", "1 while a region has no usable evidence (its weights are held)", ["region"],
+    registry=CONTROLLER,
+)  # fmt: skip
 DNS_DRIFT = Counter("trafficd_dns_drift_detected_total", "Owned records found changed by hand", registry=CONTROLLER)
 
 # ---------------------------------------------------------------- agent
