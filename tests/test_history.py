@@ -50,6 +50,7 @@ async def test_why_was_a_region_drained_is_one_command(loaded: Any, capsys: pyte
     path, lp = loaded
     ctl = Controller(PolicyHolder(path, lp))
     await feed(lp.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()  # takes the lease and the writer epoch: sends no weight at start
     with capture_logs() as logs:
         await ctl.evaluate_once()
     await ctl.shutdown()
@@ -77,6 +78,7 @@ async def test_a_manual_drain_reads_as_manual(loaded: Any, capsys: pytest.Captur
     assert await asyncio.to_thread(cli.main, args) == 0
     structlog.reset_defaults()  # the command configured logging at WARNING; the controller's INFO is wanted
     ctl = Controller(PolicyHolder(path, lp))
+    await ctl.evaluate_once()  # takes the lease and the writer epoch: sends no weight at start
     with capture_logs() as logs:
         await ctl.evaluate_once()
     await ctl.shutdown()

@@ -50,6 +50,7 @@ async def test_an_unknown_region_exits_4_with_its_reason(loaded: Any, capsys: py
     path, lp = loaded
     ctl = Controller(PolicyHolder(path, lp), controller_id="ctl-a")
     await feed(lp.policy, {"us-east": 200.0, "eu-west": 200.0})
+    await ctl.evaluate_once()  # takes the lease and the writer epoch: sends no weight at start
     await ctl.evaluate_once()
     try:
         code, out, _ = await asyncio.to_thread(status, capsys, "--policy", str(path), "--no-dns")
@@ -69,6 +70,7 @@ async def test_a_draining_region_shows_why_and_where_its_users_go(
     path, lp = loaded
     ctl = Controller(PolicyHolder(path, lp), controller_id="ctl-a")
     await feed(lp.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await ctl.evaluate_once()  # takes the lease and the writer epoch: sends no weight at start
     await ctl.evaluate_once()
     try:
         code, out, _ = await asyncio.to_thread(status, capsys, "--policy", str(path))

@@ -42,7 +42,7 @@ from trafficd.stats import store
 from trafficd.stats.reader import RedisStatsReader, StatsReader
 
 DEADLINE_MARGIN_S = 0.5  # a reconcile returns this long before the lease's local expiry
-HELD_AT_START = "held_at_start"  # the first evaluation as leader: nothing is sent
+TAKING_OVER = "taking_over"  # a reconcile replaced by taking the writer epoch: no weight is sent
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class Inputs:
     state: ControllerState
     evidence: dict[str, RegionEvidence]
     overrides: Overrides
-    fresh: bool  # the first evaluation since this controller took the lease: nothing is sent
+    fresh: bool  # the first evaluation since this controller took the lease: no judging, nothing sent
 
 
 @dataclass
@@ -155,6 +155,9 @@ class Controller:
             return
         inputs = await self._inputs(policy, now)
         if inputs is None:
+            return
+        if inputs.fresh:
+            await self._start(loaded, inputs)
             return
         evaluation = judge.evaluate(policy, inputs.state, inputs.evidence, inputs.overrides, now)
         self.evaluations += 1
@@ -258,8 +261,6 @@ class Controller:
         try:
             if self.epoch is None and not frozen:
                 return await self._take_over(context)
-            if inputs.fresh:
-                return ReconcileResult(Status.PENDING, error=HELD_AT_START)
             result: ReconcileResult = await _in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
         except Interrupted:
             self.log.warning("controller.reconcile_interrupted", token=self.lease.token)
@@ -271,15 +272,35 @@ class Controller:
             self._fenced(result)
         return result
 
+    async def _start(self, loaded: LoadedPolicy, inputs: Inputs) -> None:
+        """The first evaluation as leader judges nothing and sends no weight: it takes the writer epoch in DNS."""
+        context = ReconcileContext(
+            evaluation_id=f"{self.lease.token}-start",
+            policy_hash=loaded.hash,
+            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
+            cause="takeover",
+            frozen=inputs.overrides.freeze is not None,
+            writer=self.controller_id,
+        )
+        if not context.frozen:  # frozen: no write of any kind, the epoch is taken after the freeze
+            try:
+                await self._take_over(context)
+            except Exception as exc:
+                self.log.error("controller.takeover_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        self.log.info(
+            "controller.held_at_start", policy_hash=loaded.hash, epoch=self.epoch, serving=inputs.state.fractions()
+        )
+        metrics.loop_completed()
+
     async def _take_over(self, context: ReconcileContext) -> ReconcileResult:
-        """A new leader bumps the writer epoch in DNS before anything else: a deposed writer's batches now fail."""
+        """Bump the writer epoch in DNS before writing anything else: a deposed writer's batches now fail."""
         result: ReconcileResult = await _in_thread(lambda: self.dns.take_over(context=context))
         if result.status == Status.APPLIED:
             self.epoch = result.epoch
             self.log.info("controller.epoch_taken", epoch=result.epoch, lease_token=self.lease.token)
         else:
             self.log.warning("controller.takeover_failed", dns=str(result.status), error=result.error)
-        return ReconcileResult(Status.PENDING, error=HELD_AT_START)
+        return ReconcileResult(Status.PENDING, error=TAKING_OVER)
 
     def _fenced(self, result: ReconcileResult) -> None:
         """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time."""
@@ -305,14 +326,6 @@ class Controller:
         """
         moved = _matrix_moved(state.matrix, evaluation.matrix)
         committed = result is not None and result.complete
-        if moved and not committed and result is not None and result.error == HELD_AT_START:
-            self.log.info(
-                "controller.held_at_start",
-                evaluation_id=evaluation_id,
-                policy_hash=loaded.hash,
-                fractions_wanted=evaluation.fractions,
-            )
-            return True
         if moved and not committed:
             self.log.warning(
                 "controller.plan_held",
