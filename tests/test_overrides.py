@@ -204,3 +204,42 @@ def test_redis_unreachable_exits_1_with_a_clear_message(tmp_path: Path, key_pref
     path.write_text(yaml.safe_dump(policy_for(url, key_prefix)))
     assert command(["freeze", "--reason", "x", "--policy", str(path)]) == 1
     assert f"cannot reach Redis at {url}" in capsys.readouterr().err
+
+
+def test_forced_drain_that_capacity_still_holds_says_so_and_exits_1(
+    tmp_path: Path, redis_url: str, key_prefix: str, capsys: Any
+) -> None:
+    """--force bypasses max_drained but not capacity: with 10 % headroom next door the drain is set, and the
+    command names the capacity guard that keeps the region serving and exits 1 instead of "drain set"."""
+    data = policy_for(redis_url, key_prefix)
+    for r in data["regions"].values():
+        r["capacity_headroom"] = "10%"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with capture_logs() as logs:
+        code = command(["drain", "eu-west", "--for", "1h", "--reason", "x", "--force", "--policy", str(path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "will not be drained" in err and "capacity" in err
+    (event,) = [e for e in logs if e["event"] == "overrides.drain_set"]
+    assert event["forced"] is True and event["held_by"] and event["held_by"][0].startswith("capacity")
+
+
+def test_a_new_freeze_never_shortens_one_in_force_unless_replace(
+    policy_file: str, policy: Policy, redis_url: str, capsys: Any
+) -> None:
+    """A 4 h freeze is kept when a 1 h one is asked for (exit 1, said so); a longer one extends it; --replace
+    shortens it."""
+    assert command(["freeze", "--reason", "incident 4h", "--for", "4h", "--policy", policy_file]) == 0
+    long_until = asyncio.run(read(policy, redis_url)).freeze.expires_at  # type: ignore[union-attr]
+    capsys.readouterr()
+    assert command(["freeze", "--reason", "short", "--for", "1h", "--policy", policy_file]) == 1
+    assert "never shortens" in capsys.readouterr().err
+    kept = asyncio.run(read(policy, redis_url)).freeze
+    assert kept is not None and kept.reason == "incident 4h" and kept.expires_at == long_until
+    assert command(["freeze", "--reason", "longer", "--for", "5h", "--policy", policy_file]) == 0
+    assert asyncio.run(read(policy, redis_url)).freeze.reason == "longer"  # type: ignore[union-attr]
+    args = ["freeze", "--reason", "shorter", "--for", "1h", "--replace", "--policy", policy_file]
+    assert command(args) == 0
+    replaced = asyncio.run(read(policy, redis_url)).freeze
+    assert replaced is not None and replaced.reason == "shorter" and replaced.expires_at < long_until

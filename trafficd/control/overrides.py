@@ -2,7 +2,7 @@
 
     trafficd drain REGION --for 2h --reason TEXT [--force]     shed REGION's users (ramped), until expiry
     trafficd undrain REGION [--for 30m --reason TEXT]           cancel a drain; with --for, keep REGION serving
-    trafficd freeze --reason TEXT [--for 1h]                    global kill switch: no serving fraction moves
+    trafficd freeze --reason TEXT [--for 1h] [--replace]        global kill switch: no Route 53 write at all
     trafficd unfreeze
 
 Keys (one hash tag per service so a Redis Cluster keeps them in one slot for MGET):
@@ -10,7 +10,9 @@ Keys (one hash tag per service so a Redis Cluster keeps them in one slot for MGE
     {prefix}:{service}:override:freeze            JSON Override (kind freeze)
 Redis expires each key at `expires_at` (PXAT) and `load` drops anything expired by the caller's clock as well.
 A drain that a guard forbids (frozen, max_drained, min_serving_regions, capacity) is refused with exit 1 and the
-reasons, unless --force. Every command logs one `overrides.*` event (who, what, why, until when).
+reasons, unless --force; a forced drain that a guard --force does not bypass (capacity) still holds is set, says
+so and exits 1. A freeze never shortens a longer one in force unless --replace (exit 1, the longer one kept).
+Every command logs one `overrides.*` event (who, what, why, until when).
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ async def clear(client: Any, policy: Policy, region: str | None) -> Override | N
     return _parse(raw)
 
 
+# guards a forced drain bypasses (decide/guards.py); any other problem (capacity) still holds the region
+FORCE_BYPASSES = ("frozen", "max_drained", "min_serving_regions")
+
+
+def still_held(problems: list[str]) -> list[str]:
+    """The problems a forced drain does not bypass: the region will not drain (fully) while they stand."""
+    return [p for p in problems if p.split(":", 1)[0].strip() not in FORCE_BYPASSES]
+
+
 async def _controller_fractions(client: Any, policy: Policy) -> dict[str, float] | None:
     """Serving fractions the controller last stored, to judge a drain against what is already shed."""
     state = await controller_state.load(client, policy)
@@ -120,8 +131,14 @@ async def _drain(policy: Policy, args: argparse.Namespace, now: float) -> int:
             return 1
         o = Override("drain", args.region, args.reason, now + args.for_s, _who(), now, bool(args.force))
         await set_override(client, policy, o)
-        log.info("overrides.drain_set", **o.to_dict(), for_s=args.for_s, overridden_guards=problems)
+        held = still_held(problems)
+        log.info("overrides.drain_set", **o.to_dict(), for_s=args.for_s, overridden_guards=problems, held_by=held)
         print(f"{args.region}: drain set for {format_duration(args.for_s)} ({args.reason})")
+        if held:  # --force does not move capacity: the region keeps serving what its neighbours cannot take
+            print(f"but {args.region} will not be drained (fully) while a guard still holds it:", file=sys.stderr)
+            for p in held:
+                print(f"  - {p}", file=sys.stderr)
+            return 1
         return 0
     finally:
         await client.aclose()
@@ -151,7 +168,17 @@ async def _freeze(policy: Policy, args: argparse.Namespace, now: float) -> int:
     log = get_logger("overrides")
     client = redis_client(policy)
     try:
+        current = (await load(client, policy, now)).freeze
         o = Override("freeze", None, args.reason, now + args.for_s, _who(), now, False)
+        if current is not None and current.expires_at > o.expires_at and not args.replace:
+            until = time.strftime("%H:%M:%SZ", time.gmtime(current.expires_at))
+            log.warning("overrides.freeze_kept", **current.to_dict(), asked_for_s=args.for_s)
+            print(
+                f"already frozen until {until} by {current.created_by} ({current.reason}); a new freeze never "
+                "shortens it: kept. Use --replace to replace it.",
+                file=sys.stderr,
+            )
+            return 1
         await set_override(client, policy, o)
         log.info("overrides.freeze_set", **o.to_dict(), for_s=args.for_s)
         print(f"frozen for {format_duration(args.for_s)} ({args.reason}): no serving fraction moves")
@@ -224,6 +251,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("freeze", help="global kill switch: no serving fraction moves until unfreeze or expiry")
     p.add_argument("--reason", required=True)
     p.add_argument("--for", dest="for_s", type=_duration, default=DEFAULT_FREEZE_S, help="default 1h")
+    p.add_argument("--replace", action="store_true", help="replace a longer freeze in force (else it is kept)")
     p.add_argument("--policy", default=default_policy, help=policy_help)
     p.set_defaults(func=_handler(_freeze))
 
