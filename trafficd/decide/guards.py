@@ -71,6 +71,7 @@ class GuardContext:
     order: Sequence[str]  # placement order for the planner (regions already shedding first)
     avoid: frozenset[str] = frozenset()  # receivers of last resort only (breaching, tripped, unknown)
     previous: TrafficMatrix | None = None  # last matrix: spill-over keeps its destinations
+    hold: frozenset[str] = frozenset()  # unknown receivers: keep the spill-over they receive, take no new
     notes: list[str] = field(default_factory=list)
 
 
@@ -242,7 +243,7 @@ def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     """Shed no more than the receivers' headroom can take (by neighbour preference)."""
     fractions = {r: p.desired for r, p in plan.items()}
     alloc = planner.allocate(
-        ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False, previous=ctx.previous
+        ctx.policy, fractions, ctx.spare, ctx.order, ctx.avoid, last_resort=False, previous=ctx.previous, hold=ctx.hold
     )
     events = []
     for r, p in plan.items():

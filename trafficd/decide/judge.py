@@ -290,6 +290,7 @@ def evaluate(
     avoid = frozenset(
         r for r in names if verdicts[r].kind in (guards.BREACH, guards.UNKNOWN) or steps[r].state.phase != Phase.NORMAL
     )
+    hold = frozenset(r for r in names if verdicts[r].kind == guards.UNKNOWN)  # unknown holds its spill-over too
     ctx = guards.GuardContext(
         policy=policy,
         now=now,
@@ -301,10 +302,11 @@ def evaluate(
         order=order,
         avoid=avoid,
         previous=state.matrix,
+        hold=hold,
     )
     final, events = guards.apply_guards(ctx, proposals)
     fractions = {r: final[r].desired for r in names}
-    matrix = planner.plan(policy, fractions, spare, order, avoid, previous=state.matrix)
+    matrix = planner.plan(policy, fractions, spare, order, avoid, previous=state.matrix, hold=hold)
     regions: dict[str, RegionState] = {}
     decisions = []
     for r in names:

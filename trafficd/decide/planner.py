@@ -13,7 +13,9 @@ matrix sums to exactly 1 and no weight set is ever all zero.
 Sources are placed in the order given (the judge puts regions already shedding first, so that a new drain never
 takes headroom away from one in progress). Given the previous matrix, a source first keeps the destinations it
 already spills to (if still trusted and with room), so spill-over does not hop between neighbours and a region
-that has just recovered is not handed someone else's users all at once.
+that has just recovered is not handed someone else's users all at once. A receiver in `hold` (unknown: no
+evidence) keeps exactly the shares it already receives — unknown holds everything about a region, the spill-over
+it takes included — and gets no new ones.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def allocate(
     avoid: Collection[str] = (),
     last_resort: bool = True,
     previous: TrafficMatrix | None = None,
+    hold: Collection[str] = (),
 ) -> Allocation:
     """Greedy placement of every displaced share, source by source in `order`, by preference and headroom.
 
@@ -98,11 +101,12 @@ def allocate(
         if 1.0 - fractions[src] > EPS:
             need[src] = 1.0 - fractions[src]
             moved[src] = {}
+    _pin_held(need, moved, remaining, takers, hold, previous)
     tiers = [False, True] if last_resort else [False]
     for distrusted in tiers:
         for src in need:
             for dst in sticky_preference(policy, src, previous):
-                if dst not in takers or (dst in avoid) != distrusted or need[src] <= EPS:
+                if dst not in takers or dst in hold or (dst in avoid) != distrusted or need[src] <= EPS:
                     continue
                 avail = remaining[dst]
                 take = need[src] if avail is None else min(need[src], avail)
@@ -116,6 +120,27 @@ def allocate(
     return Allocation(moved=moved, unplaced=unplaced)
 
 
+def _pin_held(
+    need: dict[str, float],
+    moved: dict[str, dict[str, float]],
+    remaining: dict[str, float | None],
+    takers: set[str],
+    hold: Collection[str],
+    previous: TrafficMatrix | None,
+) -> None:
+    """Receivers in `hold` keep the shares they received last time (as far as the source still sheds them)."""
+    for src in need:
+        for dst in hold:
+            share = (previous or {}).get(src, {}).get(dst, 0.0)
+            if dst == src or dst not in takers or share <= EPS:
+                continue
+            take = min(share, need[src])
+            moved[src][dst] = take
+            need[src] -= take
+            if remaining[dst] is not None:
+                remaining[dst] = max(0.0, (remaining[dst] or 0.0) - take)
+
+
 def plan(
     policy: Policy,
     fractions: Mapping[str, float],
@@ -123,10 +148,11 @@ def plan(
     order: Sequence[str] | None = None,
     avoid: Collection[str] = (),
     previous: TrafficMatrix | None = None,
+    hold: Collection[str] = (),
 ) -> TrafficMatrix:
     """The traffic matrix for these serving fractions: row = source, value = share served by each destination."""
     names = policy.region_names
-    alloc = allocate(policy, fractions, spare, order, avoid, previous=previous)
+    alloc = allocate(policy, fractions, spare, order, avoid, previous=previous, hold=hold)
     matrix: TrafficMatrix = {}
     for src in names:
         row = {dst: 0.0 for dst in names}
