@@ -63,6 +63,28 @@ async def test_an_unknown_region_exits_4_with_its_reason(loaded: Any, capsys: py
     assert "0.00%" not in out and "{" not in out and "'" not in out
 
 
+async def test_a_dry_run_watcher_is_listed_under_the_leader(loaded: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A leader and a dry-run controller beside it: the text names the watcher and its policy; JSON lists it."""
+    path, lp = loaded
+    await feed(lp.policy, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
+    leader = Controller(PolicyHolder(path, lp), controller_id="ctl-a")
+    watcher = Controller(PolicyHolder(path, lp), controller_id="watcher-1", dry_run=True)
+    await leader.evaluate_once()
+    await leader.evaluate_once()
+    await watcher.evaluate_once()
+    try:
+        code, out, _ = await asyncio.to_thread(status, capsys, "--policy", str(path), "--no-dns")
+        _, jout, _ = await asyncio.to_thread(status, capsys, "--policy", str(path), "--no-dns", "--json")
+    finally:
+        await watcher.shutdown()
+        await leader.shutdown()
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("service ctl: leader ctl-a")
+    assert lines[1] == f"dry-run watcher watcher-1 (policy {lp.hash}): judges and logs, writes nothing"
+    assert [w["id"] for w in json.loads(jout)["dry_run_watchers"]] == ["watcher-1"]
+
+
 async def test_a_draining_region_shows_why_and_where_its_users_go(
     loaded: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,9 +62,10 @@ class ControllerReport:
     # ---------------------------------------------------------------- per evaluation
 
     def next_evaluation_id(self, lease_token: int | None) -> str:
-        """`<lease token>-<n>`: the name of one evaluation in logs, the audit stream and `trafficd history`."""
+        """`<lease token>-<n>` (a dry-run watcher, which holds no lease: `dry-<n>`): the name of one evaluation in
+        logs, the audit stream and `trafficd history`."""
         self._count += 1
-        return f"{lease_token if lease_token is not None else 0}-{self._count}"
+        return f"{lease_token if lease_token is not None else 'dry'}-{self._count}"
 
     def decisions(
         self, loaded: Any, evaluation: Any, active: Any, *, dry_run: bool, lease_token: int | None, evaluation_id: str
