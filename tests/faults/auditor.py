@@ -116,9 +116,15 @@ class Auditor:
             if w.start <= b.at <= w.end
         ]
 
-    def _steps(
-        self, b: Any, before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: float
-    ) -> list[str]:
+    def zero_pools(self, zone: dict[Key, dict[str, Any]]) -> list[str]:
+        """Pools whose member weights sum to zero (Route 53 would then spread traffic evenly)."""
+        totals: dict[str, int] = defaultdict(int)
+        for (name, _, _), r in zone.items():
+            if name in self.pools and r.get("weight") is not None:
+                totals[self.pools[name]] += int(r["weight"])
+        return [p for p, t in totals.items() if t <= 0]
+
+    def _steps(self, b: Any, before: Shares, after: Shares, step: float) -> list[str]:
         out = []
         for pool, now in after.items():
             was = before.get(pool, {})

@@ -269,7 +269,7 @@ class Controller:
             self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
             return None
         if result.status == Status.FENCED and not frozen:
-            self._fenced(result)
+            await self._fenced(result)
         return result
 
     async def _start(self, loaded: LoadedPolicy, inputs: Inputs) -> None:
@@ -302,13 +302,19 @@ class Controller:
             self.log.warning("controller.takeover_failed", dns=str(result.status), error=result.error)
         return ReconcileResult(Status.PENDING, error=TAKING_OVER)
 
-    def _fenced(self, result: ReconcileResult) -> None:
-        """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time."""
-        deposed = result.epoch is not None and result.epoch != self.epoch
-        self.log.warning(
-            "controller.fenced", epoch=self.epoch, epoch_seen=result.epoch, deposed=deposed, error=result.error
-        )
-        self._state = None  # the next evaluation re-aligns with what DNS holds
+    async def _fenced(self, result: ReconcileResult) -> None:
+        """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time.
+
+        If the writer epoch moved (another writer took over), this controller no longer holds it: it takes a new
+        one only while it still holds the lease, at its next evaluation, and sends nothing in that evaluation.
+        """
+        try:
+            seen: int | None = await _in_thread(self.dns.read_epoch)
+        except Exception:
+            seen = None
+        deposed = seen != self.epoch
+        self.log.warning("controller.fenced", epoch=self.epoch, epoch_seen=seen, deposed=deposed, error=result.error)
+        self._state = None  # the next evaluation re-aligns with what DNS holds, and sends nothing
         if deposed:
             self.epoch = None
 
