@@ -247,7 +247,9 @@ class Controller:
         except Exception:
             held = False
         if not held:
-            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token)
+            self.log.warning(
+                "controller.lease_lapsed_before_write", evaluation_id=evaluation_id, token=self.lease.token
+            )
             self._state, self.epoch = None, None
             return None
         context = ReconcileContext(
@@ -263,13 +265,18 @@ class Controller:
                 return await self._take_over(context)
             result: ReconcileResult = await _in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
         except Interrupted:
-            self.log.warning("controller.reconcile_interrupted", token=self.lease.token)
+            self.log.warning("controller.reconcile_interrupted", evaluation_id=evaluation_id, token=self.lease.token)
             return None
         except Exception as exc:  # the provider translates API errors; anything else is a bug: log, go on
-            self.log.error("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            self.log.error(
+                "controller.reconcile_failed",
+                evaluation_id=evaluation_id,
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+            )
             return None
         if result.status == Status.FENCED and not frozen:
-            await self._fenced(result)
+            await self._fenced(result, evaluation_id)
         return result
 
     async def _start(self, loaded: LoadedPolicy, inputs: Inputs) -> None:
@@ -297,12 +304,22 @@ class Controller:
         result: ReconcileResult = await _in_thread(lambda: self.dns.take_over(context=context))
         if result.status == Status.APPLIED:
             self.epoch = result.epoch
-            self.log.info("controller.epoch_taken", epoch=result.epoch, lease_token=self.lease.token)
+            self.log.info(
+                "controller.epoch_taken",
+                evaluation_id=context.evaluation_id,
+                epoch=result.epoch,
+                lease_token=self.lease.token,
+            )
         else:
-            self.log.warning("controller.takeover_failed", dns=str(result.status), error=result.error)
+            self.log.warning(
+                "controller.takeover_failed",
+                evaluation_id=context.evaluation_id,
+                dns=str(result.status),
+                error=result.error,
+            )
         return ReconcileResult(Status.PENDING, error=TAKING_OVER)
 
-    async def _fenced(self, result: ReconcileResult) -> None:
+    async def _fenced(self, result: ReconcileResult, evaluation_id: str) -> None:
         """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time.
 
         If the writer epoch moved (another writer took over), this controller no longer holds it: it takes a new
@@ -313,7 +330,14 @@ class Controller:
         except Exception:
             seen = None
         deposed = seen != self.epoch
-        self.log.warning("controller.fenced", epoch=self.epoch, epoch_seen=seen, deposed=deposed, error=result.error)
+        self.log.warning(
+            "controller.fenced",
+            evaluation_id=evaluation_id,
+            epoch=self.epoch,
+            epoch_seen=seen,
+            deposed=deposed,
+            error=result.error,
+        )
         self._state = None  # the next evaluation re-aligns with what DNS holds, and sends nothing
         if deposed:
             self.epoch = None
@@ -343,14 +367,19 @@ class Controller:
             )
             return True
         if not self.lease.held:  # deposed while applying: the next leader owns the state now
-            self.log.warning("controller.lease_lapsed_before_write", token=self.lease.token, what="state")
+            self.log.warning(
+                "controller.lease_lapsed_before_write",
+                evaluation_id=evaluation_id,
+                token=self.lease.token,
+                what="state",
+            )
             self._state = None
             return True
         self._state = evaluation.state
         try:
             await controller_state.save(self.client, loaded.policy, evaluation.state)
         except Exception as exc:
-            self.log.warning("controller.state_save_failed", error=type(exc).__name__)
+            self.log.warning("controller.state_save_failed", evaluation_id=evaluation_id, error=type(exc).__name__)
         return False
 
     # ---- dry-run: a watcher that never writes
@@ -378,7 +407,12 @@ class Controller:
             plan = await _in_thread(lambda: self.dns.plan(evaluation.matrix))
             result: ReconcileResult | None = ReconcileResult(Status.DRY_RUN, plan.changes)
         except Exception as exc:
-            self.log.warning("controller.reconcile_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            self.log.warning(
+                "controller.reconcile_failed",
+                evaluation_id=evaluation_id,
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+            )
             result = None
         if result is not None and result.changes:
             changes = [c.to_log() for c in result.changes]
