@@ -2,7 +2,8 @@
 
 Standard library only (it runs before any dependency is installed). It:
   1. installs `redis-server` with apt-get when it is missing (and `python3-venv` when venv cannot be created;
-     for `test`, `systemd` for systemd-analyze and `prometheus` for promtool, which checks the alert rules),
+     for `test`, `systemd` for systemd-analyze, `prometheus` for promtool, which checks the alert rules, and
+     `faketime` for the fault suite's clock steps),
   2. creates `.venv` in the project root and installs trafficd with its dev dependencies into it
      (skipped when pyproject.toml has not changed since the last install),
   3. runs the demo, or the checks and tests (ruff, mypy, promtool check/test rules, pytest).
@@ -73,6 +74,13 @@ def ensure_promtool() -> None:
         subprocess.run(["systemctl", "disable", "--now", "prometheus"], capture_output=True)
 
 
+def ensure_faketime() -> None:
+    """The fault suite steps a controller's wall clock with libfaketime (Debian package `faketime`)."""
+    if shutil.which("faketime"):
+        return
+    apt_install("faketime")
+
+
 def ensure_venv() -> None:
     if not PY.exists():
         say(f"creating {VENV}")
@@ -120,6 +128,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "test":
         ensure_systemd_analyze()
         ensure_promtool()
+        ensure_faketime()
     ensure_venv()
     what, extra = argv[0], argv[1:]
     if what == "setup":

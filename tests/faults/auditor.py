@@ -7,6 +7,7 @@ and shares are derived here from the policy, so a bug there cannot hide from it.
     one_writer_per_epoch   every batch of one writer epoch comes from one writer; epochs never go back in time
     no_write_while_frozen  no batch changes a weight inside a window the scenario declares frozen
     no_write_at_start      no batch changes a weight inside a window the scenario declares "a start"
+    no_write_redis_down    no batch changes a weight while Redis (and so the lease) is gone
     max_step               per pool, the own member's share moves ≤ ramp.max_step per batch, and no spill-over
                            member gains more than ramp.max_step (a receiver losing its share — re-routed away
                            from a tripped receiver — is allowed), with one weight unit of rounding
@@ -31,7 +32,7 @@ Shares = dict[str, dict[str, float]]
 
 @dataclass(frozen=True)
 class Window:
-    """A time span (time.time()) in which no weight may change, with why ("frozen", "start")."""
+    """A time span (time.time()) in which no weight may change, with why ("while_frozen", "at_start", …)."""
 
     why: str
     start: float
@@ -110,8 +111,7 @@ class Auditor:
 
     def _windows(self, b: Any) -> list[str]:
         return [
-            f"no_write_{'while_frozen' if w.why == 'frozen' else 'at_start'}: {b.writer} changed weights at "
-            f"{b.at:.3f} inside {w.why} [{w.start:.3f}, {w.end:.3f}]"
+            f"no_write_{w.why}: {b.writer} changed weights at {b.at:.3f} inside [{w.start:.3f}, {w.end:.3f}]"
             for w in self.windows
             if w.start <= b.at <= w.end
         ]

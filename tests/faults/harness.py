@@ -1,0 +1,128 @@
+"""The fault suite's running system: the demo stack (redis-server, moto behind the recording proxy, fake workers,
+agents, a controller — all real processes, `trafficd.dev.stack`) with short windows, plus what scenarios need:
+more controllers, the leader's process, Route 53 weights read back, and the audit of every accepted batch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+
+from trafficd.control.lease import lease_key
+from trafficd.dev.stack import Stack, Timing, set_worker, started_stack
+from trafficd.dns.route53.provider import own_weights
+from trafficd.policy.schema import Policy, load_policy
+
+from .auditor import Auditor, Window, report
+
+LINES: list[str] = []  # one line per scenario, printed at the end of the run (conftest.py)
+
+FAST = Timing(
+    probe_interval="150ms",
+    trip_window="4s",
+    long_window="20s",
+    min_samples=12,
+    hold_down="3s",
+    cooldown="1s",
+    stale_after="4s",
+    slow_ttft_ms=3800.0,
+)
+
+
+def wait(what: str, predicate: Callable[[], bool], timeout_s: float = 40.0) -> float:
+    """Wait for `predicate` with a deadline; returns when it became true (time.time())."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.2)
+    return time.time()
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+@dataclass
+class Faults:
+    stack: Stack
+    policy_file: Path
+    ports: dict[str, int]
+    policy: Policy = field(init=False)
+    windows: list[Window] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.policy = load_policy(self.policy_file).policy
+        self.redis = redis.Redis.from_url(self.policy.redis.url, decode_responses=True)
+        assert self.stack.moto is not None
+        self.r53 = boto3.client("route53", endpoint_url=self.stack.moto.url, region_name="us-east-1")
+
+    @property
+    def proxy(self) -> Any:
+        assert self.stack.moto is not None and self.stack.moto.proxy is not None
+        return self.stack.moto.proxy
+
+    def log(self, name: str) -> Path:
+        return self.stack.workdir / f"{name}.log"
+
+    def controller(self, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        args = ["--log-level", "DEBUG", "controller", "--policy", str(self.policy_file), *extra]
+        return self.stack.spawn(name, args, env=env)
+
+    def weights(self) -> dict[str, int | None]:
+        return own_weights(self.policy, self.r53)
+
+    def leader(self) -> str | None:
+        """The name of the controller process holding the lease (its value is host:pid:token)."""
+        holder = self.redis.get(lease_key(self.policy.redis.key_prefix, self.policy.service))
+        if holder is None:
+            return None
+        pid = int(str(holder).split(":")[1])
+        return next((n for n, p in self.stack.procs.items() if p.pid == pid and n.startswith("controller")), None)
+
+    def writer_of(self, name: str) -> str:
+        """The writer identity a controller process sends (host:pid), as the proxy records it."""
+        return f"{os.uname().nodename}:{self.stack.procs[name].pid}"
+
+    def slow(self, region: str, slow: bool = True) -> None:
+        set_worker(self.ports[region], ttft_ms=FAST.slow_ttft_ms if slow else FAST.normal_ttft_ms)
+
+    def healthy_and_led(self) -> None:
+        wait("a leader and every region judged", lambda: self.leader() is not None and self._judged_all(), 60)
+
+    def _judged_all(self) -> bool:
+        name = self.leader()
+        if name is None:
+            return False
+        seen = {e.get("region") for e in events(self.log(name)) if e.get("event") == "controller.region_judged"}
+        return seen >= set(self.policy.region_names)
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        os.killpg(self.stack.procs[name].pid, sig)
+
+    def audit(self, scenario: str, extra: str = "") -> list[str]:
+        """Audit every batch the proxy accepted for this zone; print the scenario's one line; return problems."""
+        zone = self.policy.dns.zone_id
+        batches = [b for b in self.proxy.accepted_batches if b.zone_id == zone]
+        problems = Auditor(self.policy, {}, self.windows).audit(batches)
+        LINES.append(report(scenario, problems, len(batches), extra))
+        return problems
+
+
+@contextlib.contextmanager
+def fault_stack(workdir: Path) -> Iterator[Faults]:
+    with started_stack(timing=FAST, workdir=workdir) as (stack, policy_file, ports):
+        yield Faults(stack, policy_file, ports)
