@@ -176,3 +176,43 @@ async def test_idle_standby_controller_writes_only_its_summaries(loaded: Any) ->
     assert {e["event"] for e in lines} == {"controller.summary"} and lines[0]["role"] == "standby"
     per_hour = len(lines) * 3600.0 / (evaluations * PRODUCTION_EVALUATE_EVERY_S)
     assert per_hour <= BUDGET_PER_HOUR, per_hour
+
+
+def test_a_step_re_decided_while_route53_holds_it_is_logged_once() -> None:
+    """The same change decided again (plan held, or a dry-run watcher) is INFO once, then DEBUG with repeated."""
+    from types import SimpleNamespace as NS
+
+    from trafficd.runtime.report import ControllerReport
+
+    logged: list[tuple[str, str, bool]] = []
+
+    class Log:
+        def info(self, event: str, **kw: Any) -> None:
+            logged.append(("info", event, bool(kw.get("repeated"))))
+
+        def debug(self, event: str, **kw: Any) -> None:
+            logged.append(("debug", event, bool(kw.get("repeated"))))
+
+    fields = {"region": "eu-west", "state_after": "draining", "reasons": ["p99 over the SLO"]}
+    decision = NS(
+        region="eu-west",
+        evidence=None,
+        state_before="breaching",
+        state_after="draining",
+        fraction_before=1.0,
+        fraction_after=0.75,
+        to_log=lambda: dict(fields),
+    )
+    evaluation = NS(decisions=(decision,), guard_events=(), fail_open=False, state=NS(evaluated_at=1.76e9))
+    slo = NS(total_p99=3.0, ttft_p99=None, error_rate=0.01)
+    loaded = NS(hash="h", policy=NS(region_names=["eu-west"], slo=slo))
+    active = NS(by_region={}, freeze=None)
+    report = ControllerReport(Log())
+    for i in range(3):
+        report.decisions(loaded, evaluation, active, dry_run=False, lease_token=1, evaluation_id=f"1-{i}")
+    assert logged == [
+        ("info", "controller.weights_shifted", False),
+        ("debug", "controller.weights_shifted", True),
+        ("debug", "controller.weights_shifted", True),
+    ]
+    assert len(report.pending) == 1  # audited once

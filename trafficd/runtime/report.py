@@ -55,6 +55,7 @@ class ControllerReport:
         self._guards_seen: frozenset[tuple[str, str | None]] = frozenset()
         self._overrides_seen: dict[str, dict[str, Any]] = {}
         self._regions: dict[str, dict[str, Any]] = {}
+        self._last_change: dict[str, tuple[str, str, float, float]] = {}
         self._pending_logged: str | None = None
         self.audit_failed = False
         self.pending: list[audit.Entry] = []
@@ -87,8 +88,11 @@ class ControllerReport:
             )
             moved = abs(decision.fraction_after - decision.fraction_before) > _EPS
             changed = moved or decision.state_before != decision.state_after
+            repeated = changed and self._repeats(decision)
+            if not changed:
+                self._last_change.pop(decision.region, None)
             event = "controller.weights_shifted" if moved else "controller.region_judged"
-            (self.log.info if changed else self.log.debug)(
+            (self.log.info if changed and not repeated else self.log.debug)(
                 event,
                 evaluation_id=evaluation_id,
                 policy_hash=loaded.hash,
@@ -96,9 +100,12 @@ class ControllerReport:
                 dry_run=dry_run,
                 frozen=active.freeze is not None,
                 fail_open=evaluation.fail_open,
+                **({"repeated": True} if repeated else {}),
                 **fields,
             )
             self._regions[decision.region] = fields
+            if repeated:
+                continue
             if moved:
                 direction = "down" if decision.fraction_after < decision.fraction_before else "up"
                 metrics.SHIFTS.labels(decision.region, direction).inc()
@@ -106,6 +113,20 @@ class ControllerReport:
                 self.pending.append(_decision_entry(now, evaluation_id, loaded.hash, dry_run, fields))
         self._guards(evaluation, loaded.hash, evaluation_id, now)
         self._overrides(active, loaded.hash, evaluation_id, now)
+
+    def _repeats(self, decision: Any) -> bool:
+        """Whether this change is the one logged last time for the region: a step re-decided because Route 53
+        has not taken it yet (plan held), or a dry-run watcher judging from a leader's state that does not move.
+        Logged once at INFO; its repeats are DEBUG (`repeated: true`) and not audited again."""
+        key = (
+            str(decision.state_before),
+            str(decision.state_after),
+            round(decision.fraction_before, 6),
+            round(decision.fraction_after, 6),
+        )
+        same = self._last_change.get(decision.region) == key
+        self._last_change[decision.region] = key
+        return same
 
     @staticmethod
     def _decision_fields(decision: Any, active: Any) -> dict[str, Any]:
