@@ -257,3 +257,66 @@ def test_ambiguous_outcome_is_resolved_by_re_reading(tmp_path: Path) -> None:
         f.slow("eu-west")
         wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 60)
         assert f.audit("ambiguous_outcome") == []
+
+
+def test_a_killed_agent_makes_its_region_blind_and_its_spill_over_holds(tmp_path: Path) -> None:
+    """eu-west drained onto us-east (60 % headroom) and ap-southeast; ap-southeast's agent is killed: one
+    controller.region_blind names the silent agent, and the share ap-southeast receives stays put (no 153→102)."""
+    with fault_stack(tmp_path) as f:
+        f.healthy_and_led()
+        f.slow("eu-west")
+        wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 60)
+        time.sleep(2.0)
+        pool = f.policy.dns.pool_name.format(region="eu-west", record=f.policy.dns.record_name.rstrip("."))
+
+        def share_to_ap() -> int | None:
+            zone = f.proxy.zone_now(f.policy.dns.zone_id)
+            return next(
+                (
+                    r["weight"]
+                    for (n, _, sid), r in zone.items()
+                    if n == pool + "." and sid.endswith("-to-ap-southeast")
+                ),
+                None,
+            )
+
+        before = share_to_ap()
+        f.signal("agent-ap-southeast", signal.SIGKILL)
+        log = f.log(f.leader() or "controller")
+        wait("ap-southeast blind", lambda: any(e.get("event") == "controller.region_blind" for e in events(log)), 30)
+        time.sleep(5.0)
+        assert share_to_ap() == before
+        (blind,) = [e for e in events(log) if e.get("event") == "controller.region_blind"]
+        assert blind["region"] == "ap-southeast" and blind["silent_agents"]
+        assert f.audit("agent_killed_blind", f"ap-southeast keeps weight {before} in eu-west's pool") == []
+
+
+def test_slow_redis_writes_nothing_unsafe(tmp_path: Path) -> None:
+    """Redis answers ~2 s late for 10 s mid-drain (a server-side busy script): leases and reads time out, the
+    controller holds, and the history stays within every invariant; the drain finishes afterwards."""
+    import threading
+
+    import redis as redis_lib
+
+    with fault_stack(tmp_path) as f:
+        f.healthy_and_led()
+        f.slow("eu-west")
+        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        busy = redis_lib.Redis.from_url(f.policy.redis.url, socket_timeout=10)
+        spin = (
+            "local t = redis.call('TIME'); local e = t[1] * 1e6 + t[2] + 1.9e6 "
+            "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= e return 1"
+        )
+        stop = time.monotonic() + 10.0
+
+        def slow_down() -> None:
+            while time.monotonic() < stop:
+                busy.eval(spin, 0)
+                time.sleep(0.05)
+
+        t = threading.Thread(target=slow_down, daemon=True)
+        t.start()
+        t.join(20)
+        busy.close()
+        wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 60)
+        assert f.audit("redis_slow") == []
