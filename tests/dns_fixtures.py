@@ -23,13 +23,20 @@ def make_policy(
     *,
     endpoint_url: str | None = None,
     regions: dict[str, tuple[str, str]] | None = None,
+    neighbours: dict[str, list[str]] | None = None,
     **dns: Any,
 ) -> Policy:
     """A valid policy whose record is `api.<zone>`; `dns` overrides fields of the `dns` section."""
     regions = regions or REGIONS
     doc = kit.policy_doc(
         {
-            name: kit.region_doc(name, worker_url=f"http://127.0.0.1:1/{name}", endpoint=endpoint, aws_region=aws)
+            name: kit.region_doc(
+                name,
+                worker_url=f"http://127.0.0.1:1/{name}",
+                endpoint=endpoint,
+                aws_region=aws,
+                neighbours=(neighbours or {}).get(name),
+            )
             for name, (endpoint, aws) in regions.items()
         },
         guards={"min_serving_regions": 1},

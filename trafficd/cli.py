@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "trafficd.commands.stats",
     "trafficd.commands.status",
     "trafficd.control.overrides",
+    "trafficd.dev.bench.dns",
     "trafficd.dev.bench.probe",
     "trafficd.dev.demo",
     "trafficd.runtime.daemons",

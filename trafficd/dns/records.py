@@ -38,9 +38,11 @@ __all__ = [
     "normalize_value",
     "own_weights",
     "owned_keys",
+    "owned_names",
     "plan",
     "pool_name",
     "record_to_log",
+    "required_keys",
     "scaled_weights",
     "validate",
 ]
@@ -60,13 +62,31 @@ class Limits:
 
 
 def owned_keys(policy: Policy) -> frozenset[Key]:
-    """Every (name, type, SetIdentifier) the policy declares: the only records trafficd reads as its own."""
+    """Every (name, type, SetIdentifier) the policy may write: the only records trafficd reads as its own.
+
+    With neighbour-sized pools most of these are never created (`required_keys` are); a member the planner
+    needs beyond them is created when the matrix first uses it."""
+    names = policy.region_names
+    everywhere = {r: dict.fromkeys(names, 1.0 / len(names)) for r in names}
+    return frozenset(r.key for r in topology_for(policy).desired(everywhere, 1))
+
+
+def required_keys(policy: Policy) -> frozenset[Key]:
+    """The records that always exist once bootstrapped (each pool: itself and its neighbours, and the aliases)."""
     return frozenset(r.key for r in topology_for(policy).desired(identity_matrix(policy.region_names), 1))
 
 
-def desired_records(policy: Policy, matrix: TrafficMatrix, *, max_weight: int) -> list[Record]:
-    """The records the matrix asks for, in a stable order (pool members before the alias records)."""
-    return topology_for(policy).desired(matrix, max_weight)
+def owned_names(policy: Policy) -> list[str]:
+    """Every record name trafficd may write (for a listing that reads only these)."""
+    return sorted({k[0] for k in owned_keys(policy)})
+
+
+def desired_records(
+    policy: Policy, matrix: TrafficMatrix, *, max_weight: int, existing: Iterable[Key] = ()
+) -> list[Record]:
+    """The records the matrix asks for, in a stable order (pool members before the alias records); `existing`
+    (owned keys in the zone now) keeps every member created before in the layout."""
+    return topology_for(policy).desired(matrix, max_weight, frozenset(existing))
 
 
 def owned(policy: Policy, records: Iterable[Record]) -> dict[Key, Record]:
@@ -80,9 +100,9 @@ def matrix_from_records(policy: Policy, records: Iterable[Record]) -> TrafficMat
 
 
 def complete_matrix(policy: Policy, records: Iterable[Record]) -> TrafficMatrix | None:
-    """The matrix the owned records express, or None unless every owned record is present with a full row."""
+    """The matrix the owned records express, or None unless every required record is present with a full row."""
     mine = owned(policy, records)
-    if set(mine) != owned_keys(policy):
+    if not required_keys(policy) <= set(mine):
         return None
     matrix = matrix_from_records(policy, mine.values())
     return matrix if set(matrix) == set(policy.region_names) else None
@@ -323,7 +343,7 @@ def plan(
     """
     actual = owned(policy, zone)
     skip = set(respected)
-    desired = desired_records(policy, matrix, max_weight=limits.max_weight)
+    desired = desired_records(policy, matrix, max_weight=limits.max_weight, existing=actual)
     changes = [c for c in diff(desired, actual) if c.after.key not in skip]
     return plan_changes(changes, zone, limits, fence=fence, respected=tuple(sorted(skip)))
 

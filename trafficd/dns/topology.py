@@ -6,7 +6,11 @@ the `dns show` view and what an authoritative answer may be (verification).
 
 * `LatencyWeighted` (default): per region R a latency alias `dns.record_name` (SetIdentifier setid(R), Region =
   R's aws_region) → R's pool (`dns.pool_name`), which holds one weighted member per destination D,
-  SetIdentifier `{setid(R)}-to-{setid(D)}`, weight round(max_weight × matrix[R][D]).
+  SetIdentifier `{setid(R)}-to-{setid(D)}`, weight round(max_weight × matrix[R][D]). The pool always holds
+  members for R itself and R's `neighbours` (every region when R declares none): R × (k + 1) records, not R².
+  A destination the planner uses beyond them (its last resort: every other region) gets a member when the
+  matrix first gives it a positive share; once created, a member stays (weight 0 when unused), so an existing
+  record is only ever replaced, never deleted.
 * `Weighted`: one weighted record per region D under `dns.record_name` (SetIdentifier setid(D)), weight ∝ the
   column sum of the matrix (the share of all users sent to D), scaled so the largest is max_weight.
 
@@ -16,7 +20,7 @@ A row with no positive entry (or a region missing from the matrix) produces no r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from trafficd.dns.names import Key, normalize_name, normalize_value, record_to_log
@@ -33,6 +37,14 @@ def pool_name(policy: Policy, region: str) -> str:
 def member_set_identifier(policy: Policy, src: str, dst: str) -> str:
     """SetIdentifier of D's member in R's pool: `{setid(R)}-to-{setid(D)}`."""
     return f"{policy.set_identifier(src)}-to-{policy.set_identifier(dst)}"
+
+
+def pool_members(policy: Policy, region: str) -> list[str]:
+    """The destinations R's pool always holds, in policy order: R and its neighbours (every region if none)."""
+    listed = set(policy.regions[region].neighbours)
+    if not listed:
+        return list(policy.region_names)
+    return [d for d in policy.region_names if d == region or d in listed]
 
 
 def clean_share(fraction: float) -> float:
@@ -60,8 +72,9 @@ def _shares(records: Sequence[Record | None], regions: Sequence[str]) -> dict[st
 class Topology(Protocol):
     name: ClassVar[str]
 
-    def desired(self, matrix: TrafficMatrix, max_weight: int) -> list[Record]:
-        """The records the matrix asks for, in a stable order (targets before the aliases pointing at them)."""
+    def desired(self, matrix: TrafficMatrix, max_weight: int, existing: Collection[Key] = ()) -> list[Record]:
+        """The records the matrix asks for, in a stable order (targets before the aliases pointing at them);
+        `existing` (the owned keys in the zone now) keeps a member created earlier in the layout."""
         ...
 
     def matrix(self, by_key: Mapping[Key, Record]) -> TrafficMatrix:
@@ -110,15 +123,28 @@ def _weight_line(weight: int, share: float | None, values: Sequence[str]) -> str
 class LatencyWeighted(_Base):
     name: ClassVar[str] = "latency-weighted"
 
-    def desired(self, matrix: TrafficMatrix, max_weight: int) -> list[Record]:
+    def layout(self, region: str, row: Mapping[str, float] | None, existing: Collection[Key]) -> list[str]:
+        """R's pool members: R and its neighbours, every destination `row` gives a share, every member in the zone."""
+        base = set(pool_members(self.policy, region))
+        pool = pool_name(self.policy, region)
+
+        def wanted(d: str) -> bool:
+            if d in base or clean_share((row or {}).get(d, 0.0)) > 0:
+                return True
+            return (pool, self.rtype, member_set_identifier(self.policy, region, d)) in existing
+
+        return [d for d in self.regions if wanted(d)]
+
+    def desired(self, matrix: TrafficMatrix, max_weight: int, existing: Collection[Key] = ()) -> list[Record]:
         out: list[Record] = []
         aliases = []
         for r in self.regions:
             row = matrix.get(r)
-            weights = scaled_weights([row.get(d, 0.0) for d in self.regions], max_weight) if row is not None else None
+            dests = self.layout(r, row, existing)
+            weights = scaled_weights([row.get(d, 0.0) for d in dests], max_weight) if row is not None else None
             pool = pool_name(self.policy, r)
             if weights is not None:
-                for d, w in zip(self.regions, weights, strict=True):
+                for d, w in zip(dests, weights, strict=True):
                     out.append(self.weighted(pool, member_set_identifier(self.policy, r, d), w, d))
             region = self.policy.regions[r].dns.aws_region
             setid = self.policy.set_identifier(r)
@@ -143,7 +169,10 @@ class LatencyWeighted(_Base):
     def view(self, by_key: Mapping[Key, Record]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for r in self.regions:
-            members = dict(zip(self.regions, self.members(r, by_key), strict=True))
+            base = set(pool_members(self.policy, r))
+            members = {
+                d: m for d, m in zip(self.regions, self.members(r, by_key), strict=True) if d in base or m is not None
+            }
             total = sum(m.weight or 0 for m in members.values() if m)
             out[r] = {
                 "latency": record_to_log(by_key.get((self.api, self.rtype, self.policy.set_identifier(r)))),
@@ -178,7 +207,7 @@ class LatencyWeighted(_Base):
 class Weighted(_Base):
     name: ClassVar[str] = "weighted"
 
-    def desired(self, matrix: TrafficMatrix, max_weight: int) -> list[Record]:
+    def desired(self, matrix: TrafficMatrix, max_weight: int, existing: Collection[Key] = ()) -> list[Record]:
         columns = [sum(clean_share(matrix[r].get(d, 0.0)) for r in self.regions if r in matrix) for d in self.regions]
         weights = scaled_weights(columns, max_weight, max(columns, default=0.0))
         if weights is None:

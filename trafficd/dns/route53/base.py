@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.provider import ReconcileContext, ReconcileResult, Status
 from trafficd.dns.route53 import verify as dns_verify
-from trafficd.dns.route53.client import PAGE_SIZE, list_zone
+from trafficd.dns.route53.client import PAGE_SIZE, apex_ns, list_names
 from trafficd.dns.route53.drift import DriftMemory
 from trafficd.dns.route53.outcome import Route53Error, classify, error_code, error_message
 from trafficd.dns.route53.sending import Budget, DeniedEpisode, Propagation
@@ -45,6 +46,12 @@ class Route53Api:
     _held: tuple[str, float, ReconcileResult] | None = None
     _denied: DeniedEpisode | None = None
     _last_zone: list[Record] = field(default_factory=list)
+    _apex_ns: list[Record] | None = None  # the zone's NS, read once when verification needs it
+
+    def read_owned(self) -> tuple[list[Record], int]:
+        """The owned names' records (and anything listed between them), and the API calls it took."""
+        names = [*rec.owned_names(self.policy), fence.epoch_name(self.policy)]
+        return list_names(self.client, self.zone_id, names, self.page_size)
 
     @property
     def zone_id(self) -> str:
@@ -124,7 +131,7 @@ class Route53Api:
         call = "ListResourceRecordSets"
         while True:
             try:
-                zone, calls = list_zone(self.client, self.zone_id, self.page_size)
+                zone, calls = self.read_owned()
                 budget.calls += calls
                 self._last_zone = zone
                 return zone
@@ -170,6 +177,10 @@ class Route53Api:
     def _verify(self, log: Any, budget: Budget) -> None:
         if self.policy.dns.verify:
             try:
-                dns_verify.verify(self.policy, self._last_zone, self.verify_nameservers, log=log, time_left=budget.left)
+                if self.verify_nameservers is None and self._apex_ns is None:
+                    self._apex_ns, calls = apex_ns(self.client, self.zone_id)
+                    budget.calls += calls
+                zone = self._last_zone + (self._apex_ns or [])
+                dns_verify.verify(self.policy, zone, self.verify_nameservers, log=log, time_left=budget.left)
             except Exception as exc:  # verification only reports; it never stops the loop
                 log.warning("route53.verify_failed", error=str(exc)[:300])

@@ -50,7 +50,7 @@ class DriftMemory:
             )
             if respect:
                 self.respected_keys.add(d.key)
-        desired = {r.key: r for r in rec.desired_records(policy, matrix, max_weight=MAX_WEIGHT)}
+        desired = {r.key: r for r in rec.desired_records(policy, matrix, max_weight=MAX_WEIGHT, existing=owned)}
         for k in list(self.respected_keys):
             if k in desired and owned.get(k) == desired[k]:
                 self.respected_keys.discard(k)  # it came back to what we want: ours again

@@ -63,17 +63,17 @@ class Route53Provider(Route53Api):
         return list_zone(self.client, self.zone_id, self.page_size)[0]
 
     def owned_records(self) -> list[Record]:
-        return list(rec.owned(self.policy, self.list_zone()).values())
+        return list(rec.owned(self.policy, self.read_owned()[0]).values())
 
     def current_matrix(self) -> TrafficMatrix | None:
-        return rec.complete_matrix(self.policy, self.list_zone())
+        return rec.complete_matrix(self.policy, self.read_owned()[0])
 
     def read_epoch(self) -> int | None:
-        return fence.epoch_from(self.policy, self.list_zone())[1]
+        return fence.epoch_from(self.policy, self.read_owned()[0])[1]
 
     def plan(self, matrix: TrafficMatrix) -> rec.Plan:
-        """What reconcile would send now for `matrix` (reads the zone, writes nothing, no drift memory)."""
-        return rec.plan(self.policy, matrix, self.list_zone(), LIMITS)
+        """What reconcile would send now for `matrix` (reads the owned names, writes nothing, no drift memory)."""
+        return rec.plan(self.policy, matrix, self.read_owned()[0], LIMITS)
 
     # ------------------------------------------------------------ reconcile
 
