@@ -45,9 +45,7 @@ async def client(redis_url: str) -> AsyncIterator[Any]:
 
 def command(argv: list[str]) -> int:
     """Run one sub-command's handler in-process (without re-configuring structlog, so logs can be captured)."""
-    args = cli.build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return cli.dispatch(cli.build_parser(argv).parse_args(argv))
 
 
 @pytest.fixture
@@ -197,12 +195,12 @@ def test_unknown_region_and_bad_duration_are_usage_errors(policy_file: str, caps
         cli.build_parser().parse_args(["drain", "us-east", "--for", "2", "--reason", "x"])
 
 
-def test_redis_unreachable_exits_1_with_a_clear_message(tmp_path: Path, key_prefix: str, capsys: Any) -> None:
-    """With nothing listening at the policy's Redis URL the command exits 1 and says which URL failed."""
+def test_redis_unreachable_exits_75_with_a_clear_message(tmp_path: Path, key_prefix: str, capsys: Any) -> None:
+    """With nothing listening at the policy's Redis URL the command exits 75 (EX_TEMPFAIL), says which URL failed."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(policy_for(url, key_prefix)))
-    assert command(["freeze", "--reason", "x", "--policy", str(path)]) == 1
+    assert command(["freeze", "--reason", "x", "--policy", str(path)]) == 75
     assert f"cannot reach Redis at {url}" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ import yaml
 from dns_fixtures import ctx, make_policy
 from structlog.testing import capture_logs
 
-from trafficd.cli import build_parser
+from trafficd.cli import build_parser, dispatch
 from trafficd.commands.dns import dns_view
 from trafficd.dns import records as rec
 from trafficd.dns.route53.provider import Route53Provider, bootstrap
@@ -221,9 +221,7 @@ def test_drift_is_respected_when_policy_says_respect(hosted_zone: dict[str, str]
 
 def cli(argv: list[str]) -> int:
     """Run a `trafficd` sub-command in-process without re-configuring structlog (cli.main would)."""
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return dispatch(build_parser(argv).parse_args(argv))
 
 
 def _policy_file(tmp_path: Any, policy: Policy) -> str:

@@ -78,9 +78,9 @@ def test_stats_table_names_regions_workers_and_staleness(
 def test_stats_exit_codes_for_unreachable_redis_unknown_region_and_bad_policy(
     tmp_path: Path, key_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Redis unreachable → 1 with a message; unknown region → 2; a broken policy file → 78."""
+    """Redis unreachable → 75 (EX_TEMPFAIL) with a message; unknown region → 2; a broken policy file → 78."""
     path = write_policy(tmp_path, f"redis://127.0.0.1:{free_port()}/0", key_prefix)
-    assert cli.main(["stats", "--policy", str(path)]) == 1
+    assert cli.main(["stats", "--policy", str(path)]) == 75
     assert "cannot read the statistics" in capsys.readouterr().err
     assert cli.main(["stats", "--policy", str(path), "--region", "nowhere"]) == 2
     bad = tmp_path / "bad.yaml"

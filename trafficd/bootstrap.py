@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     if what == "setup":
         return 0
     if what == "demo":
-        return subprocess.run([str(VENV / "bin" / "trafficd"), "demo", *extra], cwd=ROOT).returncode
+        return subprocess.run([str(PY), "-m", "trafficd.dev", "demo", *extra], cwd=ROOT).returncode
     return run_tests(extra)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
+from trafficd.cli import add_policy_argument
 from trafficd.dns import fence
 from trafficd.dns import records as rec
 from trafficd.dns.provider import ReconcileContext
@@ -39,8 +40,7 @@ from trafficd.dns.route53.provider import Route53Provider
 from trafficd.dns.route53.wire import LIMITS
 from trafficd.dns.topology import topology_for
 from trafficd.model import Record, TrafficMatrix, identity_matrix
-from trafficd.policy.schema import Policy, PolicyError, load_policy
-from trafficd.runtime.reload import EX_CONFIG
+from trafficd.policy.schema import Policy, load_policy
 
 EX_CHANGES_PENDING = 2  # `dns plan --detailed-exitcode`: the plan is not empty
 
@@ -71,19 +71,13 @@ def _print_view(policy: Policy, view: dict[str, Any]) -> None:
         print(f"  not owned (never touched): {r['name']} {r['type']} {r['set_identifier'] or '-'}")
 
 
-def _load(path: str) -> Policy | None:
-    try:
-        return load_policy(path).policy
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return None
+def _load(path: str) -> Policy:
+    return load_policy(path).policy  # PolicyError: every problem printed, exit 78 (trafficd.cli)
 
 
 def _policy_and_zone(path: str) -> tuple[Policy, list[Record]] | int:
     """The policy and the zone's records now, or the exit code to return (78 bad policy, 1 Route 53 error)."""
     policy = _load(path)
-    if policy is None:
-        return EX_CONFIG
     try:
         return policy, list_zone(route53_client(policy), policy.dns.zone_id)[0]
     except (ClientError, BotoCoreError, Route53Error) as exc:
@@ -173,8 +167,6 @@ def _brief(r: Record | None) -> str:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     policy = _load(args.policy)
-    if policy is None:
-        return EX_CONFIG
     provider = Route53Provider.from_policy(policy, writer="trafficd-dns-bootstrap")
     result = provider.bootstrap(context=ReconcileContext.for_cli("bootstrap"))
     if not result.complete:
@@ -226,8 +218,6 @@ def iam_policy(policy: Policy) -> dict[str, Any]:
 
 def _iam(args: argparse.Namespace) -> int:
     policy = _load(args.policy)
-    if policy is None:
-        return EX_CONFIG
     print(json.dumps(iam_policy(policy), indent=2))
     return 0
 
@@ -238,12 +228,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds.required = True
 
     c = cmds.add_parser("show", help="owned records and weights per region now")
-    c.add_argument("--policy", required=True, metavar="FILE")
+    add_policy_argument(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_show)
 
     c = cmds.add_parser("plan", help="what reconcile would change now (writes nothing; exit 1 if invalid)")
-    c.add_argument("--policy", required=True, metavar="FILE")
+    add_policy_argument(c)
     c.add_argument(
         "--from",
         dest="source",
@@ -262,9 +252,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.set_defaults(func=_plan)
 
     c = cmds.add_parser("iam-policy", help="print the least-privilege IAM policy for this policy file")
-    c.add_argument("--policy", required=True, metavar="FILE")
+    add_policy_argument(c)
     c.set_defaults(func=_iam)
 
     c = cmds.add_parser("bootstrap", help="create the owned records that are absent (identity weights)")
-    c.add_argument("--policy", required=True, metavar="FILE")
+    add_policy_argument(c)
     c.set_defaults(func=_bootstrap)

@@ -1,11 +1,12 @@
 """`trafficd policy check|show|diff|schema`: what on-call and CI run before a policy goes live.
 
-    trafficd policy check FILE...      every problem of every file, exit 0 when all are valid, 1 otherwise
-    trafficd policy show FILE          the effective policy (defaults filled in) as YAML
+    trafficd policy check [FILE...]    every problem of every file, exit 0 when all are valid, 1 otherwise
+    trafficd policy show [FILE]        the effective policy (defaults filled in) as YAML
     trafficd policy diff OLD NEW       what would change in behaviour; exit 0 same, 1 different, 2 invalid
     trafficd policy schema             a JSON Schema for editors (yaml-language-server, VS Code, IntelliJ)
 
-Problems and warnings go to stderr, results to stdout.
+FILE defaults to $TRAFFICD_POLICY, else /etc/trafficd/policy.yaml. Problems and warnings go to stderr, results
+to stdout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from trafficd.cli import DEFAULT_POLICY, default_policy
 from trafficd.policy.diff import diff_policies
 from trafficd.policy.schema import SCHEMA_VERSION, LoadedPolicy, Policy, PolicyError, load_policy
 from trafficd.policy.values import DURATION_PATTERN, PERCENT_PATTERN, format_duration, format_percent
@@ -33,7 +35,7 @@ def _load(path: str) -> LoadedPolicy | None:
 
 def _check(args: argparse.Namespace) -> int:
     failed = 0
-    for path in args.files:
+    for path in args.files or [default_policy()]:
         loaded = _load(path)
         if loaded is None:
             failed += 1
@@ -62,7 +64,7 @@ def effective_yaml(loaded: LoadedPolicy) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    loaded = _load(args.file)
+    loaded = _load(args.file or default_policy())
     if loaded is None:
         return 1
     if args.json:
@@ -124,12 +126,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds.required = True
 
     c = cmds.add_parser("check", help="validate policy files (exit 0 when all are valid, 1 otherwise)")
-    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("files", nargs="*", metavar="FILE", help="default $TRAFFICD_POLICY, else " + DEFAULT_POLICY)
     c.add_argument("--warnings-as-errors", action="store_true", help="fail on warnings too")
     c.set_defaults(func=_check)
 
     c = cmds.add_parser("show", help="print the effective policy, every default filled in")
-    c.add_argument("file", metavar="FILE")
+    c.add_argument("file", nargs="?", metavar="FILE", help="default $TRAFFICD_POLICY, else " + DEFAULT_POLICY)
     c.add_argument("--json", action="store_true", help="JSON instead of YAML")
     c.set_defaults(func=_show)
 

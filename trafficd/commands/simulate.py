@@ -25,13 +25,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from trafficd.cli import add_policy_argument, open_policy
 from trafficd.decide.judge import ControllerState, Evaluation, evaluate
+from trafficd.errors import TrafficdError
 from trafficd.model import Override, Overrides, RegionEvidence
-from trafficd.policy.schema import Policy, PolicyError, load_policy, parse_duration
-from trafficd.runtime.reload import EX_CONFIG
+from trafficd.policy.schema import Policy, parse_duration
 
 
-class TimelineError(ValueError):
+class TimelineError(TrafficdError, ValueError):
     """A timeline line that cannot be used; the message names the file and line."""
 
 
@@ -157,20 +158,12 @@ def rows(policy: Policy, moments: list[Moment]) -> Iterator[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy).policy
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_CONFIG
+    policy = open_policy(args)
     try:
         with open(args.timeline, encoding="utf-8") as f:
-            moments = parse_timeline(policy, f, args.timeline)
+            moments = parse_timeline(policy, f, args.timeline)  # TimelineError: exit 1, its message (trafficd.cli)
     except OSError as exc:
-        print(f"{args.timeline}: cannot read the file: {exc.strerror}", file=sys.stderr)
-        return 1
-    except TimelineError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        raise TimelineError(f"{args.timeline}: cannot read the file: {exc.strerror}") from None
     for row in rows(policy, moments):
         sys.stdout.write(json.dumps(row) + "\n")
     sys.stdout.flush()
@@ -179,6 +172,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="replay a timeline of window stats through the judge, guards and planner")
-    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(p)
     p.add_argument("--timeline", required=True, help="JSON lines: one per region per evaluation")
     p.set_defaults(func=_run)

@@ -1,8 +1,8 @@
 """`trafficd stats`: the window statistics the controller sees, per region, worker, model and worker × model.
 
 Reads Redis exactly as the controller does (`StatsView.detail`), for the trip and the long window, and prints a
-table (or `--json`). Logs go to stderr so that stdout stays data. Exit codes: 0 shown, 1 Redis unreadable,
-2 unknown region, 78 bad policy.
+table (or `--json`). Logs go to stderr so that stdout stays data. Exit codes: 0 shown, 75 Redis unreadable,
+2 unknown region, 78 bad policy (or Redis password unusable).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 import time
 
-from trafficd.policy.schema import Policy, PolicyError, load_policy
-from trafficd.runtime.reload import EX_CONFIG
+from trafficd.cli import add_policy_argument, open_policy
+from trafficd.errors import EX_TEMPFAIL
+from trafficd.policy.schema import Policy
 from trafficd.stats import store
 from trafficd.stats.view import GroupStats, RegionDetail
 from trafficd.stats.window import WindowStats
@@ -80,15 +80,8 @@ async def _collect(policy: Policy, now: float) -> dict[str, RegionDetail]:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy).policy
-        if args.region is not None and args.region not in policy.regions:
-            print(f"unknown region {args.region!r} (regions: {', '.join(policy.region_names)})", file=sys.stderr)
-            return 2
-        detail = asyncio.run(_collect(policy, time.time()))
-    except (PolicyError, store.StoreConfigError) as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_CONFIG
+    policy = open_policy(args)  # bad policy 78, unknown region 2; an unusable Redis password 78 (trafficd.cli)
+    detail = asyncio.run(_collect(policy, time.time()))
     if args.region is not None:
         detail = {args.region: detail[args.region]}
     if args.json:
@@ -97,13 +90,13 @@ def _stats(args: argparse.Namespace) -> int:
         print(render(detail, policy))
     if any(d.unreadable for d in detail.values()):
         print(f"cannot read the statistics from Redis at {policy.redis.url}", file=sys.stderr)
-        return 1
+        return EX_TEMPFAIL
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stats", help="window statistics per region, worker and model, as the controller sees them")
-    p.add_argument("--policy", default=os.environ.get("TRAFFICD_POLICY", "/etc/trafficd/policy.yaml"))
+    add_policy_argument(p)
     p.add_argument("--region", default=None, help="only this region")
     p.add_argument("--json", action="store_true", help="JSON instead of the table")
     p.set_defaults(func=_stats)

@@ -5,7 +5,7 @@ evidence from Redis, and (unless `--no-dns`) the owned records from Route 53. Wr
 at 3 a.m., `--json` for scripts (times as ISO 8601 UTC). For the per-worker/per-model breakdown use `trafficd
 stats`; for what happened before, `trafficd history`.
 
-Exit codes: 0 a leader holds and every region is judged · 1 Redis unreadable · 3 no controller holds the lease
+Exit codes: 0 a leader holds and every region is judged · 75 Redis unreadable · 3 no controller holds the lease
 (nothing moves DNS) · 4 a region is unknown (its weights are held) · 78 bad policy. 3 wins over 4.
 """
 
@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from trafficd.cli import add_policy_argument
 from trafficd.control import presence
 from trafficd.control.lease import lease_key
-from trafficd.control.preview import read_inputs
-from trafficd.policy.schema import Policy, PolicyError, load_policy
+from trafficd.errors import TransientError
+from trafficd.policy.schema import Policy, load_policy
 from trafficd.runtime import audit
 from trafficd.runtime.logs import iso_time
-from trafficd.runtime.reload import EX_CONFIG
 from trafficd.stats import store
 
 EX_NO_LEADER = 3
@@ -71,6 +70,8 @@ def _region(name: str, rs: Any, ev: Any, o: Any, matrix: Any) -> dict[str, Any]:
 async def gather(policy: Policy, now: float) -> dict[str, Any]:
     """Everything `status` shows, as plain data (epoch times; `as_json` turns them into ISO)."""
     holder, last, watchers = await _leader(policy)
+    from trafficd.control.preview import read_inputs  # here: it brings boto3 (slow to import)
+
     state, evidence, active = await read_inputs(policy, now)
     regions = {
         name: _region(
@@ -215,18 +216,13 @@ def as_json(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        loaded = load_policy(args.policy)
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    loaded = load_policy(args.policy)  # bad policy: every problem printed, exit 78 (trafficd.cli)
     policy = loaded.policy
     now = time.time()
     try:
         data = asyncio.run(gather(policy, now))
     except (RedisError, OSError) as exc:
-        print(f"Redis unreadable at {policy.redis.url}: {exc}", file=sys.stderr)
-        return 1
+        raise TransientError(f"Redis unreadable at {policy.redis.url}: {exc}") from exc  # exit 75
     if not args.no_dns:
         data["dns_weights"] = _dns_weights(policy)
     print(json.dumps(as_json(data), indent=2) if args.json else render(data, now, loaded.hash))
@@ -238,7 +234,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status",
         help="leader, region states and why, weights, overrides (exit 3: no leader, 4: a region unknown)",
     )
-    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-dns", action="store_true", help="do not read Route 53")
     p.set_defaults(func=_run)

@@ -63,6 +63,7 @@ async def run_controller(
             changed.set()
 
     holder.on_change(follow)
+    controller._build(holder.current)  # outside _tick's try: a configuration error ends the start (exit 78, no READY)
     loop = asyncio.get_running_loop()
     ready = False
     evaluation: asyncio.Future[None] | None = None

@@ -29,12 +29,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from trafficd import keys
+from trafficd.cli import add_policy_argument, open_policy
 from trafficd.control import state_store as controller_state
 from trafficd.decide import guards
+from trafficd.errors import TransientError
 from trafficd.model import Override, Overrides
-from trafficd.policy.schema import Policy, PolicyError, format_duration, load_policy, parse_duration
+from trafficd.policy.schema import Policy, format_duration, parse_duration
 from trafficd.runtime.logs import get_logger
-from trafficd.runtime.reload import EX_CONFIG
 from trafficd.stats import store
 
 DEFAULT_FREEZE_S = 3600.0
@@ -201,22 +202,12 @@ async def _unfreeze(policy: Policy, args: argparse.Namespace, now: float) -> int
 
 def _handler(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
-        try:
-            policy = load_policy(args.policy).policy
-        except PolicyError as exc:
-            print(str(exc), file=sys.stderr)
-            return EX_CONFIG
-        region = getattr(args, "region", None)
-        if region is not None and region not in policy.regions:
-            known = ", ".join(policy.region_names)
-            print(f"unknown region {region!r} (regions: {known})", file=sys.stderr)
-            return 2
+        policy = open_policy(args)  # bad policy 78, unknown region 2 (trafficd.cli prints why)
         try:
             code: int = asyncio.run(fn(policy, args, time.time()))
         except (RedisError, OSError) as exc:
             get_logger("overrides").error("overrides.redis_failed", error=type(exc).__name__, detail=str(exc))
-            print(f"cannot reach Redis at {policy.redis.url}: {exc}", file=sys.stderr)
-            return 1
+            raise TransientError(f"cannot reach Redis at {policy.redis.url}: {exc}") from exc  # exit 75
         return code
 
     return run
@@ -230,31 +221,28 @@ def _duration(value: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    policy_help = "policy file (YAML); default $TRAFFICD_POLICY"
-    default_policy = os.environ.get("TRAFFICD_POLICY", "/etc/trafficd/policy.yaml")
-
     p = sub.add_parser("drain", help="drain a region (ramped) until the override expires")
     p.add_argument("region")
     p.add_argument("--for", dest="for_s", type=_duration, required=True, help="how long, e.g. 2h, 30m")
     p.add_argument("--reason", required=True, help="why (logged and shown in status)")
     p.add_argument("--force", action="store_true", help="drain even when a guard forbids it")
-    p.add_argument("--policy", default=default_policy, help=policy_help)
+    add_policy_argument(p)
     p.set_defaults(func=_handler(_drain))
 
     p = sub.add_parser("undrain", help="cancel a drain; with --for, keep the region serving whatever the probes say")
     p.add_argument("region")
     p.add_argument("--for", dest="for_s", type=_duration, default=None, help="keep it serving this long")
     p.add_argument("--reason", default=None)
-    p.add_argument("--policy", default=default_policy, help=policy_help)
+    add_policy_argument(p)
     p.set_defaults(func=_handler(_undrain))
 
     p = sub.add_parser("freeze", help="global kill switch: no serving fraction moves until unfreeze or expiry")
     p.add_argument("--reason", required=True)
     p.add_argument("--for", dest="for_s", type=_duration, default=DEFAULT_FREEZE_S, help="default 1h")
     p.add_argument("--replace", action="store_true", help="replace a longer freeze in force (else it is kept)")
-    p.add_argument("--policy", default=default_policy, help=policy_help)
+    add_policy_argument(p)
     p.set_defaults(func=_handler(_freeze))
 
     p = sub.add_parser("unfreeze", help="lift the freeze")
-    p.add_argument("--policy", default=default_policy, help=policy_help)
+    add_policy_argument(p)
     p.set_defaults(func=_handler(_unfreeze))

@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 
+from trafficd.dev.cli import DEV_COMMANDS
 from trafficd.dev.services import LOOPBACK, MotoServer, RedisServer, free_port, stop_process, wait_for_port
 from trafficd.policy.schema import load_policy
 
@@ -158,7 +159,7 @@ class Stack:
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trafficd", *args],
+            [sys.executable, "-m", "trafficd.dev" if args[0] in DEV_COMMANDS else "trafficd", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from trafficd.errors import ConfigError
+
 Loc = tuple[str | int, ...]
 
 
@@ -39,7 +41,7 @@ class PolicyProblem:
         return f"{where}: {field}: {self.reason}"
 
 
-class PolicyError(Exception):
+class PolicyError(ConfigError):
     """A policy file that cannot be used; carries every problem found."""
 
     def __init__(self, problems: list[PolicyProblem]) -> None:

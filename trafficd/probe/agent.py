@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trafficd.errors import ConfigError
 from trafficd.model import REASONS, Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.policy.schema import Probe as ProbeConfig
@@ -50,7 +51,7 @@ STOP_GRACE_S = 2.0  # in-flight probes get this long to finish when the agent st
 MAX_PENDING = 100_000  # samples kept for the sink while its write keeps failing
 
 
-class AgentConfigError(Exception):
+class AgentConfigError(ConfigError):
     """The agent cannot probe as configured (API key unreadable, CA file unreadable): exit 78."""
 
 

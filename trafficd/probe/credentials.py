@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trafficd.errors import ConfigError
 from trafficd.policy.load import unsafe_mode
 from trafficd.policy.schema import Auth
 
 MASK = "***"
 
 
-class SecretError(Exception):
+class SecretError(ConfigError):
     """The API key could not be read. The message names the source, never the value."""
 
 

@@ -22,6 +22,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from trafficd.errors import TransientError
 from trafficd.policy.schema import Discovery as DiscoveryConfig
 from trafficd.policy.schema import Worker
 from trafficd.runtime.logs import get_logger
@@ -31,7 +32,7 @@ log = get_logger("discovery")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(TransientError):
     """DNS did not give a usable list of workers."""
 
 

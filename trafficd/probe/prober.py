@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from trafficd.errors import ConfigError
 from trafficd.model import Sample
 from trafficd.policy.schema import Ask, Deadlines, Policy, Probe
 from trafficd.probe.apis import Chunk, Dialect, dialect
@@ -43,7 +44,7 @@ from trafficd.probe.timing import Conn, Run, sample_of, trace_config
 from trafficd.probe.urls import Endpoint, endpoint
 
 
-class ProbeConfigError(Exception):
+class ProbeConfigError(ConfigError):
     """The prober cannot be set up (e.g. the CA file cannot be read): a configuration error, not a sample."""
 
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trafficd.errors import TrafficdError
+
 _FIELDS = frozenset({"data", "event", "id", "retry"})
 
 
-class SseError(Exception):
+class SseError(TrafficdError):
     """The byte stream is not a usable event stream."""
 
 

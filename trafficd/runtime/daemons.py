@@ -1,8 +1,9 @@
-"""Wiring of the long-running processes: `trafficd agent`, `trafficd controller`, `trafficd fake-worker`.
+"""Wiring of the long-running processes: `trafficd agent` and `trafficd controller`.
 
-Both daemons: load the policy or exit 78 (EX_CONFIG) having written nothing; SIGHUP re-reads the policy (an
-invalid file is rejected and the last good policy stays); SIGTERM/SIGINT stop cleanly (the controller releases
-its lease).
+Both daemons: load the policy and run the cheap preflight (secrets; the controller also AWS credentials and the
+hosted zone) or exit 78 (EX_CONFIG) having written nothing and never signalled READY; SIGHUP re-reads the policy
+(RELOADING=1 … READY=1 to systemd; an invalid file is rejected, STATUS= names it, the last good policy stays);
+SIGTERM/SIGINT stop cleanly (the controller releases its lease).
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from typing import TYPE_CHECKING
 
-from trafficd.dev.fakeworker import Behaviour, serve
+from trafficd.cli import add_policy_argument
 from trafficd.runtime import notify
-from trafficd.runtime.reload import EX_CONFIG
 
 if TYPE_CHECKING:
     from trafficd.policy.schema import Policy
@@ -45,7 +44,9 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
     try:
         if body == "agent":
             from trafficd.probe.agent import run_agent
+            from trafficd.runtime import preflight
 
+            await preflight.agent_start(holder.policy)  # secrets and TLS readable, or exit 78 without READY
             notify.notify("READY=1", f"STATUS=probing region {args.region}")
             await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
         else:
@@ -80,35 +81,19 @@ def _agent(args: argparse.Namespace) -> int:
             return []
         return [f"region {args.region!r} is not in the policy (regions: {', '.join(policy.region_names)})"]
 
-    from trafficd.probe.agent import AgentConfigError
-
     loaded = load_or_exit(args.policy, accept=has_region)
-    try:
-        asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded, accept=has_region), "agent", args))
-    except AgentConfigError as exc:  # e.g. the API key file or CA file named in the policy cannot be read
-        print(f"{args.policy}: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    # An unreadable API key, CA file or Redis password: PreflightError (a ConfigError) before READY → exit 78
+    asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded, accept=has_region), "agent", args))
     return 0
 
 
 def _controller(args: argparse.Namespace) -> int:
+    from trafficd.runtime import preflight
     from trafficd.runtime.reload import PolicyHolder, load_or_exit
 
     loaded = load_or_exit(args.policy)
+    preflight.controller_start(loaded.policy)  # no Redis password, AWS credentials or zone: exit 78, no READY
     asyncio.run(_run_with_signals(PolicyHolder(args.policy, loaded), "controller", args))
-    return 0
-
-
-def _fake_worker(args: argparse.Namespace) -> int:
-    behaviour = Behaviour(
-        ttft_ms=args.ttft_ms,
-        token_ms=args.token_ms,
-        tokens=args.tokens,
-        reasoning_tokens=args.reasoning_tokens,
-        models=args.model or ["fake-model"],
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, behaviour, name=args.name))
     return 0
 
 
@@ -119,25 +104,14 @@ def _metrics_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="probe one region's workers and record samples in Redis")
-    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(p)
     p.add_argument("--region", required=True)
     p.add_argument("--agent-id", default=None, help="name in heartbeats (default: host:pid)")
     _metrics_args(p)
     p.set_defaults(func=_agent, logs_to_stdout=True)
 
     p = sub.add_parser("controller", help="judge regions and shift Route 53 weights")
-    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(p)
     p.add_argument("--dry-run", action="store_true", help="decide and log everything, write no DNS")
     _metrics_args(p)
     p.set_defaults(func=_controller, logs_to_stdout=True)
-
-    p = sub.add_parser("fake-worker", help="run a fake streaming worker speaking every probed API (demo, tests)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--name", default="fake")
-    p.add_argument("--ttft-ms", type=float, default=120.0)
-    p.add_argument("--token-ms", type=float, default=20.0)
-    p.add_argument("--tokens", type=int, default=8)
-    p.add_argument("--reasoning-tokens", type=int, default=0)
-    p.add_argument("--model", action="append", help="a model its model lists show (repeat; default fake-model)")
-    p.set_defaults(func=_fake_worker)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trafficd.errors import EX_CONFIG as EX_CONFIG
 from trafficd.policy.schema import LoadedPolicy, Policy, PolicyError, PolicyProblem, load_policy
+from trafficd.runtime import notify
 from trafficd.runtime.logs import get_logger
 
-EX_CONFIG = 78
 RELOAD_TIMEOUT_S = 10.0  # a reload's reading and checking, on a worker thread; the loop never waits for it
 
 Acceptor = Callable[[Policy], list[str]]  # reasons this daemon cannot run with a (valid) policy; [] = fine
@@ -46,6 +48,7 @@ class PolicyHolder:
         self.reloads = 0  # successful reloads
         self.rejections = 0  # reloads refused (the last good policy stayed)
         self.last_reload_ok = True
+        self.last_problems: list[PolicyProblem] = []  # why the last reload was rejected
         self._reading: asyncio.Future[LoadedPolicy] | None = None  # reload_async's worker thread
 
     @property
@@ -101,6 +104,7 @@ class PolicyHolder:
     def _reject(self, exc: PolicyError) -> bool:
         self.rejections += 1
         self.last_reload_ok = False
+        self.last_problems = list(exc.problems)
         self.log.error(
             "policy.reload_rejected",
             policy_hash=self._current.hash,
@@ -135,13 +139,33 @@ class PolicyHolder:
         return True
 
 
+async def reload_notifying(holder: PolicyHolder) -> bool:
+    """`holder.reload_async()` told to systemd: RELOADING=1 with MONOTONIC_USEC first, then READY=1 with a STATUS
+    naming the policy in force, or the rejected file and its first problem (`systemctl status` shows it)."""
+    notify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    ok = await holder.reload_async()
+    notify.notify("READY=1", "STATUS=" + reload_status(holder, ok))
+    return ok
+
+
+def reload_status(holder: PolicyHolder, ok: bool) -> str:
+    if ok:
+        return f"policy {holder.hash} from {holder.path} in force (reload {holder.reloads})"
+    n = len(holder.last_problems)
+    first = f": {holder.last_problems[0]}" if holder.last_problems else ""
+    return (
+        f"reload REJECTED, {holder.path} has {n} problem{'s' if n != 1 else ''}{first}; "
+        f"still running policy {holder.hash}"
+    )[:400]
+
+
 def install_sighup(loop: asyncio.AbstractEventLoop, holder: PolicyHolder) -> None:
-    """SIGHUP → `holder.reload_async()` as a task: the file is read off the loop, so neither the loop nor the other
-    signal handlers (SIGTERM) ever wait for it."""
+    """SIGHUP → `reload_notifying(holder)` as a task: the file is read off the loop, so neither the loop nor the
+    other signal handlers (SIGTERM) ever wait for it; systemd sees RELOADING=1 … READY=1 and the outcome."""
     tasks: set[asyncio.Task[bool]] = set()
 
     def on_sighup() -> None:
-        task = loop.create_task(holder.reload_async())
+        task = loop.create_task(reload_notifying(holder))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

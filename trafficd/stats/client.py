@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from trafficd import keys
+from trafficd.backoff import Backoff as Backoff
+from trafficd.errors import ConfigError
 from trafficd.policy.load import unsafe_mode
 from trafficd.policy.schema import Policy, Redis
 
@@ -25,7 +26,7 @@ from trafficd.policy.schema import Policy, Redis
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 
 
-class StoreConfigError(Exception):
+class StoreConfigError(ConfigError):
     """The Redis settings cannot be used (e.g. the password file is unreadable). Never carries the secret."""
 
 
@@ -90,23 +91,3 @@ def recent_m(policy: Policy) -> int:
 
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
-
-
-class Backoff:
-    """Capped, jittered exponential backoff (full jitter on the upper half)."""
-
-    def __init__(self, base_s: float, cap_s: float) -> None:
-        self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
-        self.retry_at = 0.0
-
-    def ready(self, mono: float) -> bool:
-        return mono >= self.retry_at
-
-    def failed(self, mono: float) -> float:
-        delay: float = min(self.cap_s, self.base_s * 2.0 ** min(self.failures, 30)) * random.uniform(0.5, 1.0)
-        self.failures += 1
-        self.retry_at = mono + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures, self.retry_at = 0, 0.0

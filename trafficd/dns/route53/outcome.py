@@ -21,6 +21,8 @@ from typing import Literal
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from trafficd.errors import RefusedError
+
 THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"})
 REJECT_CODES = frozenset({"InvalidChangeBatch", "InvalidInput"})
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
@@ -29,7 +31,7 @@ SERVER_CODES = frozenset({"ServiceUnavailable", "InternalFailure", "InternalErro
 Kind = Literal["throttled", "ambiguous", "fenced", "rejected", "denied", "failed"]
 
 
-class Route53Error(Exception):
+class Route53Error(RefusedError):
     """A Route 53 call that failed for good (the message names the call and the reason)."""
 
 

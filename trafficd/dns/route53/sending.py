@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trafficd import backoff
+
 if TYPE_CHECKING:
     from mypy_boto3_route53 import Route53Client
 
@@ -40,8 +42,7 @@ class Budget:
     def backoff(self, log: Any, call: str, code: str, kind: str) -> bool:
         """Sleep a capped, jittered delay if it ends before the deadline; False when it would not."""
         self.attempt += 1
-        cap = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.attempt - 1))
-        delay = cap * (0.5 + 0.5 * self.rand())
+        delay = backoff.delay(self.attempt, BACKOFF_BASE_S, BACKOFF_CAP_S, self.rand)
         left = self.left()
         if delay > left:
             return False
@@ -71,7 +72,7 @@ class DeniedEpisode:
 
     def again(self, now: float) -> None:
         self.attempts += 1
-        self.retry_at_s = now + min(DENIED_CAP_S, DENIED_FIRST_S * 2 ** (self.attempts - 1))
+        self.retry_at_s = now + backoff.step(self.attempts, DENIED_FIRST_S, DENIED_CAP_S)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,5 @@
+import sys
+
+from trafficd.dev.cli import main
+
+sys.exit(main())
