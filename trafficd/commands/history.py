@@ -21,10 +21,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from trafficd.policy.schema import Policy, PolicyError, load_policy, parse_duration
+from trafficd.cli import add_policy_argument, open_policy
+from trafficd.errors import TransientError
+from trafficd.policy.schema import Policy, parse_duration
 from trafficd.runtime import audit
 from trafficd.runtime.logs import iso_time
-from trafficd.runtime.reload import EX_CONFIG
 from trafficd.stats import store
 
 EX_USAGE = 2
@@ -112,11 +113,7 @@ def as_json(entries: list[audit.Entry]) -> list[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy).policy
-    except PolicyError as exc:
-        print(exc, file=sys.stderr)
-        return EX_CONFIG
+    policy = open_policy(args)  # bad policy 78, unknown region 2 (trafficd.cli)
     now = time.time()
     try:
         since = parse_when(args.since, now)
@@ -124,21 +121,17 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"trafficd history: {exc}", file=sys.stderr)
         return EX_USAGE
-    if args.region is not None and args.region not in policy.regions:
-        print(f"unknown region {args.region!r} (regions: {', '.join(policy.region_names)})", file=sys.stderr)
-        return EX_USAGE
     try:
         entries = asyncio.run(fetch(policy, since, until, args.region, args.kind))
     except (RedisError, OSError) as exc:
-        print(f"cannot read the audit stream from Redis at {policy.redis.url}: {exc}", file=sys.stderr)
-        return 1
+        raise TransientError(f"cannot read the audit stream from Redis at {policy.redis.url}: {exc}") from exc
     print(json.dumps(as_json(entries), indent=2) if args.json else render(entries, since, args.region))
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("history", help="decisions, guards, overrides and Route 53 changes, with their reasons")
-    p.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(p)
     p.add_argument("--since", default="2h", help="a duration back (2h, 90m) or a UTC time (03:00); default 2h")
     p.add_argument("--until", default=None, help="end: a duration back or a UTC time (default: now)")
     p.add_argument("--region", default=None, help="only entries about this region (and global ones)")
