@@ -15,11 +15,10 @@ then sets `redis.acl_users: true` and holds its role's password in `redis.passwo
 from __future__ import annotations
 
 import argparse
-import sys
 
 from trafficd import keys
-from trafficd.policy.schema import Policy, PolicyError, load_policy
-from trafficd.runtime.reload import EX_CONFIG
+from trafficd.cli import add_policy_argument, open_policy
+from trafficd.policy.schema import Policy
 
 _CONNECT = "+@connection"  # AUTH, HELLO, PING, CLIENT SETINFO (CLIENT KILL is taken away by _NEVER)
 _NEVER = "-@admin -@dangerous"
@@ -58,12 +57,7 @@ def acl_lines(policy: Policy) -> list[str]:
 
 
 def _acl(args: argparse.Namespace) -> int:
-    try:
-        policy = load_policy(args.policy).policy
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        return EX_CONFIG
+    policy = open_policy(args)  # bad policy: every problem printed, exit 78 (trafficd.cli)
     print(f"# Redis ACL users of service {policy.service} (trafficd redis acl --policy {args.policy})")
     print("# No passwords here: append '#<sha256 hex of the password>' to each line, or run")
     print("#   ACL SETUSER <user> '><password>'   and set redis.acl_users: true in the policy.")
@@ -78,5 +72,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     redis_sub = p.add_subparsers(dest="redis_command", metavar="SUBCOMMAND")
     redis_sub.required = True
     acl = redis_sub.add_parser("acl", help="print the ACL users (one per region's agents, controller, on-call)")
-    acl.add_argument("--policy", required=True, help="policy file (YAML)")
+    add_policy_argument(acl)
     acl.set_defaults(func=_acl)
