@@ -54,7 +54,8 @@ COMMANDS: dict[str, Command] = {
         "trafficd.commands.stats", "window statistics per region, worker and model, as the controller sees them"
     ),
     "status": Command(
-        "trafficd.commands.status", "leader, region states, weights, overrides (reads Redis and Route 53)"
+        "trafficd.commands.status",
+        "leader, region states and why, weights, overrides (exit 3: no leader, 4: a region unknown)",
     ),
     "undrain": Command(
         "trafficd.control.overrides", "cancel a drain; with --for, keep the region serving whatever the probes say"
