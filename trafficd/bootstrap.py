@@ -5,8 +5,9 @@ Standard library only (it runs before any dependency is installed). It:
      for `test`, `systemd` for systemd-analyze, `prometheus` for promtool, which checks the alert rules, and
      `faketime` for the fault suite's clock steps),
   2. creates `.venv` in the project root and installs trafficd with its dev dependencies into it
-     (skipped when pyproject.toml has not changed since the last install),
-  3. runs the demo, or the checks and tests (ruff, mypy, promtool check/test rules, pytest).
+     with the versions pinned in constraints.txt (skipped when neither file changed since the last install),
+  3. runs the demo, or the checks and tests (ruff, mypy, promtool check/test rules, pytest), then builds the
+     wheel and the sdist and checks them (twine check --strict).
 Every service the demo or the tests need (redis-server, moto server, workers, agents, controller) is
 started by them on free loopback ports and stopped by them; nothing is left running, and no system
 service is started.
@@ -19,12 +20,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".trafficd-installed"
+CONSTRAINTS = "constraints.txt"  # exact versions the tests ran with
 RULES = ROOT / "deploy" / "prometheus"  # alert rules and their promtool unit tests
 
 
@@ -89,12 +92,13 @@ def ensure_venv() -> None:
             minor = f"{sys.version_info.major}.{sys.version_info.minor}"
             apt_install(f"python{minor}-venv")
             run([sys.executable, "-m", "venv", str(VENV)])
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / CONSTRAINTS).read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
     say("installing trafficd and its dependencies into .venv")
     run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    run([str(PY), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]"])
+    # the exact versions the suite was last run with (constraints.txt; pyproject has the ranges)
+    run([str(PY), "-m", "pip", "install", "-q", "-c", str(ROOT / CONSTRAINTS), "-e", f"{ROOT}[dev]"])
     STAMP.write_text(digest)
 
 
@@ -113,11 +117,24 @@ def run_tests(extra: list[str]) -> int:
         say(f"running {name}")
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             failed.append(name)
+    say("building the wheel and the sdist, checking them (twine check)")
+    if check_dist() != 0:
+        failed.append("wheel/sdist")
     if failed:
         say(f"FAILED: {', '.join(failed)}")
         return 1
     say("all checks and tests passed")
     return 0
+
+
+def check_dist() -> int:
+    """Build the wheel and the sdist with the venv's own setuptools (offline) and `twine check --strict` them."""
+    with tempfile.TemporaryDirectory(prefix="trafficd-dist-") as out:
+        build = [str(PY), "-m", "build", "--no-isolation", "--skip-dependency-check", "-o", out, str(ROOT)]
+        if subprocess.run(build, cwd=ROOT, stdout=subprocess.DEVNULL).returncode != 0:
+            return 1
+        built = sorted(str(p) for p in Path(out).iterdir())
+        return subprocess.run([str(VENV / "bin" / "twine"), "check", "--strict", *built], cwd=ROOT).returncode
 
 
 def main(argv: list[str]) -> int:

@@ -41,6 +41,9 @@ COMMANDS: dict[str, Command] = {
         "trafficd.commands.history", "decisions, guards, overrides and Route 53 changes, with their reasons"
     ),
     "drain": Command("trafficd.control.overrides", "drain a region (ramped) until the override expires"),
+    "files": Command(
+        "trafficd.commands.files", "list, print or install the example policies, systemd units and IAM policy"
+    ),
     "freeze": Command(
         "trafficd.control.overrides", "global kill switch: no serving fraction moves until unfreeze or expiry"
     ),
@@ -199,6 +202,8 @@ def _report(exc: BaseException, code: int, args: argparse.Namespace | None) -> N
         n = len(problems)
         first = getattr(problems[0], "file", "policy")
         print(f"{first}: {n} problem{'s' if n != 1 else ''} (exit {code})", file=sys.stderr)
+    elif isinstance(exc, errors.TrafficdError):  # written for the operator (often `FILE:LINE: what`): as it is
+        print(errors.message(exc), file=sys.stderr)
     else:
         print(f"trafficd {command}: {errors.message(exc)}", file=sys.stderr)
     if args is not None and getattr(args, "logs_to_stdout", False):  # daemons: the journal gets one JSON event
