@@ -65,7 +65,7 @@ def worker() -> Iterator[int]:
     """A real fake worker process (about 150 ms per answer)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trafficd", "fake-worker", "--port", str(port), "--ttft-ms", "50", "--tokens", "5"],
+        [sys.executable, "-m", "trafficd.dev", "fake-worker", "--port", str(port), "--ttft-ms", "50", "--tokens", "5"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
