@@ -244,10 +244,18 @@ ZoneId = Annotated[str, AfterValidator(check_zone_id)]
 
 @functools.cache
 def aws_regions() -> tuple[str, ...]:
-    """Every AWS region botocore knows (its endpoints data, all partitions): the list moves with botocore."""
-    from botocore.loaders import create_loader  # data only: botocore makes no call here
+    """Every AWS region botocore knows (its endpoints data, all partitions): the list moves with botocore.
 
-    data = create_loader().load_data("endpoints")
+    Read from botocore's data file without importing botocore (the policy is pure core: no I/O library)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("botocore")  # locates the package; does not execute it
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "endpoints.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
     return tuple(sorted(r for partition in data["partitions"] for r in partition["regions"]))
 
 
