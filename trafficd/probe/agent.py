@@ -5,7 +5,9 @@ round so a reload applies). Each probe of the round starts after its own random 
 [0, jitter × interval), so probes across workers don't align; at most `probe.concurrency` probes are in flight
 (a semaphore, and the same limit on the connection pool). Rounds never wait for slow probes: a stalled worker's
 probes run to their deadline while the next round starts on time, so a slow region keeps producing samples. A
-probe that cannot get a slot before its round's interval ends is skipped and counted (`skipped`).
+probe that cannot get a slot before its round's interval ends is skipped and counted (`skipped`); skipping
+episodes are logged once (`agent.falling_behind` / `agent.caught_up`, `probe/schedule.py`). With a shard (I/N)
+the agent probes only its share of the region's series.
 
 Samples go to `SampleSink.write` in small batches (every ~250 ms) as probes finish (each carries its t0 and its
 latency; the store files it under the slice in which it completed); `SampleSink.heartbeat(agent_id, region)` is
@@ -39,6 +41,7 @@ from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
+from trafficd.probe.schedule import Shard, SkipWatch
 from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
 from trafficd.runtime.agent_report import AgentReport
@@ -105,6 +108,7 @@ class Agent:
         *,
         agent_id: str,
         rng: random.Random | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.source = source
         self.region = region
@@ -122,6 +126,8 @@ class Agent:
         self._stopping = False
         self.stalls = StallWatch(region)
         self.discarded_stall_total = 0
+        self.shard = shard or Shard()
+        self.skips = SkipWatch(region, log, metrics.PROBES_SKIPPED)
         self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
     # ---------------------------------------------------------------- set-up
@@ -218,6 +224,7 @@ class Agent:
             models=[m.name for m in policy.models_for(self.region)],
             listed_workers=[w.name for w in policy.regions[self.region].workers],
             discovery=discovery.name if discovery else None,
+            shard=str(self.shard),
         )
         flusher = self._spawn(self._flush_loop(stop))
         number = 0
@@ -250,7 +257,7 @@ class Agent:
         rnd = _Round(number, loop.time(), loaded.hash, len(workers), len(models))
         spread_s = policy.probe.jitter * policy.probe.interval
         slot_deadline = rnd.started + policy.probe.interval
-        targets = [series_target(policy, self.region, w, m.name) for w in workers for m in models]
+        targets = self._my_targets(policy, workers, [m.name for m in models])
         slot.users += 1
         try:
             await asyncio.gather(
@@ -275,6 +282,13 @@ class Agent:
         failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
         duration_ms = (loop.time() - rnd.started) * 1000.0
         self.report.round_completed(rnd.outcomes, len(targets), duration_ms, rnd.policy_hash)
+        self.skips.round_done(
+            round_number=number,
+            probes=len(targets),
+            skipped=skipped,
+            concurrency=slot.cfg.concurrency,
+            interval_s=policy.probe.interval,
+        )
         log.debug(
             "agent.round_completed",
             region=self.region,
@@ -290,6 +304,10 @@ class Agent:
             duration_ms=round(duration_ms, 1),
         )
         metrics.loop_completed()
+
+    def _my_targets(self, policy: Policy, workers: Sequence[WorkerRef], models: Sequence[str]) -> list[Target]:
+        """This agent's series of the round: every (worker × model), or its shard's share of them."""
+        return [series_target(policy, self.region, w, m) for w in workers for m in models if self.shard.owns(w.name, m)]
 
     async def _probe_one(
         self,
@@ -315,6 +333,7 @@ class Agent:
             result = await slot.prober.probe_detailed(target)
         finally:
             sem.release()
+        self.skips.probe_took(time.monotonic() - started)
         if not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
             self._record(rnd, result)
 
@@ -407,6 +426,7 @@ async def run_agent(
     agent_id: str | None = None,
     sink: SampleSinkLike | None = None,
     rng: random.Random | None = None,
+    shard: Shard | None = None,
 ) -> None:
     """Probe `region` until `stop` is set. Without `sink`, samples go to Redis (`store.SampleSink`)."""
     client: Any = None
@@ -431,7 +451,7 @@ async def run_agent(
                     log.warning("agent.redis_change_needs_restart", region=region, policy_hash=new.hash)
 
             on_change(follow)
-    agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id, rng=rng)
+    agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id, rng=rng, shard=shard)
     slo = _loaded(holder_or_loaded_policy).policy.slo
     metrics.watch_agent(agent, slo.total_p99, slo.ttft_p99)
     try:

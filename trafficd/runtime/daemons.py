@@ -48,7 +48,7 @@ async def _run_with_signals(holder: PolicyHolder, body: str, args: argparse.Name
 
             await preflight.agent_start(holder.policy)  # secrets and TLS readable, or exit 78 without READY
             notify.notify("READY=1", f"STATUS=probing region {args.region}")
-            await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id)
+            await run_agent(holder, args.region, stop=stop, agent_id=args.agent_id, shard=args.shard)
         else:
             from trafficd.control.loop import run_controller
 
@@ -72,8 +72,24 @@ async def _watchdog(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval_s)
 
 
+def _shard_args(args: argparse.Namespace) -> str | None:
+    """`--region R:IofN` (the systemd instance form) or `--shard I/N` → args.region, args.shard; an error or None."""
+    from trafficd.probe.schedule import Shard, ShardError, split_region_arg
+
+    try:
+        args.region, from_region = split_region_arg(args.region)
+        args.shard = Shard.parse(args.shard) if args.shard else from_region
+    except ShardError as exc:
+        return f"trafficd agent: {exc}"
+    return None
+
+
 def _agent(args: argparse.Namespace) -> int:
     from trafficd.runtime.reload import PolicyHolder, load_or_exit
+
+    if (problem := _shard_args(args)) is not None:
+        print(problem, file=sys.stderr)
+        return 2
 
     def has_region(policy: Policy) -> list[str]:
         """An agent refuses a policy (at start: exit 78; on reload: keep the last good) without its region."""
@@ -107,6 +123,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_policy_argument(p)
     p.add_argument("--region", required=True)
     p.add_argument("--agent-id", default=None, help="name in heartbeats (default: host:pid)")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="probe only shard I of N of the region's series (several agents per region; also --region R:IofN)",
+    )
     _metrics_args(p)
     p.set_defaults(func=_agent, logs_to_stdout=True)
 

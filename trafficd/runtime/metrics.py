@@ -120,6 +120,12 @@ AGENT_CLOCK_OFFSET = Gauge(
     ["agent_id"],
     registry=AGENT,
 )
+PROBES_SKIPPED = Counter(
+    "trafficd_probes_skipped_total",
+    "Probes skipped because no concurrency slot freed up within their round's interval (the agent fell behind)",
+    ["region"],
+    registry=AGENT,
+)
 SAMPLES_DISCARDED_STALL = Counter(
     "trafficd_samples_discarded_stall_total",
     "Probe samples discarded because their measurement overlapped a stall of the agent itself",
