@@ -72,24 +72,22 @@ async def _watchdog(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval_s)
 
 
-def _shard_args(args: argparse.Namespace) -> str | None:
-    """`--region R:IofN` (the systemd instance form) or `--shard I/N` → args.region, args.shard; an error or None."""
+def _shard_args(args: argparse.Namespace) -> None:
+    """`--region R:IofN` (the systemd instance form) or `--shard I/N` → args.region, args.shard (UsageError: exit 2)."""
+    from trafficd.errors import UsageError
     from trafficd.probe.schedule import Shard, ShardError, split_region_arg
 
     try:
         args.region, from_region = split_region_arg(args.region)
         args.shard = Shard.parse(args.shard) if args.shard else from_region
     except ShardError as exc:
-        return f"trafficd agent: {exc}"
-    return None
+        raise UsageError(str(exc)) from None
 
 
 def _agent(args: argparse.Namespace) -> int:
     from trafficd.runtime.reload import PolicyHolder, load_or_exit
 
-    if (problem := _shard_args(args)) is not None:
-        print(problem, file=sys.stderr)
-        return 2
+    _shard_args(args)
 
     def has_region(policy: Policy) -> list[str]:
         """An agent refuses a policy (at start: exit 78; on reload: keep the last good) without its region."""
