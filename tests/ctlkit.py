@@ -21,8 +21,8 @@ regions:
 {regions}
 slo: {{total_p99: {slo}, error_rate: 50%}}
 windows: {{evaluate_every: 1s, slice: 1s, trip: 10s, long: 20s, min_samples: 10, stale_after: 30s}}
-trip: {{evaluations: 1, fast_rule: null}}
-recover: {{below: 80%, evaluations: 2, hold_down: 1s}}
+trip: {{healthy_rate: 5%, breach_rate: 50%, false_trips: 24, false_trip_days: 1}}  # coarse: 20 samples decide
+recover: {{hold_down: 1s}}
 ramp: {{max_step: 50%, cooldown: 100ms}}
 guards: {{min_serving_regions: 2, max_drained: 1}}
 dns:

@@ -150,20 +150,20 @@ async def test_state_survives_a_new_leader(setup: Any) -> None:
 
 
 async def test_reloaded_policy_is_used_and_its_hash_logged(setup: Any) -> None:
-    """After a reload raising min_samples to 100, 20 samples are too few: every region holds (unknown), new hash."""
+    """After a reload listing eu-west in never_drain, its breach moves nothing (never_drain decides), new hash."""
     path, loaded, r53 = setup
     holder = PolicyHolder(path, loaded)
     ctl = Controller(holder)
     await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # takes the lease and the writer epoch
-    path.write_text(path.read_text().replace("min_samples: 10,", "min_samples: 100,"))
+    path.write_text(path.read_text().replace("max_drained: 1}", "max_drained: 1, never_drain: [eu-west]}"))
     assert holder.reload() is True
     with capture_logs() as logs:
         await ctl.evaluate_once()
     await ctl.shutdown()
     judged = events(logs, "controller.region_judged")
     assert {e["region"] for e in judged} == set(REGIONS)
-    assert {e["state_after"] for e in judged} == {"unknown"}
+    assert {e["decided_by"] for e in judged if e["region"] == "eu-west"} == {"never_drain"}
     assert {e["policy_hash"] for e in judged} == {holder.hash} != {loaded.hash}
     assert own_weights(loaded.policy, r53) == {r: 255 for r in REGIONS}
 

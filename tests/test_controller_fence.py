@@ -19,7 +19,7 @@ from trafficd.control.controller import Controller, Ports
 from trafficd.dns import records as rec
 from trafficd.dns.memory import MemoryProvider
 from trafficd.dns.provider import ReconcileContext, Status
-from trafficd.model import Override, RegionEvidence
+from trafficd.model import Override, RegionEvidence, SliceCounts
 from trafficd.policy.schema import LoadedPolicy, load_policy
 from trafficd.runtime.reload import PolicyHolder
 from trafficd.stats import store
@@ -27,11 +27,17 @@ from trafficd.stats.reader import MemoryStatsReader
 
 
 def ok(region: str) -> RegionEvidence:
-    return RegionEvidence(region=region, n=50, p50_ms=150.0, p99_ms=200.0, ttft_p99_ms=150.0)
+    """50 probes within the SLO (the judge decides on the exact per-slice counts, each slice once)."""
+    return RegionEvidence(
+        region=region, n=50, p50_ms=150.0, p99_ms=200.0, ttft_p99_ms=150.0, slices=(SliceCounts(1, 50),)
+    )
 
 
 def slow(region: str) -> RegionEvidence:
-    return RegionEvidence(region=region, n=50, over_slo_fraction=1.0, p50_ms=5000.0, p99_ms=5000.0)
+    """50 probes all over the SLO: far past the trip threshold in one slice."""
+    return RegionEvidence(
+        region=region, n=50, over_slo_fraction=1.0, p50_ms=5000.0, p99_ms=5000.0, slices=(SliceCounts(1, 50, 50),)
+    )
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ async def test_a_manual_drain_reads_as_manual(loaded: Any, capsys: pytest.Captur
     await ctl.shutdown()
     (shift,) = [e for e in logs if e["event"] == "controller.weights_shifted"]
     assert shift["rule"] == "manual_drain" and shift["decided_by"] == "override" and shift["verdict"] == "override"
-    assert shift["judged_verdict"] == "recovered"  # the evidence was fine: kept apart, not presented as the cause
+    assert shift["judged_verdict"] in ("ok", "recovered")  # the evidence was fine: kept apart, not the cause
     assert shift["reasons"][0].startswith("manual drain by ") and shift["reasons"][0].endswith(": maintenance CHG-1")
     assert shift["override"]["reason"] == "maintenance CHG-1"
     _, out, _ = await asyncio.to_thread(history, capsys, "--policy", str(path), "--region", "eu-west")

@@ -260,7 +260,7 @@ def test_cross_field_errors_are_listed_together() -> None:
         "14:32: regions.us-east.models[1].name: model 'a' is listed twice",
         "19:15: regions.eu-west.workers[1].name: worker 'euw1-a' is listed twice",
         "25:14: dns.pool_name: must contain '{region}': every region needs a pool of its own",
-        "27:16: windows.stale_after: (200ms) is shorter than probe.interval (500ms): every region would keep turning "
+        "27:16: windows.stale_after: (200ms) is shorter than probe.interval (250ms): every region would keep turning "
         "unknown between two probes",
         "29:14: recover.hold_down: (1h) is longer than recover.hold_down_max (10m)",
     ]

@@ -144,6 +144,6 @@ def test_every_headroom_zero_warns(tmp_path: Path) -> None:
 
 
 def test_example_comment_names_the_real_default() -> None:
-    """example.yaml's probe.interval comment states the schema's default (500ms)."""
+    """example.yaml's probe.interval comment states the schema's default (250ms)."""
     line = next(x for x in (ROOT / "policies" / "example.yaml").read_text().splitlines() if "interval:" in x)
-    assert "default 500ms" in line
+    assert "default 250ms" in line

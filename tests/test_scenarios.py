@@ -22,12 +22,16 @@ from trafficd.commands import simulate
 from trafficd.policy.schema import Policy, load_policy
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "timeline.jsonl").exists())
+NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "timeline.jsonl").exists() or (p / "samples.jsonl").exists())
 EPS = 1e-9
 
 
 def replay(name: str) -> tuple[Policy, list[dict[str, Any]]]:
     policy = load_policy(SCENARIOS / name / "policy.yaml").policy
+    probes = SCENARIOS / name / "samples.jsonl"
+    if probes.exists():  # probe level: the store's slice/window code, then the judge
+        with open(probes, encoding="utf-8") as f:
+            return policy, list(simulate.sample_rows(policy, simulate.read_samples(policy, f, str(probes))))
     with open(SCENARIOS / name / "timeline.jsonl", encoding="utf-8") as f:
         moments = simulate.parse_timeline(policy, f)
     return policy, list(simulate.rows(policy, moments))
@@ -38,16 +42,22 @@ def by_key(rows: list[dict[str, Any]]) -> dict[tuple[float, str], dict[str, Any]
 
 
 def test_every_listed_scenario_is_present() -> None:
-    """The issue's eight scenarios all exist as data files."""
+    """The eight original scenarios and one per bullet of the sequential rule (issue 10) exist as data files."""
     assert NAMES == [
         "all_breaching_fail_open",
         "capacity_spill_over",
+        "global_episode_then_fresh_evidence",
+        "hard_stall_probe_level",
+        "healthy_rate_never_drains",
+        "intermittent_stale_keeps_evidence",
         "manual_drain_expiring",
         "one_region_breach_recover",
         "oscillating_p99",
+        "recovery_on_evidence_not_p99",
         "stale_agent",
         "too_few_samples",
         "two_of_three_max_drained",
+        "worse_evidence_takes_the_slot",
     ]
 
 
@@ -96,23 +106,20 @@ def test_fail_open_says_so_and_restores() -> None:
     """All three breaching: the drained region is ramped back by fail_open and every reason names it."""
     _, rows = replay("all_breaching_fail_open")
     fo = [r for r in rows if r["decided_by"] == "fail_open"]
-    assert fo and all(any("fail open: 3 of 3 regions breaching" in x for x in r["reasons"]) for r in fo)
+    assert fo and all(any("fail open: at least 75% of the regions" in x for x in r["reasons"]) for r in fo)
     us = by_key(rows)
     assert us[(10, "us-east")]["serving_fraction"] == 0.5 and us[(20, "us-east")]["serving_fraction"] == 1.0
 
 
 def test_oscillation_is_damped() -> None:
-    """Alternating breaches never move traffic; slow cycles trip with a growing hold-down and few changes."""
+    """Exceedance alternating 4 % / 0.4 % (2.2 % on average, above the breach rate) trips once and stays drained
+    through the slow/good cycles that follow: accumulated evidence does not flap with each window."""
     _, rows = replay("oscillating_p99")
     us = [r for r in rows if r["region"] == "us-east"]
-    assert all(r["serving_fraction"] == 1.0 for r in us if r["t"] < 100)
     trips = [r for r in us if r["rule"] in ("trip", "retrip")]
-    assert [r["t"] for r in trips] == [110, 170]
-    assert "hold-down 30s" in trips[0]["reasons"][-1] and "hold-down 60s" in trips[1]["reasons"][-1]
+    assert len(trips) == 1
     changes = sum(1 for a, b in itertools.pairwise(us) if a["serving_fraction"] != b["serving_fraction"])
-    cycles = (400 - 100) // 60
-    assert changes <= cycles  # without damping each 60 s cycle would move traffic twice
-    assert any(r["decided_by"] == "hold_down" for r in us)
+    assert changes <= 2  # 1.0 → 0.5 → 0.0, never back up while the cycles go on
 
 
 def test_cli_prints_the_same_rows() -> None:
@@ -149,7 +156,7 @@ def test_cli_names_the_bad_timeline_line(tmp_path: Path) -> None:
     bad.write_text('{"t": 0, "region": "us-east", "n": 10}\n{"t": 10, "region": "mars", "n": 1}\n')
     cmd = [sys.executable, "-m", "trafficd", "simulate", "--policy", str(d / "policy.yaml"), "--timeline", str(bad)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and f"{bad}:2: region 'mars' is not in the policy" in res.stderr
+    assert res.returncode == 1 and f'{bad}:2: region: "mars" is not a region of the policy' in res.stderr
     pol = tmp_path / "p.yaml"
     pol.write_text("version: 1\n")
     res = subprocess.run([*cmd[:5], str(pol), *cmd[6:]], capture_output=True, text=True, timeout=60)
@@ -159,11 +166,19 @@ def test_cli_names_the_bad_timeline_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"region": "us-east"}', "missing field 't'"),
+        ('{"region": "us-east"}', "t: missing; give a number"),
+        ('{"t": NaN, "region": "us-east", "n": 10}', "NaN is not a number JSON allows"),
+        ('{"t": 1, "region": "us-east", "n": 10, "over_slo": Infinity}', "Infinity is not a number JSON allows"),
+        ('{"t": 1, "region": "us-east", "n": 10, "over_slo": 1e999}', "over_slo: inf is not a finite number"),
+        ('{"t": true, "region": "us-east", "n": 10}', "t: expected a number, got true"),
+        ('{"t": 1, "region": "us-east", "n": 10, "over_sol": 0.5}', "over_sol: unknown field in a window line"),
+        ('{"t": 1, "region": "us-east", "n": 10, "over_slo": 1.5}', "over_slo: 1.5 is out of range"),
+        ('{"t": 1, "region": "us-east", "n": -3}', "n: -3 is out of range"),
+        ('{"t": 1, "t": 2, "region": "us-east", "n": 3}', "t: given twice in the same line"),
         ('{"t": 1, "override": "drain", "region": "us-east"}', "a drain needs 'for'"),
-        ('{"t": 1, "override": "nap"}', "override must be drain, undrain, freeze or unfreeze"),
+        ('{"t": 1, "override": "nap"}', "override: must be drain, undrain, freeze or unfreeze"),
         ('{"t": 1, "override": "freeze", "for": "5"}', "unit"),
-        ("not json", "Expecting value"),
+        ("not json", "not JSON (Expecting value at column 1)"),
     ],
 )
 def test_timeline_errors(line: str, message: str) -> None:
@@ -172,3 +187,64 @@ def test_timeline_errors(line: str, message: str) -> None:
     with pytest.raises(simulate.TimelineError, match=r"^tl:1: ") as err:
         simulate.parse_timeline(policy, [line], "tl")
     assert message in str(err.value)
+
+
+def _region(rows: list[dict[str, Any]], region: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["region"] == region]
+
+
+def test_healthy_rate_never_drains() -> None:
+    """Every region at the healthy rate (0.5 % over) for 20 min of probes: no weight moves, nothing trips."""
+    _, rows = replay("healthy_rate_never_drains")
+    assert rows and all(r["serving_fraction"] == 1.0 and r["rule"] != "trip" for r in rows)
+
+
+def test_hard_stall_moves_weight_within_deadline_plus_one_evaluation() -> None:
+    """Every probe timing out from 600 s: the first weight change comes ≤ 30 s deadline + one 10 s evaluation later."""
+    policy, rows = replay("hard_stall_probe_level")
+    us = _region(rows, "us-east")
+    lines = (SCENARIOS / "hard_stall_probe_level" / "samples.jsonl").read_text().splitlines()
+    onset = min(d["t"] for d in map(json.loads, lines) if not d["ok"])  # the first probe that hung
+    first = next(r for r in us if r["serving_fraction"] < 1.0)
+    assert first["rule"] == "trip" and set(first["triggers"]) == {"latency", "errors"}
+    assert onset < first["t"] <= onset + policy.probe.deadlines.total + policy.windows.evaluate_every
+    assert all(r["serving_fraction"] == 1.0 for r in rows if r["region"] != "us-east")
+
+
+def test_recovery_is_judged_on_exceedance_evidence() -> None:
+    """p99 under the SLO while 1.5 % of probes are over it keeps a tripped region drained; at 0 % it recovers."""
+    _, rows = replay("recovery_on_evidence_not_p99")
+    us = _region(rows, "us-east")
+    assert all(r["serving_fraction"] == 0.0 for r in us if 10 <= r["t"] < 400)
+    assert us[-1]["state"] == "healthy" and us[-1]["serving_fraction"] == 1.0
+
+
+def test_worse_evidence_takes_the_slot_ramped_and_logged() -> None:
+    """A stall in eu-west takes the only max_drained slot from us-east's 3 % drain: us-east ramps back one step at a
+    time (each step a logged max_drained swap), then eu-west drains; never two regions shedding at once."""
+    _, rows = replay("worse_evidence_takes_the_slot")
+    swaps = [r for r in rows if r["region"] == "us-east" and any("max_drained swap" in x for x in r["reasons"])]
+    assert swaps and all(r["serving_fraction"] > r["serving_fraction_before"] for r in swaps)
+    eu = _region(rows, "eu-west")
+    assert eu[-1]["serving_fraction"] == 0.0
+    by_t: dict[float, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_t[r["t"]].append(r)
+    assert all(sum(1 for r in at if r["serving_fraction"] < 1.0) <= 1 for at in by_t.values())
+
+
+def test_global_episode_moves_nothing_and_needs_fresh_evidence_after() -> None:
+    """All regions at 2.5 % over for 5 min: fail open, no weight moves; us-east later trips on new evidence only."""
+    _, rows = replay("global_episode_then_fresh_evidence")
+    assert all(r["serving_fraction"] == 1.0 for r in rows if r["t"] < 600)
+    assert any(r["decided_by"] == "global" for r in rows)
+    trip = next(r for r in _region(rows, "us-east") if r["rule"] == "trip")
+    assert trip["t"] >= 600
+
+
+def test_intermittent_staleness_keeps_the_evidence() -> None:
+    """5 % over with every second evaluation stale: the unknown evaluations hold, the evidence adds up, it trips."""
+    _, rows = replay("intermittent_stale_keeps_evidence")
+    us = _region(rows, "us-east")
+    assert any(r["rule"] == "trip" for r in us)
+    assert all(r["serving_fraction"] == r["serving_fraction_before"] for r in us if r["state"] == "unknown")

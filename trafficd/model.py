@@ -57,8 +57,26 @@ class RegionStateName(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SliceCounts:
+    """Exact counts of one time slice of a region (every series merged), as the store keeps them.
+
+    The judge consumes each slice once (its cursor remembers the newest slice seen and how much of it was
+    consumed), so overlapping windows never count the same probe twice.
+    """
+
+    slice_id: int  # floor(t / windows.slice)
+    n: int
+    over: int = 0  # total latency over the SLO threshold (a failed probe is recorded at its deadline)
+    errors: int = 0
+    ttft_over: int = 0  # TTFT over its SLO threshold (0 when no TTFT SLO)
+
+
+@dataclass(frozen=True, slots=True)
 class RegionEvidence:
-    """What the judge knows about one region for one evaluation (window statistics, already merged).
+    """What the judge knows about one region for one evaluation: exact per-slice counts plus window statistics.
+
+    The judge decides on `slices` (exact counts, each consumed once); the window fields (over the trip window)
+    explain the decision to humans and rank regions when `max_drained` slots are scarce.
 
     `over_slo_fraction` is exact (count over the threshold / n); the percentiles come from the histogram and
     are for humans. `stale` is true when the agents' heartbeats or newest sample are too old; `unreadable`
@@ -83,6 +101,7 @@ class RegionEvidence:
     stale: bool = False
     unreadable: bool = False
     headroom: float | None = None  # spare capacity as a fraction of own traffic, if known
+    slices: tuple[SliceCounts, ...] = ()  # the accepted slices of the long window, oldest first (the judge's input)
 
     @property
     def error_rate(self) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from trafficd.cli import DEFAULT_POLICY, default_policy
+from trafficd.decide import characteristic
 from trafficd.policy.diff import diff_policies
 from trafficd.policy.schema import SCHEMA_VERSION, LoadedPolicy, Policy, PolicyError, load_policy
 from trafficd.policy.values import DURATION_PATTERN, PERCENT_PATTERN, format_duration, format_percent
@@ -43,12 +44,17 @@ def _check(args: argparse.Namespace) -> int:
             continue
         for warning in loaded.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        if loaded.warnings and args.warnings_as_errors:
+        promise = characteristic.warnings(loaded.policy)  # the trip rule's operating characteristic (judge.md)
+        for loc, message in promise:
+            print(f"warning: {path}: {'.'.join(loc)}: {message}", file=sys.stderr)
+        if (loaded.warnings or promise) and args.warnings_as_errors:
             failed += 1
             print(f"{path}: INVALID (warnings are errors)", file=sys.stdout)
             continue
         regions = ", ".join(loaded.policy.region_names)
         print(f"{path}: ok (policy hash {loaded.hash}; regions {regions})", file=sys.stdout)
+        for line in characteristic.report(loaded.policy):  # what the trip rule promises, per region
+            print(f"  {line}", file=sys.stdout)
     return 1 if failed else 0
 
 

@@ -1,6 +1,10 @@
-"""`trafficd simulate --policy FILE --timeline FILE`: replay window statistics through the real judge.
+"""`trafficd simulate --policy FILE (--timeline FILE | --samples FILE)`: replay evidence through the real judge.
 
-The timeline is JSON lines. Evidence, one line per region per evaluation:
+Probe level (`--samples`), JSON lines of probes, aggregated by the store's own slice and window code
+(stats/replay.py) and judged every `windows.evaluate_every` by the controller's `evaluate`:
+    {"t": 1700000000.25, "region": "us-east", "worker": "w1", "model": "m", "ok": true, "reason": null,
+     "total_ms": 1830.5, "ttft_ms": 240.0}
+Window level (`--timeline`), for hand-written scenarios. Evidence, one line per region per evaluation:
     {"t": 30, "region": "us-east", "n": 1200, "p99_ms": 3400, "over_slo": 0.02, "error_rate": 0.001}
     optional: "ttft_p99_ms", "ttft_over_slo", "recent_over" + "recent_n" (fast rule), "stale": true,
     "unreadable": true, "headroom": 0.3
@@ -10,7 +14,11 @@ On-call actions, applied before the evaluation at their `t` (the same meaning as
     {"t": 50, "override": "freeze", "for": "5m", "reason": "incident"}   {"t": 60, "override": "unfreeze"}
 Evaluations are the distinct `t` values in order (seconds; `now` = t). A region with no line at some `t` has no
 evidence then (unknown: hold). Output: one JSON object per evaluation and region, on stdout.
+The judge consumes exact per-slice counts, each once; a window line stands for the probes new since the previous
+evaluation: (t − previous t) / windows.trip of its `n`, in its proportions (over the SLO, errors, TTFT).
 
+Every bad line (NaN, Infinity, a boolean where a number belongs, out-of-range values, unknown fields, repeated
+keys, the same probe twice) is a `file:line: field: problem` error (simulate_input.py); the output is always JSON.
 When a line gives `ttft_p99_ms` but no `ttft_over_slo`, the p99 stands in for the exact count: over the TTFT SLO
 means over the quantile (1.0), else 0.0.
 """
@@ -19,21 +27,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from trafficd.cli import add_policy_argument, open_policy
+from trafficd.commands.simulate_input import (
+    ACTION_FIELDS,
+    MAX_MS,
+    MAX_T,
+    WINDOW_FIELDS,
+    InputError,
+    flag,
+    integer,
+    known_fields,
+    number,
+    numbered,
+    read_samples,
+    region_of,
+)
+from trafficd.decide.evidence import window_as_slice
 from trafficd.decide.judge import ControllerState, Evaluation, evaluate
-from trafficd.errors import TrafficdError
-from trafficd.model import Override, Overrides, RegionEvidence
+from trafficd.model import Override, Overrides, RegionEvidence, Sample
 from trafficd.policy.schema import Policy, parse_duration
+from trafficd.stats.replay import replay_samples
 
-
-class TimelineError(TrafficdError, ValueError):
-    """A timeline line that cannot be used; the message names the file and line."""
+TimelineError = InputError  # a line that cannot be used; the message names the file and line (exit 1)
 
 
 @dataclass
@@ -44,48 +64,49 @@ class Moment:
 
 
 def _evidence(policy: Policy, d: dict[str, Any]) -> RegionEvidence:
-    n = int(d.get("n", 0))
-    ttft_p99 = d.get("ttft_p99_ms")
-    ttft_over = d.get("ttft_over_slo")
+    """One window line → evidence, every field checked (finite, in range, known)."""
+    known_fields(d, WINDOW_FIELDS, "window")
+    region = region_of(policy, d)
+    n = integer(d, "n", 0, 10**9)
+    ttft_p99 = number(d, "ttft_p99_ms", 0.0, MAX_MS, required=False)
+    ttft_over = number(d, "ttft_over_slo", 0.0, 1.0, required=False)
     thr = policy.ttft_threshold_ms
     if ttft_over is None and ttft_p99 is not None and thr is not None:
-        ttft_over = 1.0 if float(ttft_p99) > thr else 0.0
+        ttft_over = 1.0 if ttft_p99 > thr else 0.0
+    recent_n = integer(d, "recent_n", 0, 10**6)
     return RegionEvidence(
-        region=str(d["region"]),
+        region=region,
         n=n,
-        errors=round(float(d.get("error_rate", 0.0)) * n),
-        over_slo_fraction=float(d.get("over_slo", 0.0)),
-        p99_ms=None if d.get("p99_ms") is None else float(d["p99_ms"]),
+        errors=round((number(d, "error_rate", 0.0, 1.0, required=False) or 0.0) * n),
+        over_slo_fraction=number(d, "over_slo", 0.0, 1.0, required=False) or 0.0,
+        p99_ms=number(d, "p99_ms", 0.0, MAX_MS, required=False),
         ttft_n=n if ttft_p99 is not None or ttft_over is not None else 0,
-        ttft_over_slo_fraction=float(ttft_over or 0.0),
-        ttft_p99_ms=None if ttft_p99 is None else float(ttft_p99),
-        recent_over=int(d.get("recent_over", 0)),
-        recent_n=int(d.get("recent_n", 0)),
-        stale=bool(d.get("stale", False)),
-        unreadable=bool(d.get("unreadable", False)),
-        headroom=None if d.get("headroom") is None else float(d["headroom"]),
+        ttft_over_slo_fraction=ttft_over or 0.0,
+        ttft_p99_ms=ttft_p99,
+        recent_over=integer(d, "recent_over", 0, recent_n),
+        recent_n=recent_n,
+        stale=flag(d, "stale"),
+        unreadable=flag(d, "unreadable"),
+        headroom=number(d, "headroom", 0.0, 100.0, required=False),
     )
 
 
 def parse_timeline(policy: Policy, lines: Iterable[str], path: str = "<timeline>") -> list[Moment]:
     """Group the timeline's lines into evaluations, in `t` order."""
     moments: dict[float, Moment] = {}
-    for no, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for no, d in numbered(lines, path):
         try:
-            d = json.loads(line)
-            t = float(d["t"])
-            if not math.isfinite(t):
-                raise ValueError(f"t must be a finite number of seconds (got {d['t']!r})")
+            t = number(d, "t", 0.0, MAX_T)
+            assert t is not None
             m = moments.setdefault(t, Moment(t))
             if "override" in d:
                 _check_action(policy, d)
                 m.actions.append(d)
                 continue
-            if d.get("region") not in policy.regions:
-                raise ValueError(f"region {d.get('region')!r} is not in the policy")
-            m.evidence[str(d["region"])] = _evidence(policy, d)
+            ev = _evidence(policy, d)
+            if ev.region in m.evidence:
+                raise ValueError(f"region: a second line for {ev.region} at t={t:g}; give one per evaluation")
+            m.evidence[ev.region] = ev
         except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:  # any hostile line
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise TimelineError(f"{path}:{no}: {what}") from None
@@ -93,15 +114,17 @@ def parse_timeline(policy: Policy, lines: Iterable[str], path: str = "<timeline>
 
 
 def _check_action(policy: Policy, d: dict[str, Any]) -> None:
+    known_fields(d, ACTION_FIELDS, "override")
     kind = d["override"]
     if kind not in ("drain", "undrain", "freeze", "unfreeze"):
-        raise ValueError(f"override must be drain, undrain, freeze or unfreeze (got {kind!r})")
-    if kind in ("drain", "undrain") and d.get("region") not in policy.regions:
-        raise ValueError(f"region {d.get('region')!r} is not in the policy")
+        raise ValueError(f"override: must be drain, undrain, freeze or unfreeze (got {json.dumps(kind)})")
+    if kind in ("drain", "undrain"):
+        region_of(policy, d)
     if kind in ("drain", "freeze") and "for" not in d:
-        raise ValueError(f'a {kind} needs \'for\', like "for": "60s"')
+        raise ValueError(f'for: a {kind} needs \'for\', like "for": "60s"')
     if "for" in d:
         parse_duration(d["for"])
+    flag(d, "force")
 
 
 def _apply(overrides: Overrides, d: dict[str, Any], t: float) -> Overrides:
@@ -124,21 +147,45 @@ def replay(policy: Policy, moments: list[Moment]) -> Iterator[tuple[float, Evalu
     """Evaluate every moment in turn with the controller's own `evaluate`, threading state and overrides."""
     state = ControllerState()
     overrides = Overrides()
-    for m in moments:
+    prev_t: float | None = None
+    for i, m in enumerate(moments):
         for action in m.actions:
             overrides = _apply(overrides, action, m.t)
-        evaluation = evaluate(policy, state, m.evidence, overrides, m.t)
+        step_s = policy.windows.evaluate_every if prev_t is None else m.t - prev_t
+        share = min(1.0, step_s / policy.windows.trip)
+        evidence = {r: window_as_slice(ev, i, share) for r, ev in m.evidence.items()}
+        prev_t = m.t
+        evaluation = evaluate(policy, state, evidence, overrides, m.t)
         state = evaluation.state
         yield m.t, evaluation
 
 
 def rows(policy: Policy, moments: list[Moment]) -> Iterator[dict[str, Any]]:
     """The output objects: one per evaluation and region."""
-    for t, evaluation in replay(policy, moments):
+    return _rows(replay(policy, moments))
+
+
+def sample_rows(policy: Policy, samples: list[Sample]) -> Iterator[dict[str, Any]]:
+    """Probe-level input: aggregated by the store's slice/window code, judged by the controller's code."""
+    return _rows(replay_evidence(policy, replay_samples(policy, samples)))
+
+
+def replay_evidence(
+    policy: Policy, frames: Iterable[tuple[float, dict[str, RegionEvidence]]]
+) -> Iterator[tuple[float, Evaluation]]:
+    state = ControllerState()
+    for t, evidence in frames:
+        evaluation = evaluate(policy, state, evidence, Overrides(), t)
+        state = evaluation.state
+        yield t, evaluation
+
+
+def _rows(evaluations: Iterable[tuple[float, Evaluation]]) -> Iterator[dict[str, Any]]:
+    for t, evaluation in evaluations:
         for d in evaluation.decisions:
             log = d.to_log()
             yield {
-                "t": int(t) if t.is_integer() else t,
+                "t": int(t) if float(t).is_integer() else round(t, 6),
                 "region": d.region,
                 "state": log["state_after"],
                 "serving_fraction": log["serving_fraction_after"],
@@ -154,18 +201,26 @@ def rows(policy: Policy, moments: list[Moment]) -> Iterator[dict[str, Any]]:
                 "n": log["n"],
                 "p99_ms": log["p99_ms"],
                 "error_rate": log["error_rate"],
+                "llr": log["llr"],
             }
+
+
+def _read(args: argparse.Namespace, policy: Policy) -> Iterator[dict[str, Any]]:
+    if args.samples:
+        with open(args.samples, encoding="utf-8") as f:
+            return sample_rows(policy, read_samples(policy, f, args.samples))
+    with open(args.timeline, encoding="utf-8") as f:
+        return rows(policy, parse_timeline(policy, f, args.timeline))
 
 
 def _run(args: argparse.Namespace) -> int:
     policy = open_policy(args)
     try:
-        with open(args.timeline, encoding="utf-8") as f:
-            moments = parse_timeline(policy, f, args.timeline)  # TimelineError: exit 1, its message (trafficd.cli)
+        out = _read(args, policy)  # InputError: exit 1 with its file:line message (trafficd.cli)
     except OSError as exc:
-        raise TimelineError(f"{args.timeline}: cannot read the file: {exc.strerror}") from None
-    for row in rows(policy, moments):
-        sys.stdout.write(json.dumps(row) + "\n")
+        raise InputError(f"{args.samples or args.timeline}: cannot read the file: {exc.strerror}") from None
+    for row in out:
+        sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0
 
@@ -173,5 +228,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="replay a timeline of window stats through the judge, guards and planner")
     add_policy_argument(p)
-    p.add_argument("--timeline", required=True, help="JSON lines: one per region per evaluation")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--timeline", help="JSON lines of window statistics: one per region per evaluation")
+    source.add_argument(
+        "--samples", help="JSON lines of probes: t, region, worker, model, ok, reason, total_ms, ttft_ms"
+    )
     p.set_defaults(func=_run)

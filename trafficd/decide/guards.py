@@ -3,7 +3,8 @@
 Each guard takes the plan (one `Proposal` per region: fraction before, desired fraction, who decided) and returns
 it, possibly changed, with one `GuardEvent` per change, so that every change a guard makes is logged by name.
 A guard may only veto or shrink a move (never invent a bigger one), except `override` (a human decision),
-`fail_open` (ramp back) and `never_all_zero` (keeps one region serving).
+`fail_open` (ramp back), the `max_drained` swap (a weaker holder ramps back) and `never_all_zero` (keeps one region
+serving).
 
 Order (see docs/judge.md for why it differs slightly from the list in DESIGN §5):
 frozen · override · never_drain · fail_open · cooldown · max_drained · min_serving_regions · capacity ·
@@ -72,6 +73,7 @@ class GuardContext:
     avoid: frozenset[str] = frozenset()  # receivers of last resort only (breaching, tripped, unknown)
     previous: TrafficMatrix | None = None  # last matrix: spill-over keeps its destinations
     hold: frozenset[str] = frozenset()  # unknown receivers: keep the spill-over they receive, take no new
+    global_episode: bool = False  # the judge's fail-open decision: most regions' evidence leans towards a breach
     notes: list[str] = field(default_factory=list)
 
 
@@ -164,15 +166,13 @@ def never_drain(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
 
 
 def fail_open(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
-    """Too many regions breaching at once is a global or probe problem: drain nothing, ramp back."""
-    names = ctx.policy.region_names
-    breaching = [r for r in names if ctx.verdicts.get(r) == BREACH]
-    share = len(breaching) / len(names)
-    if not breaching or share < ctx.policy.guards.fail_open_share - EPS or ctx.overrides.freeze is not None:
+    """Most regions' evidence leaning towards a breach at once (the judge's global episode) is a global or probe
+    problem: drain nothing, ramp back."""
+    if not ctx.global_episode or ctx.overrides.freeze is not None:
         return plan, []
     why = (
-        f"fail open: {len(breaching)} of {len(names)} regions breaching "
-        f"(≥ {ctx.policy.guards.fail_open_share:.0%}), a global or probe problem"
+        f"fail open: at least {ctx.policy.guards.fail_open_share:.0%} of the regions show breach evidence within "
+        "one trip window, a global or probe problem"
     )
     ctx.notes.append(why)
     events = [GuardEvent("fail_open", None, None, None, why)]
@@ -199,8 +199,13 @@ def cooldown(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
+SWAP_FACTOR = 2.0  # a blocked region takes a slot when its evidence is this many times worse than the holder's
+
+
 def max_drained(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
-    """At most `guards.max_drained` regions shedding at once; those already shedding keep their slot."""
+    """At most `guards.max_drained` regions shedding at once; those already shedding keep their slot, unless a
+    blocked region's evidence is clearly worse (`SWAP_FACTOR`): then the weakest holder ramps back up (one step per
+    cooldown) and the worse region takes the slot once it is free (the swap is logged at every step)."""
     limit = ctx.policy.guards.max_drained
     shedding = [r for r, p in plan.items() if p.desired < 1.0 - EPS]
     if len(shedding) <= limit:
@@ -210,14 +215,44 @@ def max_drained(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
         (r for r in shedding if plan[r].before >= 1.0 - EPS and not _forced(ctx, r)),
         key=lambda r: _priority(ctx, r),
     )
-    events = []
+    events: list[GuardEvent] = []
+    blocked: list[str] = []
     for r in newcomers:
         if used < limit:
             used += 1
             continue
-        why = f"max_drained: {limit} region(s) already shedding"
+        blocked.append(r)
+        holders = ", ".join(x for x in ctx.policy.region_names if x != r and plan[x].desired < 1.0 - EPS)
+        why = f"max_drained: {limit} region(s) already shedding ({holders or 'none'})"
         events.append(_bite(plan, r, "max_drained", plan[r].before, why))
+    if blocked:
+        events.extend(_swap(ctx, plan, blocked[0]))
     return plan, events
+
+
+def _swap(ctx: GuardContext, plan: Plan, worse: str) -> list[GuardEvent]:
+    """Ramp the weakest automatic holder of a slot back up when `worse` has clearly worse evidence."""
+    sev = ctx.severity.get(worse, 0.0)
+    holders = [
+        r
+        for r, p in plan.items()
+        if r != worse and p.before < 1.0 - EPS and _override(ctx, r) is None and ctx.verdicts.get(r) != UNKNOWN
+    ]
+    if ctx.verdicts.get(worse) != BREACH or not holders:
+        return []
+    weakest = min(holders, key=lambda r: (ctx.severity.get(r, 0.0), ctx.policy.region_names.index(r)))
+    if sev < SWAP_FACTOR * ctx.severity.get(weakest, 0.0) or sev <= 0.0:
+        return []
+    last = ctx.last_step_at.get(weakest)
+    p = plan[weakest]
+    up = step_towards(ctx.policy, p.before, 1.0)
+    if last is not None and last + ctx.policy.ramp.cooldown - ctx.now > EPS:
+        up = p.before  # the holder ramps back within its own cooldown
+    why = (
+        f"max_drained swap: {worse}'s evidence ({sev:.2%} over) is worse than {weakest}'s "
+        f"({ctx.severity.get(weakest, 0.0):.2%}): {weakest} ramps back to free its slot"
+    )
+    return [_bite(plan, weakest, "max_drained", max(up, p.desired), why)]
 
 
 def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
@@ -293,28 +328,8 @@ def apply_guards(ctx: GuardContext, plan: Mapping[str, Proposal]) -> tuple[Plan,
 def check_manual_drain(
     policy: Policy, region: str, overrides: Overrides, fractions: Mapping[str, float] | None = None
 ) -> list[str]:
-    """Why an on-call drain of `region` would break a guard now (empty: allowed). `fractions`: controller state."""
-    problems: list[str] = []
-    names = policy.region_names
-    if overrides.freeze is not None:
-        problems.append(f"frozen: nothing moves until `trafficd unfreeze` ({overrides.freeze.reason})")
-    undrained = {r for r, o in overrides.by_region.items() if o.kind == "undrain"}
-    shedding = {r for r, o in overrides.by_region.items() if o.kind == "drain"}
-    shedding |= {r for r, s in (fractions or {}).items() if s < 1.0 - EPS and r in names and r not in undrained}
-    shedding.discard(region)
-    limit = policy.guards.max_drained
-    if len(shedding) + 1 > limit:
-        already = ", ".join(sorted(shedding)) or "none"
-        problems.append(f"max_drained: at most {limit} region(s) may be drained at once (already: {already})")
-    need = policy.guards.min_serving_regions
-    left = len(names) - len(shedding) - 1
-    if policy.ramp.min_fraction <= EPS and left < need:
-        problems.append(f"min_serving_regions: the drain would leave {left} serving region(s), fewer than {need}")
-    floor = policy.ramp.min_fraction
-    after = {r: (floor if r in shedding or r == region else 1.0) for r in names}
-    spare = {r: policy.regions[r].capacity_headroom for r in names}
-    order = [*sorted(shedding, key=names.index), region]
-    short = planner.allocate(policy, after, spare, order).unplaced.get(region, 0.0)
-    if short > EPS:
-        problems.append(f"capacity: the other regions' declared headroom cannot take {short:.3g} of its users")
-    return problems
+    """Why an on-call drain of `region` would not happen (empty: allowed), found by running the real judge on the
+    proposed override (drain_check.py). `fractions`: the controller's stored serving fractions."""
+    from trafficd.decide import drain_check  # it runs the judge, which imports this module
+
+    return drain_check.check(policy, region, overrides, fractions)

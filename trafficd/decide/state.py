@@ -1,8 +1,9 @@
 """The judge's memory between evaluations: per-region state and the last traffic matrix (pure values).
 
 The controller stores `ControllerState.to_dict()` in Redis as JSON so that a new leader continues where the old
-one stopped (streaks, hold-downs, cooldowns, serving fractions). `from_dict` accepts what `to_dict` wrote and
-tolerates missing fields (defaults), so adding a field later keeps old states readable. Re-exported by
+one stopped (accumulated evidence and the slice cursor, hold-downs, cooldowns, serving fractions). `from_dict`
+accepts what `to_dict` wrote and tolerates missing fields (defaults), so adding a field later keeps old states
+readable (a state stored by the old rule loads with no accumulated evidence). Re-exported by
 `trafficd.decide.judge`, which is where callers import them from.
 """
 
@@ -29,8 +30,11 @@ class RegionState:
     name: RegionStateName = RegionStateName.HEALTHY
     serving_fraction: float = 1.0
     phase: Phase = Phase.NORMAL
-    breach_streak: int = 0  # consecutive breaching evaluations
-    recover_streak: int = 0  # consecutive evaluations under the recovery threshold
+    trip_llr: dict[str, float] = field(default_factory=dict)  # per signal: CUSUM evidence of the breach rate
+    recover_llr: dict[str, float] = field(default_factory=dict)  # per signal: CUSUM evidence of the healthy rate
+    cursor: int | None = None  # newest slice consumed (each slice's counts are consumed once)
+    cursor_counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # n, over, errors, ttft_over consumed from it
+    lean_until: float | None = None  # evidence leaned towards a breach recently (fail open counts it until then)
     last_step_at: float | None = None  # when the serving fraction last moved (cooldown)
     trip_times: tuple[float, ...] = ()  # recent trips (hold-down grows with them, each forgotten after decay)
     hold_down_until: float | None = None  # no recovery before this
@@ -42,8 +46,11 @@ class RegionState:
             "name": str(self.name),
             "serving_fraction": self.serving_fraction,
             "phase": str(self.phase),
-            "breach_streak": self.breach_streak,
-            "recover_streak": self.recover_streak,
+            "trip_llr": dict(self.trip_llr),
+            "recover_llr": dict(self.recover_llr),
+            "cursor": self.cursor,
+            "cursor_counts": list(self.cursor_counts),
+            "lean_until": self.lean_until,
             "last_step_at": self.last_step_at,
             "trip_times": list(self.trip_times),
             "hold_down_until": self.hold_down_until,
@@ -61,14 +68,23 @@ class RegionState:
             name=RegionStateName(d.get("name", "healthy")),
             serving_fraction=float(d.get("serving_fraction", 1.0)),
             phase=Phase(d.get("phase", "normal")),
-            breach_streak=int(d.get("breach_streak", 0)),
-            recover_streak=int(d.get("recover_streak", 0)),
+            trip_llr={str(k): float(v) for k, v in (d.get("trip_llr") or {}).items()},
+            recover_llr={str(k): float(v) for k, v in (d.get("recover_llr") or {}).items()},
+            cursor=None if d.get("cursor") is None else int(d["cursor"]),
+            cursor_counts=_counts(d.get("cursor_counts")),
+            lean_until=opt("lean_until"),
             last_step_at=opt("last_step_at"),
             trip_times=tuple(float(t) for t in d.get("trip_times", ())),
             hold_down_until=opt("hold_down_until"),
             since=opt("since"),
             reasons=tuple(str(r) for r in d.get("reasons", ())),
         )
+
+
+def _counts(raw: Any) -> tuple[int, int, int, int]:
+    values = [int(v) for v in (raw or ())][:4]
+    values += [0] * (4 - len(values))
+    return (values[0], values[1], values[2], values[3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +95,7 @@ class ControllerState:
     matrix: TrafficMatrix = field(default_factory=dict)
     evaluated_at: float | None = None
     evaluations: int = 0
+    global_episode: bool = False  # fail open: most regions' evidence leans towards a breach (a global problem)
 
     @classmethod
     def initial(cls, policy: Policy, now: float) -> ControllerState:
@@ -93,6 +110,7 @@ class ControllerState:
             "matrix": {src: dict(row) for src, row in self.matrix.items()},
             "evaluated_at": self.evaluated_at,
             "evaluations": self.evaluations,
+            "global_episode": self.global_episode,
         }
 
     @classmethod
@@ -105,6 +123,7 @@ class ControllerState:
             },
             evaluated_at=None if at is None else float(at),
             evaluations=int(d.get("evaluations", 0)),
+            global_episode=bool(d.get("global_episode", False)),
         )
 
     def fractions(self) -> dict[str, float]:

@@ -18,6 +18,9 @@ from trafficd.errors import ConfigError
 
 # name → module (whose register() adds it) and help; keep sorted
 DEV_COMMANDS: dict[str, Command] = {
+    "bench-decisions": Command(
+        "trafficd.dev.bench.decisions", "measure false shifts and detection delays of the trip rule"
+    ),
     "bench-dns": Command("trafficd.dev.bench.dns", "Route 53 records and API requests at 3 / 10 / 30 regions"),
     "bench-probe": Command("trafficd.dev.bench.probe", "measure how much TTFT the probe adds (fidelity benchmark)"),
     "demo": Command("trafficd.dev.demo", "run the local drain-and-restore demo with real components (about a minute)"),

@@ -51,8 +51,6 @@ class Timing:
     long_window: str = "30s"
     evaluate_every: str = "1s"
     min_samples: int = 15
-    trip_evaluations: int = 2
-    recover_evaluations: int = 4
     hold_down: str = "5s"
     max_step: str = "34%"
     cooldown: str = "2s"
@@ -120,12 +118,12 @@ windows:
   long: {timing.long_window}
   min_samples: {timing.min_samples}
   stale_after: {timing.stale_after}
-trip:
-  evaluations: {timing.trip_evaluations}
-  fast_rule: null
+trip:  # a coarse test (2 % vs 20 % over), budget 1 false trip an hour: trip and recovery take seconds
+  healthy_rate: 2%
+  breach_rate: 20%
+  false_trips: 24
+  false_trip_days: 1
 recover:
-  below: 80%
-  evaluations: {timing.recover_evaluations}
   hold_down: {timing.hold_down}
 ramp:
   max_step: {timing.max_step}

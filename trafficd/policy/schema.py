@@ -110,7 +110,7 @@ PromptTokens = Annotated[int, Field(ge=1, le=200_000)]
 
 
 class Probe(Strict):
-    interval: Duration = 0.5  # 1 worker × 1 model → 600 samples per 5m trip window (min_samples 400)
+    interval: Duration = 0.25  # 4 probes/s per series: 2 % over drained in ~4 min, 1 false trip / 90 d (judge.md)
     jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
     concurrency: int = Field(default=64, ge=1, le=1024)
     api: ApiName = "openai-chat"  # default API of every worker and model (each may set its own)
@@ -242,8 +242,28 @@ class FastRule(Strict):
 
 
 class Trip(Strict):
-    evaluations: int = Field(default=3, ge=1)
-    fast_rule: FastRule | None = FastRule()
+    """What healthy and broken mean, in the user's terms; the judge derives its thresholds from them (judge.md).
+
+    `healthy_rate` and `breach_rate` are shares of probes over the latency SLO (the error signal scales them by
+    `slo.error_rate / (1 - slo.quantile)`); `false_trips` per `false_trip_days` is the false-alarm budget per region
+    at the healthy rate. `evaluations` and `fast_rule` belong to the old point-estimate rule and are ignored.
+    """
+
+    healthy_rate: Percent = 0.005  # half the 1 % budget: a region this good must (almost) never be drained
+    breach_rate: Percent = 0.02  # twice the budget: a region this bad must be drained quickly
+    false_trips: float = Field(default=1.0, gt=0)  # at most this many false trips per region …
+    false_trip_days: int = Field(default=90, ge=1, le=3650)  # … per this many days
+    evaluations: int = Field(default=3, ge=1)  # ignored (the old rule); kept so existing policies still load
+    fast_rule: FastRule | None = FastRule()  # ignored by the judge; of_last still sizes the store's recent list
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> Trip:
+        if not 0.0 < self.healthy_rate < self.breach_rate < 1.0:
+            raise ValueError(
+                f"healthy_rate ({self.healthy_rate:.3%}) must be above 0% and below breach_rate "
+                f"({self.breach_rate:.3%}), which must be below 100%"
+            )
+        return self
 
 
 class Recover(Strict):

@@ -19,7 +19,16 @@ from trafficd.policy.schema import Policy
 from trafficd.runtime.logs import get_logger
 from trafficd.stats import sketch
 from trafficd.stats.client import TRANSIENT, error_text, recent_m
-from trafficd.stats.window import Plan, RegionWindow, WindowSpec, WindowStats, group, merge_series, window_stats
+from trafficd.stats.window import (
+    Plan,
+    RegionWindow,
+    WindowSpec,
+    WindowStats,
+    group,
+    merge_series,
+    region_evidence,
+    window_stats,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,31 +224,10 @@ class StatsView:
 
     def _evidence(self, region: str, now: float) -> RegionEvidence:
         win, ex, w = self.regions[region], self.extras[region], self.policy.windows
-        sk = win.window(now, w.trip)
-        n = sk.n
-        p50, p90, p99, p999 = sk.quantiles("total", (0.5, 0.9, 0.99, 0.999))
         recent = [over for over, t in ex.recent if now - w.trip <= t <= now + w.max_clock_skew]
         newest_age = _age(now, list(ex.newest.values()), w.max_clock_skew)
         hb_age = _age(now, list(ex.heartbeats.values()), w.max_clock_skew)
-        stale = newest_age is None or newest_age > w.stale_after or hb_age is None or hb_age > w.stale_after
-        return RegionEvidence(
-            region=region,
-            n=n,
-            errors=sk.errors,
-            over_slo_fraction=sk.over_fraction("total"),
-            p50_ms=p50,
-            p90_ms=p90,
-            p99_ms=p99,
-            p999_ms=p999,
-            ttft_n=n,
-            ttft_over_slo_fraction=sk.over_fraction("ttft") if self.policy.ttft_threshold_ms else 0.0,
-            ttft_p99_ms=sk.quantile("ttft", 0.99),
-            recent_over=sum(recent),
-            recent_n=len(recent),
-            newest_sample_age_s=newest_age,
-            heartbeat_age_s=hb_age,
-            stale=stale,
-        )
+        return region_evidence(self.policy, win, now, newest_age, hb_age, recent)
 
     def _detail(self, region: str, now: float, raw: dict[int, dict[str, bytes | None]]) -> RegionDetail:
         win, ex, w = self.regions[region], self.extras[region], self.policy.windows

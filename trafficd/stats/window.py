@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from trafficd import keys
+from trafficd.model import RegionEvidence, SliceCounts
+from trafficd.policy.schema import Policy
 from trafficd.stats.sketch import Sketch, merge
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
@@ -74,6 +76,7 @@ class RegionWindow:
     rejected_ids: set[int] = field(default_factory=set)  # first seen too far ahead: never counted
     rejected_total: int = 0
     prev_now: float | None = None
+    counts: dict[int, SliceCounts] = field(default_factory=dict)  # the judge's exact counts of each slice
 
     def plan(self, index: Mapping[int, int], now: float) -> Plan:
         """Compare the index with what was seen; decide what to fetch and what to reject (changes nothing)."""
@@ -116,9 +119,11 @@ class RegionWindow:
         self.rejected_ids |= plan.newly_rejected_ids
         self.rejected_total += plan.rejected
         self.slices.update(fetched)
+        self.counts.update((sid, slice_counts(sid, sk)) for sid, sk in fetched.items())
         first = self.spec.keep_ids(now).start
         for sid in [s for s in self.slices if s < first]:
             del self.slices[sid]
+            self.counts.pop(sid, None)
         horizon = first - 2 * keys.EPOCH_SLICES  # older than any index key still read
         self.seen = {s: c for s, c in self.seen.items() if s >= horizon}
         self.rejected_ids = {s for s in self.rejected_ids if s >= horizon}
@@ -128,9 +133,54 @@ class RegionWindow:
         """The region's exact merge over the window of `span_s` ending now."""
         return merge(self.slices[sid] for sid in self.spec.span_ids(now, span_s) if sid in self.slices)
 
+    def slice_counts(self, now: float) -> tuple[SliceCounts, ...]:
+        """Exact counts of every accepted slice of the longest window, oldest first (the judge consumes each once)."""
+        keep = self.spec.keep_ids(now)
+        return tuple(self.counts[sid] for sid in sorted(self.counts) if sid in keep)
+
     def accepted_ids(self, now: float, span_s: float) -> list[int]:
         """Accepted slices of the window (the ones whose per-series detail is worth reading)."""
         return [sid for sid in self.spec.span_ids(now, span_s) if sid in self.slices]
+
+
+def region_evidence(
+    policy: Policy,
+    win: RegionWindow,
+    now: float,
+    newest_age: float | None,
+    heartbeat_age: float | None,
+    recent: list[bool] | None = None,
+) -> RegionEvidence:
+    """The judge's evidence for one region: the accepted slices' exact counts plus trip-window statistics.
+    Used by the controller's view of Redis and by `trafficd simulate --samples` alike."""
+    w = policy.windows
+    sk = win.window(now, w.trip)
+    n = sk.n
+    p50, p90, p99, p999 = sk.quantiles("total", (0.5, 0.9, 0.99, 0.999))
+    stale = newest_age is None or newest_age > w.stale_after or heartbeat_age is None or heartbeat_age > w.stale_after
+    return RegionEvidence(
+        region=win.region,
+        n=n,
+        errors=sk.errors,
+        over_slo_fraction=sk.over_fraction("total"),
+        p50_ms=p50,
+        p90_ms=p90,
+        p99_ms=p99,
+        p999_ms=p999,
+        ttft_n=n,
+        ttft_over_slo_fraction=sk.over_fraction("ttft") if policy.ttft_threshold_ms else 0.0,
+        ttft_p99_ms=sk.quantile("ttft", 0.99),
+        recent_over=sum(recent or ()),
+        recent_n=len(recent or ()),
+        newest_sample_age_s=newest_age,
+        heartbeat_age_s=heartbeat_age,
+        stale=stale,
+        slices=win.slice_counts(now),
+    )
+
+
+def slice_counts(sid: int, sk: Sketch) -> SliceCounts:
+    return SliceCounts(sid, sk.n, sk.over("total"), sk.errors, sk.over("ttft"))
 
 
 def merge_series(slices: Iterable[Mapping[str, bytes | None]]) -> dict[str, Sketch]:
