@@ -84,7 +84,7 @@ def test_policy_check_warns_when_the_budget_costs_too_much_delay(tmp_path: Path)
 
 
 def test_bench_decisions_quick_runs_and_reports_every_point() -> None:
-    """`python -m trafficd.dev bench-decisions --quick --json` runs the real judge and reports every condition of the table."""
+    """`python -m trafficd.dev bench-decisions --quick --json` runs the real judge and reports every point."""
     res = subprocess.run(
         [sys.executable, "-m", "trafficd.dev", "bench-decisions", "--quick", "--json"],
         capture_output=True,
