@@ -16,6 +16,7 @@ def policy_text(redis_url: str, prefix: str, zone: dict[str, str], moto_url: str
     return f"""version: 1
 service: ctl
 redis: {{url: "{redis_url}", key_prefix: {prefix}}}
+probe: {{targets: {{allow_loopback: true}}}}
 models: [{{name: m}}]
 regions:
 {regions}

@@ -79,6 +79,8 @@ def policy_doc(
             ).items()
         },
         "dns": {"zone_id": "Z1", "record_name": "api.example.com."},
+        # the tests' workers listen on http://127.0.0.1 (some with an API key): switched on here, never by default
+        "probe": {"targets": {"allow_loopback": True, "allow_cleartext_api_key": True}},
     }
     if redis is not None:
         doc["redis"] = dict(redis)

@@ -84,6 +84,7 @@ probe:
   interval: 100ms
   jitter: 50%
   deadlines: {{connect: 1s, first_token: 1s, gap: 1s, total: 2s}}
+  targets: {{allow_loopback: true}}
 models: [{{name: m1}}]
 regions:
   r1:

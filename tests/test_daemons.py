@@ -93,7 +93,11 @@ def test_agent_with_an_unreadable_api_key_file_exits_78(
     text = policy_text(redis_url, key_prefix, hosted_zone, moto.url)
     missing = tmp_path / "no-such-key"
     path.write_text(
-        text.replace("models: [{name: m}]", f"probe: {{auth: {{api_key_file: {missing}}}}}\nmodels: [{{name: m}}]")
+        text.replace(
+            "probe: {targets: {allow_loopback: true}}",
+            "probe: {targets: {allow_loopback: true, allow_cleartext_api_key: true}, "
+            f"auth: {{api_key_file: {missing}}}}}",
+        )
     )
     proc = subprocess.run(
         [sys.executable, "-m", "trafficd", "agent", "--policy", str(path), "--region", "eu-west"],

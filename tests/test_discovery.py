@@ -17,6 +17,7 @@ from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
 from trafficd.policy.schema import Discovery as DiscoveryConfig
+from trafficd.policy.schema import Targets
 from trafficd.probe.agent import run_agent
 from trafficd.probe.discovery import Discovery, WorkerRef, series_name
 
@@ -68,6 +69,9 @@ async def dns_server() -> AsyncIterator[tuple[TinyDns, str]]:
     transport.close()
 
 
+INTERNAL = Targets(allow_private=True)  # the discovered fleets below live on private addresses
+
+
 def config(nameserver: str, **kw: Any) -> DiscoveryConfig:
     return DiscoveryConfig.model_validate({"name": "svc.test", "nameserver": nameserver, **kw})
 
@@ -76,7 +80,7 @@ async def test_a_records_give_one_worker_per_address(dns_server: tuple[TinyDns, 
     """Two A records give two workers named by address, connecting to each IP under the discovery name."""
     dns_, ns = dns_server
     dns_.records[("svc.test", "A")] = ["10.1.0.2", "10.1.0.1"]
-    d = Discovery(config(ns, type="A", port=8443), "r1")
+    d = Discovery(config(ns, type="A", port=8443), "r1", targets=INTERNAL)
     workers = await d.refresh(0.0)
     assert workers == [
         WorkerRef("10-1-0-1-8443", "https://svc.test:8443", "10.1.0.1"),
@@ -88,7 +92,7 @@ async def test_aaaa_records(dns_server: tuple[TinyDns, str]) -> None:
     """AAAA records give IPv6 workers, connecting to each address under the discovery name."""
     dns_, ns = dns_server
     dns_.records[("svc.test", "AAAA")] = ["fd00::7"]
-    (w,) = await Discovery(config(ns, type="AAAA", scheme="http", port=8080), "r1").refresh(0.0)
+    (w,) = await Discovery(config(ns, type="AAAA", scheme="http", port=8080), "r1", targets=INTERNAL).refresh(0.0)
     assert w.address == "fd00::7" and w.url == "http://svc.test:8080"
     assert w.name == "fd00-0000-0000-0000-0000-0000-0000-0007-8080"
 
@@ -102,7 +106,7 @@ async def test_srv_records_with_or_without_glue(dns_server: tuple[TinyDns, str],
     dns_.records[("w2.svc.test", "A")] = ["10.0.0.2"]
     if glue:
         dns_.records[("glue", "on")] = ["1"]
-    workers = await Discovery(config(ns), "r1").refresh(0.0)
+    workers = await Discovery(config(ns), "r1", targets=INTERNAL).refresh(0.0)
     assert workers == [
         WorkerRef("w1-svc-test-8001", "https://w1.svc.test:8001", "10.0.0.1"),
         WorkerRef("w2-svc-test-8002", "https://w2.svc.test:8002", "10.0.0.2"),
@@ -115,7 +119,7 @@ async def test_refresh_logs_changes_and_failure_keeps_last_good_list(dns_server:
     """A scale-up is logged as added; SERVFAIL, NXDOMAIN and a timeout keep the last good list and log the failure."""
     dns_, ns = dns_server
     dns_.records[("svc.test", "A")] = ["10.0.0.1"]
-    d = Discovery(config(ns, type="A", port=80), "r1", lifetime_s=0.3)
+    d = Discovery(config(ns, type="A", port=80), "r1", targets=INTERNAL, lifetime_s=0.3)
     with capture_logs() as logs:
         await d.refresh(0.0)
         dns_.records[("svc.test", "A")] = ["10.0.0.1", "10.0.0.2"]
@@ -174,7 +178,7 @@ async def test_an_unchanged_answer_is_debug_and_a_change_is_info(dns_server: tup
     failure is INFO."""
     dns_, ns = dns_server
     dns_.records[("svc.test", "A")] = ["10.0.0.1"]
-    d = Discovery(config(ns, type="A", port=80), "r1", lifetime_s=0.3)
+    d = Discovery(config(ns, type="A", port=80), "r1", targets=INTERNAL, lifetime_s=0.3)
     with capture_logs() as logs:
         for t in range(5):
             await d.refresh(float(t))
@@ -182,3 +186,21 @@ async def test_an_unchanged_answer_is_debug_and_a_change_is_info(dns_server: tup
         await d.refresh(5.0)
     levels = [e["log_level"] for e in logs if e["event"] == "discovery.refreshed"]
     assert levels == ["info", "debug", "debug", "debug", "debug", "info"]
+
+
+async def test_discovered_metadata_loopback_and_unswitched_private_addresses_are_refused_and_logged(
+    dns_server: tuple[TinyDns, str],
+) -> None:
+    """DNS that answers the metadata address, loopback or (without allow_private) a private address gets those
+    workers skipped, each logged as discovery.target_refused with its reason; the public one is kept."""
+    dns_, ns = dns_server
+    dns_.records[("svc.test", "A")] = ["169.254.169.254", "127.0.0.1", "10.0.0.9", "93.184.216.34"]
+    with capture_logs() as logs:
+        workers = await Discovery(config(ns, type="A", port=443), "r1").refresh(0.0)
+    assert [w.address for w in workers] == ["93.184.216.34"]
+    refused = {e["address"]: e["reason"] for e in logs if e["event"] == "discovery.target_refused"}
+    assert refused == {
+        "169.254.169.254": "169.254.169.254 is a cloud metadata address; probes may never go there",
+        "127.0.0.1": "127.0.0.1 is a loopback address; probing it needs probe.targets.allow_loopback: true",
+        "10.0.0.9": "10.0.0.9 is a private address; probing it needs probe.targets.allow_private: true",
+    }

@@ -252,7 +252,9 @@ def test_cross_field_errors_are_listed_together() -> None:
         "    dns: {endpoint: us-east.lb.example.com, aws_region: us-east-1}\n",
         "    dns: {endpoint: us-east.lb.example.com, aws_region: us-east-1}\n    neighbours: [us-east]\n"
         "    models: [{name: a}, {name: a}]\n",
-    ).replace("      - name: euw1-a\n", "      - name: euw1-a\n        url: http://127.0.0.1:1\n      - name: euw1-a\n")
+    ).replace(
+        "      - name: euw1-a\n", "      - name: euw1-a\n        url: https://b.example.com\n      - name: euw1-a\n"
+    )
     text += "windows:\n  stale_after: 200ms\nrecover:\n  hold_down: 1h\n  hold_down_max: 10m\n"
     text = text.replace("  record_name: api.example.com.\n", "  record_name: api.example.com.\n  pool_name: pools.x.\n")
     assert problems(text) == [

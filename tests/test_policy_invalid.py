@@ -264,6 +264,34 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "{f}:20:12: dns.zone_id: '/hostedzone/z01 23' is not a Route 53 hosted zone id: upper-case letters and "
         "digits only, no spaces (like 'Z0123456789EXAMPLE' or '/hostedzone/Z0123456789EXAMPLE')",
     ),
+    "invalid-api-key-over-http.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: the API key would be sent in clear text over http://; use "
+        "https://, or set probe.targets.allow_cleartext_api_key: true for a trusted network",
+    ),
+    "invalid-target-loopback.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: 127.0.0.1 is a loopback address; probing it needs "
+        "probe.targets.allow_loopback: true",
+    ),
+    "invalid-target-metadata-ipv6.yaml": (
+        "{f}:11:18: regions.us-east.workers[0].address: fd00:ec2::254 is a cloud metadata address; probes may "
+        "never go there",
+    ),
+    "invalid-target-metadata-mapped.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: ::ffff:169.254.169.254 is a cloud metadata address; probes may "
+        "never go there",
+    ),
+    "invalid-target-metadata-name.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: 'metadata.google.internal' is a cloud metadata endpoint; "
+        "probes may never go there",
+    ),
+    "invalid-target-metadata.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: 169.254.169.254 is a cloud metadata address; probes may never "
+        "go there",
+    ),
+    "invalid-target-private.yaml": (
+        "{f}:10:14: regions.us-east.workers[0].url: 10.0.0.7 is a private address; probing it needs "
+        "probe.targets.allow_private: true",
+    ),
 }
 
 

@@ -21,6 +21,7 @@ POLICY = """
 version: 1
 service: svc
 redis: {{url: "{url}", key_prefix: {prefix}, tls_ca_file: "{ca}"}}
+probe: {{targets: {{allow_loopback: true}}}}
 models: [{{name: m1}}]
 regions:
   r1:

@@ -120,3 +120,10 @@ def test_units_are_hardened_and_do_not_restart_on_config_errors() -> None:
         ):
             assert needed in lines, f"{unit.name} lacks {needed}"
         assert any(line.startswith("WatchdogSec=") for line in lines), unit.name
+
+
+def test_agent_unit_denies_the_cloud_metadata_addresses() -> None:
+    """The agent's unit denies link-local (169.254.169.254) and the IPv6 metadata address, whatever a policy says."""
+    lines = (UNITS / "trafficd-agent@.service").read_text().splitlines()
+    (deny,) = [line for line in lines if line.startswith("IPAddressDeny=")]
+    assert {"169.254.0.0/16", "fd00:ec2::254"} <= set(deny.removeprefix("IPAddressDeny=").split())

@@ -95,6 +95,7 @@ redis:
   url: {redis_url}
   key_prefix: {key_prefix}
 probe:
+  targets: {{allow_loopback: true}}   # the demo's fake workers listen on loopback
   interval: {timing.probe_interval}
   jitter: 20%
   concurrency: 16

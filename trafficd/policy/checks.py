@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from trafficd.policy.load import Loc
 from trafficd.policy.schema import DeadlinesOverride, Policy
+from trafficd.policy.targets import address_problem, cleartext_key_problem, url_host
 from trafficd.policy.values import check_name, is_host_name, is_ip
 from trafficd.policy.values import format_duration as _fmt
 from trafficd.policy.values import format_percent as _pct
@@ -42,6 +43,7 @@ def errors(p: Policy) -> list[tuple[Loc, str]]:
         _slo_errors,
         _timer_errors,
         _deadline_errors,
+        _target_errors,
     )
     return [problem for step in steps for problem in step(p)]
 
@@ -211,6 +213,30 @@ def _timer_errors(p: Policy) -> list[tuple[Loc, str]]:
                 "shorter lease lapses between renewals and leadership flaps (default 15s)",
             )
         )
+    return out
+
+
+def _target_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """Probe targets: never metadata or link-local; loopback, private and clear-text keys only when allowed."""
+    t = p.probe.targets
+    has_key = bool(p.probe.auth.api_key_env or p.probe.auth.api_key_file)
+    out: list[tuple[Loc, str]] = []
+    for name, region in p.regions.items():
+        for i, w in enumerate(region.workers):
+            loc: Loc = ("regions", name, "workers", i)
+            for field, host in (("url", url_host(w.url)), ("address", w.address)):
+                problem = host and address_problem(host, allow_loopback=t.allow_loopback, allow_private=t.allow_private)
+                if problem:
+                    out.append(((*loc, field), problem))
+            clear = cleartext_key_problem(w.url, has_api_key=has_key, allow_cleartext=t.allow_cleartext_api_key)
+            if clear:
+                out.append(((*loc, "url"), clear))
+        d = region.discovery
+        if d is not None and d.scheme == "http":
+            url = f"http://{d.name}"
+            clear = cleartext_key_problem(url, has_api_key=has_key, allow_cleartext=t.allow_cleartext_api_key)
+            if clear:
+                out.append((("regions", name, "discovery", "scheme"), clear))
     return out
 
 

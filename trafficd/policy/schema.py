@@ -109,6 +109,14 @@ MaxTokens = Annotated[int, Field(ge=1, le=32768)]
 PromptTokens = Annotated[int, Field(ge=1, le=200_000)]
 
 
+class Targets(Strict):
+    """Which addresses may be probed (policy/targets.py): metadata and link-local never; these only when set."""
+
+    allow_loopback: bool = False  # 127.0.0.0/8, ::1, localhost (tests, the demo)
+    allow_private: bool = False  # 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7 (workers on an internal network)
+    allow_cleartext_api_key: bool = False  # send the API key over http:// (a trusted network only)
+
+
 class Probe(Strict):
     interval: Duration = 0.25  # 4 probes/s per series: 2 % over drained in ~4 min, 1 false trip / 90 d (judge.md)
     jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
@@ -121,6 +129,7 @@ class Probe(Strict):
     auth: Auth = Auth()
     tls: Tls = Tls()
     read_buffer_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    targets: Targets = Targets()
 
 
 class ModelSpec(Strict):

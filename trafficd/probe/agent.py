@@ -166,8 +166,9 @@ class Agent:
             self._discovery = None
             return workers
         loop = asyncio.get_running_loop()
-        if self._discovery is None or self._discovery.cfg != cfg:
-            self._discovery = Discovery(cfg, self.region)
+        targets = policy.probe.targets
+        if self._discovery is None or (self._discovery.cfg, self._discovery.targets) != (cfg, targets):
+            self._discovery = Discovery(cfg, self.region, targets=targets)
             await self._discovery.refresh(loop.time())  # the first round needs the list
         elif self._discovery.due(loop.time()) and (self._discovery_task is None or self._discovery_task.done()):
             self._discovery_task = self._spawn(self._discovery.refresh(loop.time()))

@@ -24,7 +24,8 @@ import dns.resolver
 
 from trafficd.errors import TransientError
 from trafficd.policy.schema import Discovery as DiscoveryConfig
-from trafficd.policy.schema import Worker
+from trafficd.policy.schema import Targets, Worker
+from trafficd.policy.targets import address_problem, url_host
 from trafficd.runtime.logs import get_logger
 
 log = get_logger("discovery")
@@ -73,8 +74,11 @@ def _default_port(cfg: DiscoveryConfig) -> int:
 class Discovery:
     """Resolves one region's discovery name; `workers` is the last good list (empty until one succeeds)."""
 
-    def __init__(self, cfg: DiscoveryConfig, region: str, *, lifetime_s: float = 3.0) -> None:
+    def __init__(
+        self, cfg: DiscoveryConfig, region: str, *, targets: Targets | None = None, lifetime_s: float = 3.0
+    ) -> None:
         self.cfg = cfg
+        self.targets = targets or Targets()
         self.region = region
         self.workers: list[WorkerRef] = []
         self.last_refresh: float | None = None  # loop time of the last attempt
@@ -134,10 +138,28 @@ class Discovery:
                 workers = await self._resolve_addresses(self.cfg.name, self.cfg.type, _default_port(self.cfg))
         except dns.exception.DNSException as exc:
             raise DiscoveryError(f"{type(exc).__name__}: {exc}") from None
+        workers = [w for w in workers if self._allowed(w)]
         if not workers:
             raise DiscoveryError("no records")
         unique = {w.name: w for w in workers}
         return [unique[k] for k in sorted(unique)]
+
+    def _allowed(self, worker: WorkerRef) -> bool:
+        """The probe-target rules of the policy (policy/targets.py) for a discovered address; refused ones logged."""
+        t = self.targets
+        problem = address_problem(
+            worker.address or url_host(worker.url), allow_loopback=t.allow_loopback, allow_private=t.allow_private
+        )
+        if problem:
+            log.warning(
+                "discovery.target_refused",
+                region=self.region,
+                name=self.cfg.name,
+                worker=worker.name,
+                address=worker.address,
+                reason=problem,
+            )
+        return problem is None
 
     async def _resolve_addresses(self, name: str, rdtype: str, port: int) -> list[WorkerRef]:
         answer = await self._resolver.resolve(name, rdtype)

@@ -40,7 +40,7 @@ def make_policy(url: str, prefix: str, regions: int, slice_s: str = "10s") -> Po
     )
     text = (
         f"version: 1\nservice: bench\nredis: {{url: '{url}', key_prefix: {prefix}}}\n"
-        "models: [{name: m}]\n"
+        "probe: {targets: {allow_loopback: true}}\nmodels: [{name: m}]\n"
         f"regions:\n{region_yaml}"
         "slo: {total_p99: 3s, ttft_p99: 300ms}\n"
         f"windows: {{slice: {slice_s}, trip: 1m, long: 5m, max_clock_skew: 30s, stale_after: 30s}}\n"
