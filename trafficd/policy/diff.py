@@ -43,38 +43,47 @@ def _named(items: list[Any]) -> dict[str, Any] | None:
 
 
 def _walk(old: Any, new: Any, path: str, out: list[str]) -> None:
+    """Append one line per difference between two JSON-like values (mappings by key, named lists by name)."""
     if old == new:
         return
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in [*old, *(k for k in new if k not in old)]:
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in new:
-                out.append(f"{path}: removed {'region ' if path == 'regions' else ''}{key}")
-            elif key not in old:
-                out.append(
-                    f"{path}: added {key} {_show(_given(new[key]))}"
-                    if path != "regions"
-                    else f"regions: added region {key}"
-                )
-            else:
-                _walk(old[key], new[key], sub, out)
+        _walk_mapping(old, new, path, out)
         return
     if isinstance(old, list) and isinstance(new, list):
         a, b = _named(old), _named(new)
         if a is not None and b is not None:
-            for name in a:
-                if name not in b:
-                    out.append(f"{path}: removed {name}")
-            for name, item in b.items():
-                if name not in a:
-                    given = _given({k: v for k, v in item.items() if k != "name"})
-                    out.append(f"{path}: added {name}" + (f" {_show(given)}" if given else ""))
-                else:
-                    _walk(a[name], item, f"{path}[{name}]", out)
-            if [n for n in a if n in b] != [n for n in b if n in a]:
-                out.append(f"{path}: order {_show(list(a))} → {_show(list(b))}")
+            _walk_named(a, b, path, out)
             return
     out.append(f"{path}: {_show(old)} → {_show(new)}")
+
+
+def _walk_mapping(old: dict[str, Any], new: dict[str, Any], path: str, out: list[str]) -> None:
+    """Keys removed, added (regions by name), or changed (recursively), in the old file's order."""
+    for key in [*old, *(k for k in new if k not in old)]:
+        if key not in new:
+            out.append(f"{path}: removed {'region ' if path == 'regions' else ''}{key}")
+        elif key not in old:
+            added = (
+                f"regions: added region {key}"
+                if path == "regions"
+                else f"{path}: added {key} {_show(_given(new[key]))}"
+            )
+            out.append(added)
+        else:
+            _walk(old[key], new[key], f"{path}.{key}" if path else str(key), out)
+
+
+def _walk_named(a: dict[str, Any], b: dict[str, Any], path: str, out: list[str]) -> None:
+    """Named lists (workers, models) matched by name: removed, added, changed, and a changed order."""
+    out.extend(f"{path}: removed {name}" for name in a if name not in b)
+    for name, item in b.items():
+        if name in a:
+            _walk(a[name], item, f"{path}[{name}]", out)
+            continue
+        given = _given({k: v for k, v in item.items() if k != "name"})
+        out.append(f"{path}: added {name}" + (f" {_show(given)}" if given else ""))
+    if [n for n in a if n in b] != [n for n in b if n in a]:
+        out.append(f"{path}: order {_show(list(a))} → {_show(list(b))}")
 
 
 def _derived(p: Policy) -> dict[str, str]:

@@ -162,39 +162,69 @@ _NUMBER_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 def error_reason(err: Any) -> str:
     """A reason written for the person editing the file, from one pydantic error."""
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    if kind == "int_type":
-        if isinstance(value, str) and _NUMBER_RE.match(value):
-            return f"expected a number, got the string {value!r}; remove the quotes"
-        return f"expected a whole number, got {describe(value)}"
-    if kind == "float_type":
-        return f"expected a number, got {describe(value)}"
-    if kind == "bool_type":
-        if isinstance(value, str) and value.lower() in {"true", "false"}:
-            return f"expected true or false, got the string {value!r}; remove the quotes"
-        return f"expected true or false, got {describe(value)}"
-    if kind == "string_type":
-        return f"expected text, got {describe(value)}; put it in quotes if it is meant as text"
-    if kind == "list_type":
-        return f"expected a list ('- item' lines or [a, b]), got {describe(value)}"
-    if kind in {"dict_type", "model_type", "model_attributes_type"}:
-        return f"expected a mapping (indented 'key: value' lines), got {describe(value)}"
+    for step in (_type_reason, _limit_reason):
+        reason = step(kind, value, ctx)
+        if reason is not None:
+            return reason
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def _quoted_reason(kind: str, value: Any) -> str | None:
+    """A number or a boolean written in quotes."""
+    if kind == "int_type" and isinstance(value, str) and _NUMBER_RE.match(value):
+        return f"expected a number, got the string {value!r}; remove the quotes"
+    if kind == "bool_type" and isinstance(value, str) and value.lower() in {"true", "false"}:
+        return f"expected true or false, got the string {value!r}; remove the quotes"
+    return None
+
+
+_EXPECTED = {
+    "int_type": "expected a whole number, got {}",
+    "float_type": "expected a number, got {}",
+    "bool_type": "expected true or false, got {}",
+    "string_type": "expected text, got {}; put it in quotes if it is meant as text",
+    "list_type": "expected a list ('- item' lines or [a, b]), got {}",
+    "dict_type": "expected a mapping (indented 'key: value' lines), got {}",
+    "model_type": "expected a mapping (indented 'key: value' lines), got {}",
+    "model_attributes_type": "expected a mapping (indented 'key: value' lines), got {}",
+}
+
+
+def _type_reason(kind: str, value: Any, ctx: dict[str, Any]) -> str | None:
+    """A value of the wrong type."""
+    quoted = _quoted_reason(kind, value)
+    if quoted is not None:
+        return quoted
+    if kind in _EXPECTED:
+        return _EXPECTED[kind].format(describe(value))
     if kind == "literal_error":
         return f"must be {ctx['expected']} (got {describe(value)})"
-    bounds = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most"}
-    if kind in bounds or kind == "less_than":
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds.get(kind, 'less than')} {limit} (got {value})"
+    return None
+
+
+_BOUNDS = {
+    "greater_than_equal": "at least",
+    "greater_than": "more than",
+    "less_than_equal": "at most",
+    "less_than": "less than",
+}
+
+
+def _limit_reason(kind: str, value: Any, ctx: dict[str, Any]) -> str | None:
+    """A number out of range, or a list or text too short or long."""
+    if kind in _BOUNDS:
+        return f"must be {_BOUNDS[kind]} {next(iter(ctx.values()))} (got {value})"
     if kind == "too_short":
         if isinstance(value, str):
             return "must not be empty"
         return f"must have at least {ctx['min_length']} item{'s' if ctx['min_length'] != 1 else ''}"
     if kind == "too_long":
         return f"must have at most {ctx['max_length']} items"
-    msg = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    return msg
+    return None
 
 
 def problems_from(exc: ValidationError, doc: Document, model: type[BaseModel], skip: set[Loc]) -> list[PolicyProblem]:
