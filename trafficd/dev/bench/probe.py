@@ -188,7 +188,7 @@ async def measure_all(url: str, plan: list[tuple[int, int]], ttft_ms: float, sta
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Start the worker process, measure every concurrency, stop the worker."""
+    """Start the worker process, measure every concurrency (or, with --series, the agent), stop the worker."""
     port = free_port()
     cmd = [sys.executable, "-m", "trafficd.dev.bench.probe", "--serve", str(port), "--ttft-ms", str(args.ttft_ms)]
     cmd += ["--token-ms", str(args.token_ms), "--tokens", str(args.tokens)]
@@ -197,6 +197,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         wait_for_port(port, proc=proc)
         plan = [(1, 8), (4, 16)] if args.quick else [(1, 40), (16, 320), (64, 768)]
         stagger_s = 0.0 if args.aligned else (args.ttft_ms + args.tokens * args.token_ms) / 1000.0
+        if args.series:
+            from trafficd.dev.bench import probe_series
+
+            sizes = [int(x) for x in args.series.split(",")]
+            return asyncio.run(probe_series.run_all(f"http://{LOOPBACK}:{port}", sizes, args))
         return asyncio.run(measure_all(f"http://{LOOPBACK}:{port}", plan, args.ttft_ms, stagger_s))
     finally:
         stop_process(proc)
@@ -234,6 +239,9 @@ def _parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--token-ms", type=float, default=20.0)
     p.add_argument("--tokens", type=int, default=8)
     p.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    p.add_argument("--series", default=None, help="run the real agent at these series counts, e.g. 50,200,500")
+    p.add_argument("--interval", type=float, default=0.5, help="--series: the probe interval in seconds (0.5)")
+    p.add_argument("--seconds", type=float, default=8.0, help="--series: how long each run lasts (8)")
     return p
 
 
@@ -242,6 +250,12 @@ def _command(args: argparse.Namespace) -> int:
         serve(args.serve, args.ttft_ms, args.token_ms, args.tokens)
         return 0
     rows = run(args)
+    if args.series:
+        from trafficd.dev.bench import probe_series
+
+        text = probe_series.report(rows, machine(), args)
+        print(json.dumps({"machine": machine(), "results": rows}, indent=2) if args.json else text)
+        return 0
     print(json.dumps({"machine": machine(), "results": rows}, indent=2) if args.json else report(rows, args))
     return 0 if all(r["failed"] == 0 and r["added_min_ms"] >= 0.0 for r in rows) else 1
 
