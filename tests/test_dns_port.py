@@ -115,7 +115,7 @@ async def test_the_controller_runs_on_the_memory_provider(redis_url: str, key_pr
     held; the writer is the controller's id."""
     from ctlkit import policy_text
 
-    from trafficd.control.controller import Controller
+    from trafficd.control.controller import Controller, Ports
     from trafficd.model import Sample
     from trafficd.policy.schema import load_policy
     from trafficd.runtime.reload import PolicyHolder
@@ -126,7 +126,8 @@ async def test_the_controller_runs_on_the_memory_provider(redis_url: str, key_pr
     path.write_text(policy_text(redis_url, key_prefix, zone, "http://127.0.0.1:9"))  # never contacted
     loaded = load_policy(path)
     memory = MemoryProvider.bootstrapped(loaded.policy)
-    ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-mem", provider_factory=lambda p, w: memory)
+    ports = Ports(dns=lambda p, w: memory)
+    ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-mem", ports=ports)
     client = store.redis_client(loaded.policy.redis)
     now = time.time()
     latency = {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0}
@@ -139,6 +140,7 @@ async def test_the_controller_runs_on_the_memory_provider(redis_url: str, key_pr
     for r in latency:
         await store.SampleSink(client, loaded.policy).heartbeat("test-agent", r)
     await client.aclose()
+    await ctl.evaluate_once()  # takes the lease and the writer epoch: no weight sent
     memory.script.append(Status.DENIED)
     await ctl.evaluate_once()  # wants eu-west at 0.5; DNS refuses: held
     assert memory.current_matrix() == identity_matrix(REGIONS)

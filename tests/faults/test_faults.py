@@ -205,7 +205,9 @@ def test_wall_clock_steps_both_ways_delay_no_evaluation(tmp_path: Path) -> None:
             stepped = time.monotonic()
             wait(f"two evaluations after the {step} step", lambda n=before: evaluated() >= n + 2, 10)
             gaps.append(time.monotonic() - stepped)
-        assert all(g < 4.0 for g in gaps), gaps  # two 1 s intervals plus the machine's slack, not an hour
+        # two 1 s intervals plus a loaded machine's slack (measured up to 4.3 s at load 21 on 2 cores) — an
+        # hour-long stall (apscheduler on the wall clock) would show 3600 s
+        assert all(g < 10.0 for g in gaps), gaps
         assert f.audit("clock_steps", "2 evaluations within " + ", ".join(f"{g:.1f}s" for g in gaps)) == []
 
 
