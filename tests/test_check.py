@@ -72,3 +72,47 @@ def test_check_fails_when_redis_is_unreachable_and_probes_each_worker(
         assert any(v["status"] == "fail" and "eu-west" in v["detail"] for v in workers.values())
     finally:
         stop_process(worker)
+
+
+def test_check_fails_for_a_model_the_worker_does_not_list(
+    tmp_path: Path,
+    redis_url: str,
+    key_prefix: str,
+    hosted_zone: dict[str, str],
+    moto: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker that answers any model but does not list the policy's: the models check fails (exit 1) naming the
+    model list URL and what it lists; a worker whose list cannot be read is a warning."""
+    port = free_port()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trafficd.dev",
+            "fake-worker",
+            "--port",
+            str(port),
+            "--model",
+            "other",
+            "--ttft-ms",
+            "5",
+        ],
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, proc=worker)
+        text = policy_text(redis_url, key_prefix, hosted_zone, moto.url).replace(
+            '{name: us-east-w1, url: "http://127.0.0.1:9"}', f'{{name: us-east-w1, url: "http://127.0.0.1:{port}/v1/"}}'
+        )
+        path = tmp_path / "policy.yaml"
+        path.write_text(text)
+        assert cli.main(["check", "--policy", str(path), "--role", "agent", "--json"]) == 1
+        checks = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "models"]
+    finally:
+        stop_process(worker)
+    failed = [c for c in checks if c["status"] == "fail"]
+    assert [c["detail"] for c in failed] == [
+        f"us-east/us-east-w1 m (openai-chat): not listed at http://127.0.0.1:{port}/v1/models; the worker lists other"
+    ]
+    assert any(c["status"] == "warn" and "eu-west" in c["detail"] for c in checks)

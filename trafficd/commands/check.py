@@ -2,7 +2,7 @@
 
     trafficd check [--policy F] [--role agent|controller|all] [--region R] [--no-probe] [--json]
 
-One line per check (ok / warn / fail: policy, secrets, redis, acl, clock, aws, zone, records, workers), or one
+One line per check (ok / warn / fail: policy, secrets, redis, acl, clock, aws, zone, records, workers, models), or one
 JSON object with `--json`. Writes nothing anywhere. Exit 0 when nothing failed (warnings allowed), 1 when a check
 failed, 78 when the policy itself is invalid (nothing else can be checked then).
 """
@@ -52,6 +52,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_policy_argument(p)
     p.add_argument("--role", choices=("agent", "controller", "all"), default="all", help="what this host runs")
     p.add_argument("--region", default=None, help="probe only this region's workers (an agent host)")
-    p.add_argument("--no-probe", action="store_true", help="do not probe the workers")
+    p.add_argument("--no-probe", action="store_true", help="do not probe the workers nor read their model lists")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     p.set_defaults(func=_run)

@@ -10,6 +10,7 @@ Each check gives one `Check(name, status, detail)`, status ok / warn / fail:
     zone          (controller) hosted zone readable (one ListResourceRecordSets)
     records       (controller) owned records present, or what `trafficd dns bootstrap` would create
     workers       (agent) one probe to each listed worker
+    models        (agent) each worker lists each probed model (a missing one fails, an unreadable list warns)
 
 The daemons run the cheap part at start, before READY: `agent_start` (secrets) and `controller_start` (secrets,
 AWS credentials, zone readable). A configuration that cannot work raises `PreflightError` (exit 78).
@@ -242,9 +243,10 @@ def _aws_error(exc: BaseException) -> str:
 
 
 async def worker_checks(policy: Policy, regions: list[str]) -> list[Check]:
-    """One probe to each listed worker of `regions` with the region's first model."""
+    """One probe to each listed worker of `regions` with the region's first model, in the series' API."""
     from trafficd.probe.credentials import load_api_key
-    from trafficd.probe.prober import Prober, Target
+    from trafficd.probe.discovery import WorkerRef
+    from trafficd.probe.prober import Prober, series_target
 
     out: list[Check] = []
     async with Prober(policy.probe, secret=load_api_key(policy.probe.auth)) as prober:
@@ -254,15 +256,34 @@ async def worker_checks(policy: Policy, regions: list[str]) -> list[Check]:
             if not workers:
                 out.append(Check("workers", "ok", f"{region}: discovered by DNS (not probed here)"))
             for w in workers:
-                target = Target(
-                    region, w.name, models[0].name, w.url, w.address, policy.deadlines_for(region, models[0].name)
-                )
+                target = series_target(policy, region, WorkerRef.from_policy(w), models[0].name)
                 result = await prober.probe_detailed(target)
                 s = result.sample
                 detail = f"{region}/{w.name} {models[0].name}: " + (
-                    f"ok, first token {s.ttft_ms:.0f} ms, total {s.total_ms:.0f} ms" if s.ok else f"failed: {s.reason}"
+                    f"ok, first token {s.ttft_ms:.0f} ms, total {s.total_ms:.0f} ms"
+                    if s.ok
+                    else f"failed: {s.reason}: {result.detail}"
                 )
                 out.append(Check("workers", "ok" if s.ok else "fail", detail))
+    return out
+
+
+async def model_checks(policy: Policy, regions: list[str]) -> list[Check]:
+    """Each worker (listed or discovered) lists each probed model (`probe.models.check_models`): a model it does not
+    list fails (many servers answer any name, so a typo would look healthy); an unreadable list warns."""
+    from trafficd.probe.credentials import load_api_key
+    from trafficd.probe.models import check_models
+
+    checks = await check_models(policy, regions, secret=load_api_key(policy.probe.auth))
+    out: list[Check] = []
+    for c in checks:
+        where = f"{c.region}/{c.worker} {c.model} ({c.api})"
+        if c.status == "missing":
+            out.append(Check("models", "fail", f"{where}: not listed at {c.url}; {c.detail}"))
+        elif c.status == "unchecked":
+            out.append(Check("models", "warn", f"{where}: model list not read at {c.url}: {c.detail}"))
+    listed = sum(c.ok for c in checks)
+    out.append(Check("models", "ok", f"{listed} of {len(checks)} worker × model pairs listed by their workers"))
     return out
 
 
@@ -279,6 +300,7 @@ async def run_checks(policy: Policy, *, role: Role, regions: list[str], probes: 
             out += await asyncio.to_thread(zone_checks, policy, records=True)
     if "agent" in _roles(role) and probes and all(c.status != "fail" for c in out if c.name == "secrets"):
         out += await worker_checks(policy, regions)
+        out += await model_checks(policy, regions)
     return out
 
 
