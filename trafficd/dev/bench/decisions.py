@@ -48,6 +48,7 @@ SLOW_MS = 4000.0  # a one-peaked probe over the SLO
 
 DEFAULT_POLICY = """version: 1
 service: bench
+probe: {targets: {allow_loopback: true}}
 models: [{name: m}]
 regions:
   us-east:
