@@ -221,7 +221,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "{f}:22:9: (top level): refused: an alias refers to the value that contains it; a policy needs nothing "
         "like this: write the values out",
     ),
-    "invalid-redis-url-http.yaml": ("{f}:23:8: redis.url: must be a redis://, rediss:// or unix:// URL",),
+    "invalid-redis-url-http.yaml": (
+        "{f}:23:8: redis.url: must be a redis://, rediss:// or unix:// URL, redis+cluster://host:port,… or "
+        "redis+sentinel://host:port,…/<primary name>",
+    ),
     "invalid-region-name-upper-case.yaml": (
         "{f}:13:3: regions.EU-West: 'EU-West' is not a valid name: use lower-case letters, digits and '-' (like "
         "'us-east')",

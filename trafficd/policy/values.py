@@ -173,8 +173,11 @@ def check_url(value: str) -> str:
 
 
 def check_redis_url(value: str) -> str:
-    if not re.match(r"^(redis|rediss|unix)://", value):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if not re.match(r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster|redis\+sentinel|rediss\+sentinel)://", value):
+        raise ValueError(
+            "must be a redis://, rediss:// or unix:// URL, redis+cluster://host:port,… or "
+            "redis+sentinel://host:port,…/<primary name>"
+        )
     netloc = value.split("//", 1)[1].split("/", 1)[0]
     if ":" in netloc.rpartition("@")[0]:
         raise ValueError(

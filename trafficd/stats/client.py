@@ -9,7 +9,7 @@ import asyncio
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -73,10 +73,58 @@ def redis_client(cfg: Redis, *, timeout_s: float = 2.0, username: str | None = N
         kwargs["password"] = password
     if username is not None:
         kwargs["username"] = username
-    if cfg.url.startswith("rediss://") and cfg.tls_ca_file:
+    if cfg.url.startswith("rediss") and cfg.tls_ca_file:
         kwargs["ssl_ca_certs"] = cfg.tls_ca_file
+    scheme = cfg.url.split("://", 1)[0]
+    if scheme.endswith("+cluster"):
+        return _cluster_client(cfg.url, kwargs)
+    if scheme.endswith("+sentinel"):
+        return _sentinel_client(cfg.url, kwargs)
     client: aioredis.Redis = aioredis.Redis.from_url(cfg.url, **kwargs)
     return client
+
+
+def _nodes(url: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """`scheme://h1:p1,h2:p2/rest/of/path` → ([(h1, p1), (h2, p2)], ['rest', 'of', 'path'])."""
+    netloc, _, path = url.split("://", 1)[1].partition("/")
+    hosts = netloc.rpartition("@")[2]
+    nodes = []
+    for part in hosts.split(","):
+        host, _, port = part.rpartition(":")
+        nodes.append((host.strip("[]") or part, int(port or 6379)))
+    return nodes, [p for p in path.split("/") if p]
+
+
+def _cluster_client(url: str, kwargs: dict[str, Any]) -> aioredis.Redis:
+    """`redis+cluster://h1:p1,h2:p2` (or rediss+cluster): redis-py's RedisCluster, seeded from these nodes.
+
+    Every multi-key command and MULTI/EXEC trafficd sends stays inside one hash slot (keys.py hash tags), which
+    is what a cluster requires. RedisCluster offers the same command methods the store, lease and overrides use."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    nodes, _ = _nodes(url)
+    if url.startswith("rediss"):
+        kwargs["ssl"] = True
+    kwargs.pop("retry", None)  # the cluster client retries MOVED/ASK and failovers itself
+    cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kwargs)
+    return cast(aioredis.Redis, cluster)
+
+
+def _sentinel_client(url: str, kwargs: dict[str, Any]) -> aioredis.Redis:
+    """`redis+sentinel://s1:p1,s2:p2/<primary name>[/<db>]`: the current primary that the Sentinels name.
+
+    Every command goes to the primary the Sentinels name now; after a failover the next connection finds
+    the new one (a command in flight fails as a transient error and the callers' backoff retries it)."""
+    from redis.asyncio.sentinel import Sentinel
+
+    nodes, path = _nodes(url)
+    if not path:
+        raise StoreConfigError(f"redis.url {url!r}: name the primary, e.g. redis+sentinel://host:26379/mymaster")
+    if len(path) > 1:
+        kwargs["db"] = int(path[1])
+    timeouts = {k: kwargs[k] for k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts, **kwargs)  # type: ignore[no-untyped-call]
+    return cast(aioredis.Redis, sentinel.master_for(path[0]))
 
 
 def ttl_s(policy: Policy) -> int:
