@@ -11,7 +11,7 @@ import structlog
 
 from trafficd import cli
 from trafficd.policy.load import MAX_BYTES
-from trafficd.policy.schema import Auth, PolicyError, Redis, load_policy
+from trafficd.policy.schema import Auth, PolicyError, Probe, Redis, format_duration, load_policy
 from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.stats.client import StoreConfigError, redis_client
 
@@ -144,6 +144,6 @@ def test_every_headroom_zero_warns(tmp_path: Path) -> None:
 
 
 def test_example_comment_names_the_real_default() -> None:
-    """example.yaml's probe.interval comment states the schema's default (250ms)."""
+    """example.yaml's probe.interval comment states the schema's default (it said 1s when the default was 500ms)."""
     line = next(x for x in (ROOT / "policies" / "example.yaml").read_text().splitlines() if "interval:" in x)
-    assert "default 250ms" in line
+    assert f"default {format_duration(Probe().interval)}:" in line
