@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from trafficd.control import overrides, presence, start
 from trafficd.control import state_store as controller_state
 from trafficd.control.blind import BlindWatch
 from trafficd.control.lease import Lease
+from trafficd.control.threads import Interrupted, in_thread
+from trafficd.control.watch import watch_once
 from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
 from trafficd.dns.provider import DnsProvider, ReconcileContext, ReconcileResult, Status
@@ -43,12 +45,6 @@ from trafficd.stats.reader import RedisStatsReader, StatsReader
 
 DEADLINE_MARGIN_S = 0.5  # a reconcile returns this long before the lease's local expiry
 TAKING_OVER = "taking_over"  # a reconcile replaced by taking the writer epoch: no weight is sent
-
-T = TypeVar("T")
-
-
-class Interrupted(Exception):
-    """The controller is stopping: a Route 53 backoff sleep was cut short (the batch is re-read at the next start)."""
 
 
 def _policy_provider(policy: Policy, writer: str) -> DnsProvider:
@@ -205,7 +201,7 @@ class Controller:
         fresh = self._state is None
         try:
             if self._state is None:
-                self._state = await self._starting_state(
+                self._state = await self.starting_state(
                     policy, now, stored=await controller_state.load(self.client, policy)
                 )
                 if self._state is None:
@@ -217,12 +213,12 @@ class Controller:
             return None
         return Inputs(self._state, evidence, active, fresh)
 
-    async def _starting_state(
+    async def starting_state(
         self, policy: Policy, now: float, stored: ControllerState | None
     ) -> ControllerState | None:
         """The stored state aligned with Route 53, or the state Route 53 implies; None when Route 53 is unreadable."""
         try:
-            current = await _in_thread(self.dns.current_matrix)
+            current = await in_thread(self.dns.current_matrix)
         except Exception as exc:  # without knowing what DNS holds we must not start writing
             self.log.warning("controller.dns_unreadable", error=type(exc).__name__, detail=str(exc)[:200])
             return None
@@ -263,7 +259,7 @@ class Controller:
         try:
             if self.epoch is None and not frozen:
                 return await self._take_over(context)
-            result: ReconcileResult = await _in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
+            result: ReconcileResult = await in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
         except Interrupted:
             self.log.warning("controller.reconcile_interrupted", evaluation_id=evaluation_id, token=self.lease.token)
             return None
@@ -301,7 +297,7 @@ class Controller:
 
     async def _take_over(self, context: ReconcileContext) -> ReconcileResult:
         """Bump the writer epoch in DNS before writing anything else: a deposed writer's batches now fail."""
-        result: ReconcileResult = await _in_thread(lambda: self.dns.take_over(context=context))
+        result: ReconcileResult = await in_thread(lambda: self.dns.take_over(context=context))
         if result.status == Status.APPLIED:
             self.epoch = result.epoch
             self.log.info(
@@ -326,7 +322,7 @@ class Controller:
         one only while it still holds the lease, at its next evaluation, and sends nothing in that evaluation.
         """
         try:
-            seen: int | None = await _in_thread(self.dns.read_epoch)
+            seen: int | None = await in_thread(self.dns.read_epoch)
         except Exception:
             seen = None
         deposed = seen != self.epoch
@@ -382,54 +378,9 @@ class Controller:
             self.log.warning("controller.state_save_failed", evaluation_id=evaluation_id, error=type(exc).__name__)
         return False
 
-    # ---- dry-run: a watcher that never writes
-
     async def _watch(self, loaded: LoadedPolicy, now: float, started: float) -> None:
-        """Judge from the leader's stored state and log what would change; no lease, no saved state, no DNS write."""
-        policy = loaded.policy
-        try:
-            await presence.announce_watcher(self.client, policy, self.controller_id, loaded.hash, now)
-            stored = await controller_state.load(self.client, policy)
-            evidence = await self.stats.evidence(now)
-            active = await overrides.load(self.client, policy, now)
-        except Exception as exc:
-            self.log.warning("controller.redis_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
-            return
-        state = stored or await self._starting_state(policy, now, stored=None)
-        if state is None:
-            return
-        evaluation = judge.evaluate(policy, state, evidence, active, now)
-        self.evaluations += 1
-        evaluation_id = self.report.next_evaluation_id(None)
-        self.report.decisions(loaded, evaluation, active, dry_run=True, lease_token=None, evaluation_id=evaluation_id)
-        self.report.pending.clear()  # a dry-run writes nothing to Redis, the audit stream included
-        try:
-            plan = await _in_thread(lambda: self.dns.plan(evaluation.matrix))
-            result: ReconcileResult | None = ReconcileResult(Status.DRY_RUN, plan.changes)
-        except Exception as exc:
-            self.log.warning(
-                "controller.reconcile_failed",
-                evaluation_id=evaluation_id,
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-            )
-            result = None
-        if result is not None and result.changes:
-            changes = [c.to_log() for c in result.changes]
-            self.log.info("controller.would_change", evaluation_id=evaluation_id, dry_run=True, changes=changes)
-        self.log.debug(
-            "controller.evaluated",
-            evaluation_id=evaluation_id,
-            policy_hash=loaded.hash,
-            lease_token=None,
-            dry_run=True,
-            dns=None if result is None else result.status,
-            dns_changes=0 if result is None else len(result.changes),
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            **evaluation.to_log(),
-        )
-        metrics.EVALUATIONS.labels("dry_run").inc()
-        metrics.loop_completed()
+        """Dry-run: judge from the leader's stored state and log what would change, writing nothing (watch.py)."""
+        await watch_once(self, loaded, now, started)
 
     async def shutdown(self) -> None:
         """Release the lease (or withdraw the dry-run watcher) and close the Redis client."""
@@ -445,27 +396,6 @@ class Controller:
             self.log.warning("controller.lease_release_failed", error=type(exc).__name__)
         with contextlib.suppress(Exception):
             await self.client.aclose()
-
-
-async def _in_thread(fn: Callable[[], T]) -> T:
-    """Run a blocking call in a daemon thread: a process told to stop never waits for a Route 53 call to end."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def run() -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, fn())
-        except BaseException as exc:  # handed to the awaiting coroutine
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name="trafficd-dns", daemon=True).start()
-    return await future
 
 
 def _matrix_moved(before: TrafficMatrix, after: TrafficMatrix) -> bool:

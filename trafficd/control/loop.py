@@ -19,8 +19,8 @@ from trafficd.policy.schema import LoadedPolicy
 from trafficd.runtime import notify
 from trafficd.runtime.reload import PolicyHolder
 
-STOP_GRACE_S = 2.0  # a running evaluation's time to finish after SIGTERM
-RELEASE_TIMEOUT_S = 1.5  # releasing the lease (Redis may be slow or gone)
+STOP_GRACE_S = 1.0  # a running evaluation's time to finish after SIGTERM (a backoff sleep ends at once)
+RELEASE_TIMEOUT_S = 1.0  # releasing the lease (Redis may be slow or gone)
 
 
 async def _tick(controller: Controller) -> None:
