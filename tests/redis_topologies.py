@@ -92,8 +92,9 @@ class Cluster(Processes):
 
     def primary_of(self, key: str) -> int:
         """The port of the primary serving `key` now."""
-        slot = int(_cli("-p", str(self.ports[0]), "cluster", "keyslot", key).strip())
-        for line in _cli("-p", str(self.ports[0]), "cluster", "nodes").splitlines():
+        alive = next(p for p in self.ports if p in self.procs)
+        slot = int(_cli("-p", str(alive), "cluster", "keyslot", key).strip())
+        for line in _cli("-p", str(alive), "cluster", "nodes").splitlines():
             f = line.split()
             if "master" in f[2] and "fail" not in f[2]:
                 for r in f[8:]:

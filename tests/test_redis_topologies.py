@@ -13,6 +13,7 @@ from kit import eventually_async
 from redis_topologies import Cluster, SentinelSet
 from test_store import make_policy, sample
 
+from trafficd import keys
 from trafficd.control import overrides, state_store
 from trafficd.control.lease import Lease
 from trafficd.decide.state import ControllerState
@@ -83,6 +84,30 @@ async def test_redis_cluster_carries_samples_windows_lease_overrides_and_state(
     policy, client = cluster_client
     assert type(client).__name__ == "RedisCluster"
     await round_trip(policy, client)
+
+
+async def test_buffered_samples_land_once_across_a_cluster_primary_failover(
+    cluster: Cluster, cluster_client: tuple[Policy, Any]
+) -> None:
+    """The primary serving region r1's slot is killed: samples written meanwhile (retried by the cluster client or
+    buffered by the sink) land exactly once on the promoted replica."""
+    policy, client = cluster_client
+    sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
+    now = time.time()
+    await sink.write([sample("r1", "w1", "m1", now - 2 + i / 100, 100.0) for i in range(100)])
+    assert not sink.buffer
+    key = keys.heartbeat_key(policy.redis.key_prefix, policy.service, "r1")
+    old = cluster.primary_of(key)
+    cluster.kill(old)
+    await sink.write([sample("r1", "w1", "m1", now - 1 + i / 100, 100.0) for i in range(50)])
+    # the cluster client may retry until the replica is promoted, or the sink buffers: either way nothing is lost
+    deadline = time.monotonic() + 30.0
+    while not await sink.flush():
+        assert time.monotonic() < deadline, "buffered samples not written after the cluster failover"
+    assert cluster.primary_of(key) != old
+    await sink.heartbeat("a", "r1")
+    ev = await view.evidence(time.time())
+    assert sink.written_total == 150 and sum(s.n for s in ev["r1"].slices) == 150
 
 
 async def test_sentinel_carries_samples_windows_lease_overrides_and_state(sentinels: SentinelSet) -> None:
