@@ -39,10 +39,18 @@ def window(t: float, region: str, over: float, **kw: object) -> str:
     return json.dumps(d)
 
 
+LOOPBACK = "  # the scenario workers are placeholders on loopback\n"
+
+
 def write(name: str, title: str, lines: list[str], kind: str = "timeline", extra: str = "") -> None:
     d = HERE / name
     d.mkdir(exist_ok=True)
-    (d / "policy.yaml").write_text(policy(f"{name}: {title}", extra))
+    probe = (
+        "probe: {interval: 1s, targets: {allow_loopback: true}}"
+        if extra
+        else "probe: {targets: {allow_loopback: true}}"
+    )
+    (d / "policy.yaml").write_text(policy(f"{name}: {title}") + probe + LOOPBACK)
     (d / f"{kind}.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -71,7 +79,7 @@ def main() -> None:
         "every region at 0.5 % over (the healthy rate) for 20 min, probe level: no weight ever moves",
         samples(rng, 1200, {}, every_s=1.0),
         "samples",
-        "probe: {interval: 1s}\n",
+        "1s",
     )
     # 2. hard stall: every probe of us-east times out from t0 + 600 s; drained within deadline + one evaluation
     write(
@@ -79,7 +87,7 @@ def main() -> None:
         "us-east's probes all time out from 600 s (probe level): first weight change ≤ 30 s deadline + 10 s",
         samples(rng, 720, {"us-east": ("stall", 600.0)}, every_s=1.0),
         "samples",
-        "probe: {interval: 1s}\n",
+        "1s",
     )
     # 3. recovery on exceedance evidence: p99 under the SLO but 1.5 % over → stays drained; at 0 % → recovers
     lines = []
