@@ -26,7 +26,7 @@ from trafficd.errors import TransientError
 from trafficd.policy.schema import Policy, load_policy
 from trafficd.runtime import audit
 from trafficd.runtime.logs import iso_time
-from trafficd.stats import store
+from trafficd.stats.client import client_for  # not stats.store: the sink brings aiohttp and metrics
 
 EX_NO_LEADER = 3
 EX_REGION_UNKNOWN = 4
@@ -35,7 +35,7 @@ _TIME_KEYS = ("since", "hold_down_until", "evaluated_at", "expires_at", "created
 
 
 async def _leader(policy: Policy) -> tuple[str | None, dict[str, Any] | None, list[dict[str, Any]]]:
-    client = store.client_for(policy, "oncall")
+    client = client_for(policy, "oncall")
     try:
         holder = await client.get(lease_key(policy.redis.key_prefix, policy.service))
         last = await audit.read_last_evaluation(client, policy.redis.key_prefix, policy.service)

@@ -36,7 +36,7 @@ from trafficd.errors import TransientError
 from trafficd.model import Override, Overrides
 from trafficd.policy.schema import Policy, format_duration, parse_duration
 from trafficd.runtime.logs import get_logger
-from trafficd.stats import store
+from trafficd.stats.client import client_for  # not stats.store: the sink brings aiohttp and metrics
 
 DEFAULT_FREEZE_S = 3600.0
 
@@ -51,7 +51,7 @@ def freeze_key(policy: Policy) -> str:
 
 def redis_client(policy: Policy) -> Any:
     """The shared Redis client (password from env/file, TLS CA, timeouts) from trafficd.stats.store."""
-    return store.client_for(policy, "oncall")
+    return client_for(policy, "oncall")
 
 
 def _parse(raw: Any) -> Override | None:

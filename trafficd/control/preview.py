@@ -11,7 +11,8 @@ from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
 from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy.schema import Policy
-from trafficd.stats import store
+from trafficd.stats.client import client_for  # not stats.store: on-call commands need no sink (aiohttp)
+from trafficd.stats.view import StatsView
 
 
 async def preview(
@@ -31,10 +32,10 @@ async def read_inputs(
     policy: Policy, now: float
 ) -> tuple[ControllerState | None, dict[str, RegionEvidence], Overrides]:
     """The judge's inputs as stored in Redis now: controller state (None if none yet), evidence, overrides."""
-    client = store.client_for(policy, "oncall")
+    client = client_for(policy, "oncall")
     try:
         state = await controller_state.load(client, policy)
-        evidence = await store.StatsView(client, policy).evidence(now)
+        evidence = await StatsView(client, policy).evidence(now)
         active = await overrides.load(client, policy, now)
     finally:
         with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from trafficd.errors import ConfigError
 
 # name → module (whose register() adds it) and help; keep sorted
 DEV_COMMANDS: dict[str, Command] = {
+    "bench-cli": Command("trafficd.dev.bench.cli", "start-up time of trafficd commands (new process each run)"),
     "bench-decisions": Command(
         "trafficd.dev.bench.decisions", "measure false shifts and detection delays of the trip rule"
     ),
