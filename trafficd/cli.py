@@ -67,7 +67,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 # Commands of `trafficd-dev` (source checkouts with the dev extra): named here only to point there.
-DEV_COMMAND_NAMES = ("bench", "bench-cli", "bench-dns", "bench-probe", "demo", "fake-worker")
+DEV_COMMAND_NAMES = ("bench", "bench-cli", "bench-decisions", "bench-dns", "bench-probe", "demo", "fake-worker")
 
 
 # ------------------------------------------------------------------ shared by every command
