@@ -161,7 +161,11 @@ def test_installed_agent_and_controller_reach_ready_with_the_units_environment(
     url = f"redis://127.0.0.1:{redis_with_password.port}/0"
     text = policy_text(url, key_prefix, hosted_zone, moto.url)
     text = text.replace(f"key_prefix: {key_prefix}}}", f"key_prefix: {key_prefix}, password_file: redis-password}}")
-    text = text.replace("models: [{name: m}]", "probe: {auth: {api_key_file: api-key}}\nmodels: [{name: m}]")
+    text = text.replace(
+        "probe: {targets: {allow_loopback: true}}",
+        "probe: {auth: {api_key_file: api-key}, targets: {allow_loopback: true, allow_cleartext_api_key: true}}",
+    )
+    assert "api_key_file: api-key" in text
     policy.write_text(text)  # the operator's edit: regions, workers, zone, Redis; the credential names stay
     creds = root / "etc" / "trafficd" / "credentials"
     for name, value in {
