@@ -78,3 +78,18 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's one line per scenario (tests/faults), also when the scenarios ran on xdist workers."""
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", None) or []
+        if name == "fault"
+    ]
+    if lines:
+        terminalreporter.section("fault suite")
+        for line in dict.fromkeys(lines):
+            terminalreporter.write_line(line)
