@@ -139,3 +139,23 @@ def test_acl_command_prints_one_user_per_region_and_role(
     assert f" ~{p}:svc:{{r1}}:* " in lines[0] and "{r2}" not in lines[0]
     assert f" ~{p}:{{svc}}:controller:* " in lines[2]
     assert f" ~{p}:{{svc}}:override:* " in lines[3]
+
+
+@pytest.mark.usefixtures("admin")
+async def test_check_verifies_each_roles_own_user_on_its_own_keys(
+    policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trafficd check` with acl_users logs in as the role's user and checks that role's commands on its keys:
+    the agent of r1 passes as itself, and the same host's password cannot pass the controller's check."""
+    from trafficd.runtime.preflight import redis_checks
+
+    monkeypatch.setenv("TRAFFICD_TEST_REDIS_PASSWORD", PASSWORDS["agent"])
+    checks = await redis_checks(policy, "agent", ["r1"])
+    acl = [c for c in checks if c.name == "acl"]
+    assert [c.status for c in acl] == ["ok"], checks
+    assert keys.acl_username(policy.service, "agent", "r1") in acl[0].detail
+    monkeypatch.setenv("TRAFFICD_TEST_REDIS_PASSWORD", PASSWORDS["controller"])
+    checks = await redis_checks(policy, "controller")
+    assert [c.status for c in checks if c.name == "acl"] == ["ok"], checks
+    checks = await redis_checks(policy, "all", ["r1"])  # one host, one password: the agent's login is refused
+    assert "fail" in {c.status for c in checks}, checks
