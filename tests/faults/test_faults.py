@@ -139,6 +139,68 @@ def test_frozen_means_no_write_even_for_a_hand_edit(tmp_path: Path) -> None:
         assert f.audit("freeze_and_hand_edit") == []
 
 
+def test_hand_edit_of_an_owned_record_is_corrected_as_drift(tmp_path: Path) -> None:
+    """Not frozen (drift: correct), an owned weight edited by hand is logged as drift and put back by one batch
+    whose cause is drift, sent by the leader under its epoch; nothing else moves."""
+    with fault_stack(tmp_path) as f:
+        f.healthy_and_led()
+        zone = f.policy.dns.record_name.split("api.", 1)[1]
+        edit = {
+            "Name": f"eu-west.pool.api.{zone}",
+            "Type": "CNAME",
+            "SetIdentifier": "eu-west-to-eu-west",
+            "Weight": 200,
+            "TTL": 1,
+            "ResourceRecords": [{"Value": f"eu-west.lb.{zone}"}],
+        }
+        f.r53.change_resource_record_sets(
+            HostedZoneId=f.policy.dns.zone_id,
+            ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": edit}]},  # type: ignore[typeddict-item]
+        )
+        wait("the hand edit corrected", lambda: f.weights()["eu-west"] == 255, 30)
+        log = events(f.log("controller"))
+        assert any(e.get("event") == "route53.drift_detected" for e in log)
+        applied = [e for e in log if e.get("event") == "route53.changes_applied"]
+        assert applied and applied[-1].get("cause") == "drift", applied[-1:]
+        assert f.weights() == dict.fromkeys(REGIONS, 255)
+        assert f.audit("hand_edit_corrected") == []
+
+
+def test_change_pending_past_the_timeout_alerts_once_and_holds(tmp_path: Path) -> None:
+    """Route 53 keeps a drain step PENDING past `dns.propagation_timeout`: one route53.change_pending_timeout
+    alert, no further batch while it is pending, and the drain goes on in steps once it is INSYNC."""
+    with fault_stack(tmp_path) as f:
+        f.healthy_and_led()
+        f.policy_file.write_text(
+            f.policy_file.read_text().replace("propagation_timeout: 30s", "propagation_timeout: 2s")
+        )
+        f.signal("controller", signal.SIGHUP)
+        wait(
+            "the 2s timeout in force",
+            lambda: any(e.get("event") == "policy.reloaded" for e in events(f.log("controller"))),
+            20,
+        )
+        f.proxy.pending_s = 8.0
+        before = len(f.proxy.accepted_batches)
+        f.slow("eu-west")
+        wait("a first drain step sent", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        first = f.proxy.accepted_batches[before]
+        wait(
+            "the pending alert",
+            lambda: any(e.get("event") == "route53.change_pending_timeout" for e in events(f.log("controller"))),
+            20,
+        )
+        f.proxy.pending_s = 0.0
+        wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 90)
+        alerts = [e for e in events(f.log("controller")) if e.get("event") == "route53.change_pending_timeout"]
+        assert len(alerts) == 1, alerts
+        later = f.proxy.accepted_batches[before + 1 :]
+        while_pending = [b for b in later if b.at < first.at + 7.5]  # the first change is PENDING for 8 s
+        assert while_pending == [], [b.at - first.at for b in while_pending]
+        assert len(later) >= 1  # the drain went on after INSYNC
+        assert f.audit("pending_past_timeout", "1 alert, no batch while pending") == []
+
+
 def test_sigterm_during_throttling_backoff_exits_within_5s(tmp_path: Path) -> None:
     """Route 53 throttles every change; SIGTERM while the controller backs off: it exits within 5 s, and the next
     controller resolves what happened by re-reading (no jump)."""
