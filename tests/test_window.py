@@ -5,7 +5,7 @@ from __future__ import annotations
 from trafficd import keys
 from trafficd.model import Sample
 from trafficd.stats import sketch
-from trafficd.stats.window import Plan, RegionWindow, WindowSpec, group, merge_series, slice_of, window_stats
+from trafficd.stats.window import RegionWindow, SliceFetch, WindowSpec, group, merge_series, slice_of, window_stats
 
 SPEC = WindowSpec(slice_s=10.0, trip_s=60.0, long_s=300.0, skew_s=30.0)
 NOW = 1_000_000.0  # slice 100000 starts here
@@ -15,7 +15,7 @@ def _sk(raw: bytes) -> sketch.Sketch:
     return sketch.Sketch.from_redis(raw)
 
 
-def step(win: RegionWindow, index: dict[int, int], now: float, per_slice: int = 1) -> Plan:
+def step(win: RegionWindow, index: dict[int, int], now: float, per_slice: int = 1) -> SliceFetch:
     """One evaluation: plan, read every planned slice (`per_slice` samples each), commit."""
     plan = win.plan(index, now)
     win.commit(plan, {sid: _sk(_raw(per_slice)) for sid in plan.fetch}, now)

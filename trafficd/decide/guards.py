@@ -77,11 +77,11 @@ class GuardContext:
     notes: list[str] = field(default_factory=list)
 
 
-Plan = dict[str, Proposal]
-Guard = Callable[[GuardContext, Plan], tuple[Plan, list[GuardEvent]]]
+Proposals = dict[str, Proposal]
+Guard = Callable[[GuardContext, Proposals], tuple[Proposals, list[GuardEvent]]]
 
 
-def _bite(plan: Plan, region: str, guard: str, allowed: float, reason: str) -> GuardEvent:
+def _bite(plan: Proposals, region: str, guard: str, allowed: float, reason: str) -> GuardEvent:
     p = plan[region]
     allowed = p.before if abs(allowed - p.before) <= EPS else tidy(allowed)  # holding keeps the exact value
     plan[region] = replace(
@@ -125,7 +125,7 @@ def step_towards(policy: Policy, before: float, target: float) -> float:
 # ---------------------------------------------------------------- the guards
 
 
-def frozen(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def frozen(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Global kill switch: nothing moves (forced overrides excepted) until `trafficd unfreeze`."""
     f = ctx.overrides.freeze
     if f is None:
@@ -137,7 +137,7 @@ def frozen(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def override(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def override(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """On-call drain/undrain: ramp towards the floor / full serving whatever the evidence says."""
     events = []
     for r, p in plan.items():
@@ -153,7 +153,7 @@ def override(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def never_drain(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def never_drain(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Regions listed in `guards.never_drain` never shed automatically (an on-call drain still works)."""
     events = []
     for r in ctx.policy.guards.never_drain:
@@ -165,7 +165,7 @@ def never_drain(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def fail_open(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def fail_open(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Most regions' evidence leaning towards a breach at once (the judge's global episode) is a global or probe
     problem: drain nothing, ramp back."""
     if not ctx.global_episode or ctx.overrides.freeze is not None:
@@ -185,7 +185,7 @@ def fail_open(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def cooldown(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def cooldown(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """At most one step per region per `ramp.cooldown` (≥ TTL + propagation), both ways."""
     events = []
     cool_s = ctx.policy.ramp.cooldown
@@ -202,7 +202,7 @@ def cooldown(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
 SWAP_FACTOR = 2.0  # a blocked region takes a slot when its evidence is this many times worse than the holder's
 
 
-def max_drained(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def max_drained(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """At most `guards.max_drained` regions shedding at once; those already shedding keep their slot, unless a
     blocked region's evidence is clearly worse (`SWAP_FACTOR`): then the weakest holder ramps back up (one step per
     cooldown) and the worse region takes the slot once it is free (the swap is logged at every step)."""
@@ -230,7 +230,7 @@ def max_drained(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def _swap(ctx: GuardContext, plan: Plan, worse: str) -> list[GuardEvent]:
+def _swap(ctx: GuardContext, plan: Proposals, worse: str) -> list[GuardEvent]:
     """Ramp the weakest automatic holder of a slot back up when `worse` has clearly worse evidence."""
     sev = ctx.severity.get(worse, 0.0)
     holders = [
@@ -255,7 +255,7 @@ def _swap(ctx: GuardContext, plan: Plan, worse: str) -> list[GuardEvent]:
     return [_bite(plan, weakest, "max_drained", max(up, p.desired), why)]
 
 
-def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def min_serving_regions(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Never fewer than `guards.min_serving_regions` regions serving (fraction > 0)."""
     need = ctx.policy.guards.min_serving_regions
     serving = sum(1 for p in plan.values() if p.desired > EPS)
@@ -274,7 +274,7 @@ def min_serving_regions(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[Guard
     return plan, events
 
 
-def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def capacity(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Shed no more than the receivers' headroom can take (by neighbour preference)."""
     fractions = {r: p.desired for r, p in plan.items()}
     alloc = planner.allocate(
@@ -293,7 +293,7 @@ def capacity(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
     return plan, events
 
 
-def never_all_zero(ctx: GuardContext, plan: Plan) -> tuple[Plan, list[GuardEvent]]:
+def never_all_zero(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:
     """Some region always keeps serving: all-zero weights make Route 53 spread traffic evenly."""
     if any(p.desired > EPS for p in plan.values()):
         return plan, []
@@ -315,7 +315,7 @@ ORDER: tuple[tuple[str, Guard], ...] = (
 )
 
 
-def apply_guards(ctx: GuardContext, plan: Mapping[str, Proposal]) -> tuple[Plan, tuple[GuardEvent, ...]]:
+def apply_guards(ctx: GuardContext, plan: Mapping[str, Proposal]) -> tuple[Proposals, tuple[GuardEvent, ...]]:
     """Run every guard in ORDER; return the final plan and every change any guard made."""
     current = dict(plan)
     events: list[GuardEvent] = []

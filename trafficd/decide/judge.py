@@ -229,8 +229,8 @@ def _judge_all(
     return _Judgement(prev, judged, steps, episode)
 
 
-def _proposals(policy: Policy, j: _Judgement) -> guards.Plan:
-    out: guards.Plan = {}
+def _proposals(policy: Policy, j: _Judgement) -> guards.Proposals:
+    out: guards.Proposals = {}
     for r, step in j.steps.items():
         before = j.prev[r].serving_fraction
         target = {-1: policy.ramp.min_fraction, 0: before, 1: 1.0}[step.direction]

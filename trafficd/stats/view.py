@@ -20,8 +20,8 @@ from trafficd.runtime.logs import get_logger
 from trafficd.stats import sketch
 from trafficd.stats.client import TRANSIENT, error_text, recent_m
 from trafficd.stats.window import (
-    Plan,
     RegionWindow,
+    SliceFetch,
     WindowSpec,
     WindowStats,
     group,
@@ -156,7 +156,7 @@ class StatsView:
         replies = await pipe.execute()
         per_region = len(epochs) + 3
         wanted: list[tuple[str, int]] = []
-        plans: dict[str, Plan] = {}
+        plans: dict[str, SliceFetch] = {}
         oldest_useful = keep.start * self.spec.slice_s - self.spec.skew_s
         for i, (region, win) in enumerate(self.regions.items()):
             part = replies[i * per_region : (i + 1) * per_region]
@@ -184,7 +184,7 @@ class StatsView:
         self.last_fetch_count = len(wanted)
         return len(wanted)
 
-    def _log_rejections(self, region: str, plan: Plan, now: float) -> None:
+    def _log_rejections(self, region: str, plan: SliceFetch, now: float) -> None:
         """Log rejected samples, and series whose clock runs ahead even when their slices are beyond the index
         range read (an agent a day ahead writes where no window looks: its samples are never counted)."""
         skew = self.spec.skew_s

@@ -55,7 +55,7 @@ class WindowSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class SliceFetch:
     fetch: tuple[int, ...]  # slice ids whose content must be (re)read
     rejected: int  # samples newly rejected for clock skew at this evaluation (future + late)
     rejected_future: int  # stamped in a slice that started more than skew_s ahead of the clock
@@ -78,7 +78,7 @@ class RegionWindow:
     prev_now: float | None = None
     counts: dict[int, SliceCounts] = field(default_factory=dict)  # the judge's exact counts of each slice
 
-    def plan(self, index: Mapping[int, int], now: float) -> Plan:
+    def plan(self, index: Mapping[int, int], now: float) -> SliceFetch:
         """Compare the index with what was seen; decide what to fetch and what to reject (changes nothing)."""
         spec = self.spec
         keep = spec.keep_ids(now)
@@ -109,11 +109,11 @@ class RegionWindow:
                 continue  # on start: older than the longest window, not needed
             if growth:
                 offsets.append(round(start_s - now, 3))
-        return Plan(
+        return SliceFetch(
             tuple(sorted(fetch)), future + late, future, late, tuple(sorted(offsets)), seen_now, frozenset(new_rejected)
         )
 
-    def commit(self, plan: Plan, fetched: Mapping[int, Sketch], now: float) -> None:
+    def commit(self, plan: SliceFetch, fetched: Mapping[int, Sketch], now: float) -> None:
         """Apply a plan once its slices were read: nothing changes if the read failed, so nothing is lost."""
         self.seen.update(plan.seen)
         self.rejected_ids |= plan.newly_rejected_ids
