@@ -162,6 +162,22 @@ def test_load_or_exit_exits_78_with_every_problem_on_stderr(
     assert [e["event"] for e in logs] == ["policy.load_rejected"]
 
 
+def test_load_or_exit_under_systemd_writes_only_the_json_event(
+    policy_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd (JOURNAL_STREAM set) a bad policy at start writes no plain line: the policy.load_rejected
+    event alone carries every problem, so the journal holds only JSON."""
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    policy_file.write_text(BROKEN)
+    with capture_logs() as logs, pytest.raises(SystemExit) as info:
+        load_or_exit(policy_file)
+    assert info.value.code == EX_CONFIG
+    assert capsys.readouterr().err == ""
+    (event,) = logs
+    assert event["event"] == "policy.load_rejected" and event["problem_count"] == 2
+    assert [p["line"] for p in event["problems"]] == [22, 23]
+
+
 def test_load_or_exit_returns_the_policy_and_logs_warnings(
     policy_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

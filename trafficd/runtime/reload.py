@@ -11,6 +11,7 @@ a reload takes effect at the next cycle; `on_change` callbacks run right after a
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -194,9 +195,13 @@ def load_or_exit(path: str | Path, *, accept: Acceptor | None = None) -> LoadedP
 
 
 def _refuse(log: Any, path: str | Path, exc: PolicyError) -> NoReturn:
-    for problem in exc.problems:
-        print(str(problem), file=sys.stderr)
+    """Every problem, then exit 78. A person starting the daemon by hand reads them as plain lines on stderr; under
+    systemd (`JOURNAL_STREAM` set: stdout and stderr go to the journal) the one JSON event carries them all, so
+    every line in the journal stays JSON."""
     n = len(exc.problems)
-    print(f"{path}: {n} problem{'s' if n != 1 else ''}; not starting (exit {EX_CONFIG})", file=sys.stderr)
+    if not os.environ.get("JOURNAL_STREAM"):
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}; not starting (exit {EX_CONFIG})", file=sys.stderr)
     log.error("policy.load_rejected", problem_count=n, problems=problem_fields(exc.problems))
     sys.exit(EX_CONFIG)

@@ -208,11 +208,12 @@ class SampleSink:
 
     def _failed(self, exc: BaseException, during: str) -> None:
         mono = time.monotonic()
-        if self._outage_since is None:
+        first = self._outage_since is None  # one warning per outage; each retry after it at DEBUG
+        if first:
             self._outage_since = mono
         self._ttl_set.clear()  # Redis may come back empty: set every TTL again
         retry_in = self._backoff.failed(mono)
-        self.log.warning(
+        (self.log.warning if first else self.log.debug)(
             "store.redis_unavailable",
             role="writer",
             during=during,
@@ -220,7 +221,9 @@ class SampleSink:
             attempt=self._backoff.failures,
             retry_in_s=round(retry_in, 3),
         )
-        self.log.info("store.samples_buffered", buffered=len(self.buffer), max_buffer=self.max_buffer)
+        (self.log.info if first else self.log.debug)(
+            "store.samples_buffered", buffered=len(self.buffer), max_buffer=self.max_buffer
+        )
         if self._dropped_unlogged:
             self.log.warning(
                 "store.samples_dropped",

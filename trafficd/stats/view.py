@@ -102,6 +102,7 @@ class StatsView:
         self.extras: dict[str, _Extras] = {}
         self.series: dict[str, list[str]] = {}  # active `worker|model` series per region
         self.rebuilt = False
+        self._down = False  # inside a Redis outage (logged once)
         self.last_fetch_count = 0
         self.log = get_logger("store")
 
@@ -118,9 +119,16 @@ class StatsView:
         try:
             raw = await self._read_series(now)
         except TRANSIENT as exc:
-            self.log.warning("store.redis_unavailable", role="reader", error=error_text(exc))
+            self._unavailable(exc)
             return {r: _unreadable_detail(r) for r in self.regions}
         return {r: self._detail(r, now, raw[r]) for r in self.regions}
+
+    def _unavailable(self, exc: BaseException) -> None:
+        """One warning per outage (each evaluation during it at DEBUG); `store.redis_recovered` ends it."""
+        (self.log.debug if self._down else self.log.warning)(
+            "store.redis_unavailable", role="reader", error=error_text(exc)
+        )
+        self._down = True
 
     async def refresh(self, now: float) -> bool:
         """Read the index and the changed slices; False (logged) when Redis cannot be read."""
@@ -128,8 +136,11 @@ class StatsView:
         try:
             fetched = await self._refresh(now)
         except TRANSIENT as exc:
-            self.log.warning("store.redis_unavailable", role="reader", error=error_text(exc))
+            self._unavailable(exc)
             return False
+        if self._down:
+            self._down = False
+            self.log.info("store.redis_recovered", role="reader")
         if not self.rebuilt:
             self.rebuilt = True
             self.log.info(
