@@ -17,7 +17,8 @@ and/or DNS discovery (refreshed in the background; a failure keeps the last good
 Events: `agent.started`, `agent.round_completed` (counts by outcome), `agent.series_failed` /
 `agent.series_recovered` (a series changes between ok and failing, with the reason), `agent.write_failed`,
 `agent.heartbeat_failed`, `agent.prober_replaced`, `agent.config_failed`, `agent.stopped`; `agent.model_missing`
-/ `agent.model_list_failed` from the model check (`probe/models.py`). Never the API key or the prompt.
+/ `agent.model_list_failed` / `agent.model_listed` from the model check (`probe/models.py`, once per
+episode). Never the API key or the prompt.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing: dict[tuple[str, str], str] = {}
         self._models_checked: tuple[int, list[tuple[str, str, str]]] | None = None
+        self._models_warned: set[tuple[str, ...]] = set()  # model problems already logged (once per episode)
         self._checked_list: list[WorkerRef] | None = None  # the discovered list last checked (a refresh replaces it)
         self._stopping = False
         self.stalls = StallWatch(region)
@@ -189,7 +191,7 @@ class Agent:
 
         async def check() -> None:
             try:
-                await warn_unlisted_models(slot.prober, policy, self.region, workers)
+                await warn_unlisted_models(slot.prober, policy, self.region, workers, self._models_warned)
             finally:
                 slot.users -= 1
                 await self._close_if_idle(slot)

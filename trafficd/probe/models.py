@@ -113,31 +113,52 @@ def _verdict(region: str, worker: str, model: str, api: str, found: ModelList) -
     )
 
 
-def log_checks(checks: Iterable[ModelCheck]) -> None:
-    """`agent.model_missing` per model a worker does not list; `agent.model_list_failed` once per worker and API."""
+def log_checks(checks: Iterable[ModelCheck], warned: set[tuple[str, ...]] | None = None) -> None:
+    """`agent.model_missing` per model a worker does not list; `agent.model_list_failed` once per worker and API.
+
+    With `warned` (the agent's memory between checks) each problem is logged once per episode: a later check
+    that finds it again says nothing, and one that finds it gone logs `agent.model_listed`."""
     failed: set[tuple[str, str]] = set()
+    now: set[tuple[str, ...]] = set()
     for c in checks:
+        key = (c.status, c.region, c.worker, c.model if c.status == "missing" else "", c.api)
         if c.status == "missing":
-            log.warning(
-                "agent.model_missing",
-                region=c.region,
-                worker=c.worker,
-                model=c.model,
-                api=c.api,
-                url=c.url,
-                detail=c.detail,
-            )
+            now.add(key)
+            if warned is None or key not in warned:
+                log.warning(
+                    "agent.model_missing",
+                    region=c.region,
+                    worker=c.worker,
+                    model=c.model,
+                    api=c.api,
+                    url=c.url,
+                    detail=c.detail,
+                )
         elif c.status == "unchecked" and (c.worker, c.api) not in failed:
             failed.add((c.worker, c.api))
-            log.warning(
-                "agent.model_list_failed", region=c.region, worker=c.worker, api=c.api, url=c.url, error=c.detail
-            )
+            now.add(key)
+            if warned is None or key not in warned:
+                log.warning(
+                    "agent.model_list_failed", region=c.region, worker=c.worker, api=c.api, url=c.url, error=c.detail
+                )
+    if warned is not None:
+        for _, region, worker, model, api in sorted(k for k in warned - now if k[0] == "missing"):
+            log.info("agent.model_listed", region=region, worker=worker, model=model, api=api)
+        warned.clear()
+        warned.update(now)
 
 
-async def warn_unlisted_models(prober: Prober, policy: Policy, region: str, workers: Sequence[WorkerRef]) -> None:
-    """The agent's check: log what is missing; never raises (a failed check must not stop probing)."""
+async def warn_unlisted_models(
+    prober: Prober,
+    policy: Policy,
+    region: str,
+    workers: Sequence[WorkerRef],
+    warned: set[tuple[str, ...]] | None = None,
+) -> None:
+    """The agent's check: log what is missing (once per episode with `warned`); never raises (a failed check
+    must not stop probing)."""
     try:
-        log_checks(await check_workers(prober, policy, region, workers))
+        log_checks(await check_workers(prober, policy, region, workers), warned)
     except Exception as exc:  # e.g. the prober was closed by a reload mid-check
         log.warning("agent.model_list_failed", region=region, error=f"{type(exc).__name__}: {exc}")
 
