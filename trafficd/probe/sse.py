@@ -59,7 +59,6 @@ class SseParser:
 
     def __init__(self, max_line_bytes: int = 65536) -> None:
         self.max_line_bytes = max_line_bytes
-        self.comments = 0
         self._buf = b""
         self._skip_lf = False  # the previous read ended with CR: a leading LF belongs to it
         self._first = True
@@ -124,8 +123,7 @@ class SseParser:
         if not raw:
             return self._dispatch()
         line = raw.decode("utf-8", errors="replace")
-        if line[0] == ":":
-            self.comments += 1
+        if line[0] == ":":  # a comment: keep-alive pings
             return None
         name, sep, value = line.partition(":")
         if sep and value[:1] == " ":
@@ -157,7 +155,6 @@ class NdjsonParser:
 
     def __init__(self, max_line_bytes: int = 65536) -> None:
         self.max_line_bytes = max_line_bytes
-        self.comments = 0
         self._buf = b""
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
