@@ -128,10 +128,16 @@ class SentinelSet(Processes):
         )
         for p in self.sentinels:
             self.spawn(p, "--sentinel", conf=conf)
+        # ready for a failover: every Sentinel sees the replica and the other two (a quorum that has not met
+        # cannot elect a leader), and the replica's link to the primary is up (a replica that never synced is
+        # not promoted) — the CI run saw a failover never happen when only Sentinel 0 was asked
         _wait(
             lambda: (
-                "slaves=1" in _cli("-p", str(self.sentinels[0]), "info", "sentinel")
-                and "sentinels=3" in _cli("-p", str(self.sentinels[0]), "info", "sentinel")
+                all(
+                    "slaves=1" in (info := _cli("-p", str(p), "info", "sentinel")) and "sentinels=3" in info
+                    for p in self.sentinels
+                )
+                and "master_link_status:up" in _cli("-p", str(self.replica), "info", "replication")
             ),
             "sentinels not ready",
         )

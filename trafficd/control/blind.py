@@ -21,8 +21,11 @@ BLIND_RULES = frozenset({"stale", "unreadable", "no_evidence"})
 
 
 def silent_agents(heartbeats: dict[str, float], now: float, stale_after_s: float) -> list[str]:
-    """Agents whose heartbeat is older than `stale_after_s` (every agent ever seen, when none is fresh)."""
-    return sorted(a for a, at in heartbeats.items() if now - at > stale_after_s)
+    """Agents silent for half the stale window or more. An agent heartbeats every probe round (well under a second
+    by default), so one silent that long is not merely between rounds; half, not all of it, because a region goes
+    blind when its newest *sample* passes `stale_after_s`, and the agent's last heartbeat can be a little younger
+    than its last sample (the fault suite saw the whole-window rule name nobody)."""
+    return sorted(a for a, at in heartbeats.items() if now - at > stale_after_s / 2)
 
 
 @dataclass
