@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from trafficd.probe.apis.base import DONE, KEEPALIVE, NOTHING, Chunk, Dialect, error_text, load_object
+from trafficd.probe.apis.base import DONE, KEEPALIVE, NOTHING, Chunk, Dialect, chat_body, error_text, load_object
 from trafficd.probe.sse import SseEvent
 
 VERSION = "2023-06-01"
@@ -25,13 +25,7 @@ class AnthropicMessages(Dialect):
     terminal = "message_stop"
 
     def body(self, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
-        return {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": True,
-        }
+        return chat_body(model, prompt, max_tokens)
 
     def interpret(self, ev: SseEvent) -> Chunk:
         obj = load_object(ev.data.strip())

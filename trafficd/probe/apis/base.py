@@ -41,6 +41,17 @@ DONE = Chunk(done=True)
 KEEPALIVE = Chunk(keepalive=True)
 
 
+def chat_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """The streaming chat request both OpenAI chat completions and Anthropic Messages take: one user message."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+
+
 def load_object(data: str) -> dict[str, Any]:
     """An event's data as a JSON object; raises `SseMalformedData` otherwise."""
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trafficd.probe.apis.base import DONE, NOTHING, Chunk, Dialect, error_text, load_object
+from trafficd.probe.apis.base import DONE, NOTHING, Chunk, Dialect, chat_body, error_text, load_object
 from trafficd.probe.sse import SseEvent, SseMalformedData
 
 
@@ -57,13 +57,7 @@ class OpenAIChat(Dialect):
     endpoint = "/chat/completions"
 
     def body(self, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
-        return {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": True,
-        }
+        return chat_body(model, prompt, max_tokens)
 
     def interpret(self, ev: SseEvent) -> Chunk:
         return interpret_openai(ev, "content")
