@@ -99,7 +99,9 @@ def test_interval_job_keeps_its_pace_through_a_wall_clock_step(clock: Path, step
         clock.write_text(f"{step}\n")
         eventually(lambda: len(child.runs()) >= before + 5, f"five runs after the {step} step", timeout_s=10)
         runs = child.runs()
-        gaps = [b - a for a, b in itertools.pairwise(runs)]
+        # from the second run on: the first runs at once and the second on the trigger's grid, counted from when
+        # the job was added, so the first gap can be short (seen in CI: 48 ms) with no clock step involved
+        gaps = [b - a for a, b in itertools.pairwise(runs[1:])]
         # no stall (apscheduler alone would wait an hour after -1h) and no burst of catch-up runs after +1h:
         # each gap is one interval, give or take the guard's reaction time and a loaded machine's slack
         assert max(gaps) < INTERVAL_S + 1.0, gaps
