@@ -158,10 +158,16 @@ def test_hand_edit_of_an_owned_record_is_corrected_as_drift(tmp_path: Path) -> N
             ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": edit}]},  # type: ignore[typeddict-item]
         )
         wait("the hand edit corrected", lambda: f.weights()["eu-west"] == 255, 30)
-        log = events(f.log("controller"))
-        assert any(e.get("event") == "route53.drift_detected" for e in log)
-        applied = [e for e in log if e.get("event") == "route53.changes_applied"]
-        assert applied and applied[-1].get("cause") == "drift", applied[-1:]
+
+        def drift_batches() -> list[dict[str, object]]:
+            log = events(f.log("controller"))
+            return [e for e in log if e.get("event") == "route53.changes_applied" and e.get("cause") == "drift"]
+
+        # Route 53 shows the correction before the controller has written its log line: wait for the line
+        wait("the correction logged with cause drift", lambda: bool(drift_batches()), 10)
+        assert any(e.get("event") == "route53.drift_detected" for e in events(f.log("controller")))
+        applied = [e for e in events(f.log("controller")) if e.get("event") == "route53.changes_applied"]
+        assert applied[-1].get("cause") == "drift", applied[-1:]
         assert f.weights() == dict.fromkeys(REGIONS, 255)
         assert f.audit("hand_edit_corrected") == []
 
