@@ -216,3 +216,21 @@ def test_a_step_re_decided_while_route53_holds_it_is_logged_once() -> None:
         ("debug", "controller.weights_shifted", True),
     ]
     assert len(report.pending) == 1  # audited once
+
+
+def test_a_dry_run_watcher_logs_the_same_planned_change_once() -> None:
+    """A dry-run watcher's unchanged plan is INFO once; a different plan, or the plan again after none, logs anew."""
+    from trafficd.runtime.report import ControllerReport
+
+    logged: list[str] = []
+
+    class Log:
+        def info(self, event: str, **kw: Any) -> None:
+            logged.append(f"{event}:{kw['evaluation_id']}")
+
+    report = ControllerReport(Log())
+    a = [{"name": "api.example.com", "set": "eu-west", "weight": 128}]
+    b = [{"name": "api.example.com", "set": "eu-west", "weight": 64}]
+    for i, changes in enumerate([a, a, a, b, b, [], a]):
+        report.would_change(f"dry-{i}", changes)
+    assert logged == ["controller.would_change:dry-0", "controller.would_change:dry-3", "controller.would_change:dry-6"]

@@ -52,9 +52,8 @@ async def watch_once(ctl: Controller, loaded: LoadedPolicy, now: float, started:
             detail=str(exc)[:300],
         )
         result = None
-    if result is not None and result.changes:
-        changes = [c.to_log() for c in result.changes]
-        ctl.log.info("controller.would_change", evaluation_id=evaluation_id, dry_run=True, changes=changes)
+    if result is not None:
+        ctl.report.would_change(evaluation_id, [c.to_log() for c in result.changes])
     ctl.log.debug(
         "controller.evaluated",
         evaluation_id=evaluation_id,

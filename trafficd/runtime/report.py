@@ -13,6 +13,7 @@ the override itself under `override`, and the judge's own verdict on the evidenc
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -57,6 +58,7 @@ class ControllerReport:
         self._regions: dict[str, dict[str, Any]] = {}
         self._last_change: dict[str, tuple[str, str, float, float]] = {}
         self._pending_logged: str | None = None
+        self._would_change: str | None = None  # the dry-run change set last logged
         self.audit_failed = False
         self.pending: list[audit.Entry] = []
 
@@ -225,6 +227,13 @@ class ControllerReport:
         await self._flush(client, loaded.policy)
         await self._last_evaluation(client, loaded, evaluation_id, lease_token, dry_run, now, status)
         self._maybe_summary(loaded.hash, lease_token, dry_run, role="leader")
+
+    def would_change(self, evaluation_id: str, changes: list[dict[str, Any]]) -> None:
+        """A dry-run watcher's planned changes: logged when the set differs from the last one logged, not per tick."""
+        key = json.dumps(changes, sort_keys=True, default=str) if changes else None
+        if key is not None and key != self._would_change:
+            self.log.info("controller.would_change", evaluation_id=evaluation_id, dry_run=True, changes=changes)
+        self._would_change = key
 
     def standby(self, policy_hash: str) -> None:
         """A standby controller's evaluation: DEBUG only, and the periodic summary."""
