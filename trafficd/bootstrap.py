@@ -39,13 +39,19 @@ def run(cmd: list[str], **kw: object) -> None:
     subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
 
 
+_apt_updated = False  # one `apt-get update` per bootstrap run, however many packages are missing
+
+
 def apt_install(*packages: str) -> None:
+    global _apt_updated
     if shutil.which("apt-get") is None:
         sys.exit(f"[bootstrap] {' '.join(packages)} missing and apt-get is not available: install it by hand")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     say(f"installing {' '.join(packages)} with apt-get")
-    run([*sudo, "apt-get", "update", "-qq"], env=env)
+    if not _apt_updated:
+        run([*sudo, "apt-get", "update", "-qq"], env=env)
+        _apt_updated = True
     run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env)
 
 
