@@ -40,6 +40,8 @@ def _fake_worker(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         reasoning_tokens=args.reasoning_tokens,
         models=args.model or ["fake-model"],
+        max_num_seqs=args.max_num_seqs,
+        kv_cache_tokens=args.kv_cache_tokens,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, behaviour, name=args.name))
@@ -55,6 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token-ms", type=float, default=20.0)
     p.add_argument("--tokens", type=int, default=8)
     p.add_argument("--reasoning-tokens", type=int, default=0)
+    p.add_argument("--max-num-seqs", type=int, default=256, help="requests served at once; more queue (default 256)")
+    p.add_argument("--kv-cache-tokens", type=int, default=262_144, help="KV-cache capacity in tokens")
     p.add_argument("--model", action="append", help="a model its model lists show (repeat; default fake-model)")
     p.set_defaults(func=_fake_worker)
 

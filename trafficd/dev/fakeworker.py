@@ -9,9 +9,12 @@
 | `POST /generate_stream` | TGI | one event per token, the last with `generated_text` |
 | `POST /api/chat` | Ollama | newline-delimited JSON, the last line `"done": true` |
 | `GET /v1/models`, `/api/tags`, `/info` | model lists | `Behaviour.models` |
+| `GET /metrics` | Prometheus | vLLM's load metrics (`trafficd.dev.engine`), `model_name` the first listed model |
 
 Every answer: the opening events at once, then `reasoning_tokens` reasoning events and `tokens` answer events (at
-most the request's max tokens), the first after `ttft_ms`, the others `token_ms` apart. `error_rate` answers that
+most the request's max tokens), the first after `ttft_ms`, the others `token_ms` apart, each once the engine
+(`trafficd.dev.engine`) has a slot for it: at most `max_num_seqs` at once and what fits in `kv_cache_tokens`, the
+rest queue. `GET /metrics` publishes the load it carries in vLLM's format. `error_rate` answers that
 share of requests with HTTP 500 and an error object in the API's shape. The worker serves any model name (as
 llama.cpp does) but lists only `Behaviour.models`. `POST /control` with a JSON body changes the behaviour at run
 time (the demo makes a region slow this way); `GET /control` shows it. Prompts are not logged.
@@ -29,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from trafficd.dev import engine as eng
+
 
 @dataclass
 class Behaviour:
@@ -39,6 +44,8 @@ class Behaviour:
     jitter: float = 0.1  # ± share of random variation on every delay
     error_rate: float = 0.0  # share of requests answered with HTTP 500
     models: list[str] = field(default_factory=lambda: ["fake-model"])  # what the model lists show
+    max_num_seqs: int = 256  # requests served at once (vLLM's default --max-num-seqs); more wait in the queue
+    kv_cache_tokens: int = 262_144  # KV-cache capacity in tokens; each running request holds prompt + answer
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -216,27 +223,38 @@ def _max_tokens(payload: dict[str, Any]) -> int | None:
 
 
 async def _stream(
-    request: web.Request, fmt: _Format, b: Behaviour, max_tokens: int | None, vary: Callable[[float], float]
+    request: web.Request,
+    fmt: _Format,
+    b: Behaviour,
+    max_tokens: int | None,
+    vary: Callable[[float], float],
+    engine: eng.Engine,
 ) -> web.StreamResponse:
-    """The opening events at once, then up to `max_tokens` reasoning and answer events, paced, then the end."""
-    resp = web.StreamResponse(headers={"Content-Type": fmt.content_type, "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    for frame in fmt.start():
-        await resp.write(frame)
+    """Once the engine has a slot: the opening events, then up to `max_tokens` reasoning and answer events,
+    paced, then the end; a completed answer is counted."""
     limit = max_tokens or b.tokens + b.reasoning_tokens
     frames = [fmt.reasoning(f"hmm{i} ") for i in range(b.reasoning_tokens)]
-    frames += [fmt.token(f"tok{i} ") for i in range(b.tokens)]
-    for i, frame in enumerate(frames[: max(0, limit)]):
-        await asyncio.sleep(vary(b.ttft_ms if i == 0 else b.token_ms))
-        await resp.write(frame)
-    for frame in fmt.end():
-        await resp.write(frame)
-    await resp.write_eof()
+    frames = (frames + [fmt.token(f"tok{i} ") for i in range(b.tokens)])[: max(0, limit)]
+    prompt_tokens = max(1, (request.content_length or 0) // 4)  # about 4 characters a token
+    async with engine.slot(prompt_tokens + len(frames)):
+        resp = web.StreamResponse(headers={"Content-Type": fmt.content_type, "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for frame in fmt.start():
+            await resp.write(frame)
+        for i, frame in enumerate(frames):
+            await asyncio.sleep(vary(b.ttft_ms if i == 0 else b.token_ms))
+            await resp.write(frame)
+        for frame in fmt.end():
+            await resp.write(frame)
+        await resp.write_eof()
+        engine.completed += 1
     return resp
 
 
 def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Application:
     state: dict[str, Any] = {"b": behaviour or Behaviour(), "requests": 0}
+    engine = eng.Engine(lambda: eng.Limits(state["b"].max_num_seqs, state["b"].kv_cache_tokens))
+    metrics = eng.registry(engine, lambda: (state["b"].models or ["fake-model"])[0])
 
     def vary(ms: float) -> float:
         b: Behaviour = state["b"]
@@ -250,7 +268,7 @@ def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Appl
             fmt = fmt_cls(str(payload.get("model", "fake-model")))
             if b.error_rate and random.random() < b.error_rate:
                 return web.json_response(fmt.error("injected failure"), status=500)
-            return await _stream(request, fmt, b, _max_tokens(payload), vary)
+            return await _stream(request, fmt, b, _max_tokens(payload), vary, engine)
 
         return handler
 
@@ -267,6 +285,9 @@ def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Appl
     async def get_control(_: web.Request) -> web.Response:
         return web.json_response({"name": name, "requests": state["requests"], **asdict(state["b"])})
 
+    async def get_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=eng.render(metrics), headers={"Content-Type": eng.METRICS_CONTENT_TYPE})
+
     async def set_control(request: web.Request) -> web.Response:
         changes = await request.json()
         current = asdict(state["b"])
@@ -275,6 +296,7 @@ def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Appl
             return web.json_response({"error": f"unknown fields: {sorted(unknown)}"}, status=400)
         current.update(changes)
         state["b"] = Behaviour(**current)
+        await engine.limits_changed()
         return web.json_response(current)
 
     app = web.Application()
@@ -285,6 +307,7 @@ def make_app(behaviour: Behaviour | None = None, name: str = "fake") -> web.Appl
     app.router.add_get("/info", tgi_info)
     app.router.add_get("/control", get_control)
     app.router.add_post("/control", set_control)
+    app.router.add_get("/metrics", get_metrics)
     return app
 
 
