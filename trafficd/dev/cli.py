@@ -26,6 +26,7 @@ DEV_COMMANDS: dict[str, Command] = {
     "bench-probe": Command("trafficd.dev.bench.probe", "measure how much TTFT the probe adds (fidelity benchmark)"),
     "demo": Command("trafficd.dev.demo", "run the local drain-and-restore demo with real components (about a minute)"),
     "fake-worker": Command("trafficd.dev.cli", "run a fake streaming worker speaking every probed API (demo, tests)"),
+    "loadgen": Command("trafficd.dev.loadgen", "simulated users per region, sent where Route 53's weights say (demo)"),
 }
 # third-party modules a command needs beyond the production dependencies (from the `dev` extra)
 NEEDS: dict[str, tuple[str, ...]] = {"demo": ("moto",)}
