@@ -20,6 +20,7 @@ PURE = (
     "trafficd.decide",
     "trafficd.stats.sketch",
     "trafficd.stats.window",
+    "trafficd.stats.capacity",
     "trafficd.dns.records",
     "trafficd.dns.topology",
     "trafficd.model",
@@ -40,6 +41,7 @@ ADAPTERS = (
     "trafficd.stats.sink",
     "trafficd.stats.view",
     "trafficd.stats.store",
+    "trafficd.stats.capacity_store",
 )
 DEV_BRIDGE = {"trafficd.cli"}  # dev_main: `trafficd-dev` says where the tools are when trafficd.dev is absent
 

@@ -295,6 +295,22 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "{f}:10:14: regions.us-east.workers[0].url: 10.0.0.7 is a private address; probing it needs "
         "probe.targets.allow_private: true",
     ),
+    "invalid-capacity-generic-without-running.yaml": (
+        "{f}:22:1: capacity: server 'generic' needs metrics.running (the gauge of requests being served); name it, "
+        "or pick vllm, sglang or tgi",
+    ),
+    "invalid-capacity-max-age-below-scrape.yaml": (
+        "{f}:22:1: capacity: max_age (10s) must be longer than scrape_every (30s), or every figure would be stale "
+        "before the next scrape",
+    ),
+    "invalid-capacity-metric-name.yaml": (
+        "{f}:24:22: capacity.metrics.running: not a Prometheus metric name: 'requests running'; use letters, "
+        "digits, '_' and ':' and start with a letter (e.g. vllm:num_requests_running)",
+    ),
+    "invalid-capacity-server-typo.yaml": (
+        "{f}:19:24: regions.eu-west.capacity.server: must be 'vllm', 'sglang', 'tgi' or 'generic' (got the string "
+        "'vlm')",
+    ),
 }
 
 

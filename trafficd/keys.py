@@ -14,6 +14,9 @@ prefix `{p}:{svc}:{r}:`, which is what a region's agent ACL user may write (`tra
     {p}:{svc}:{r}:newest                      hash    worker|model → newest sample stamp of its latest batch
     {p}:{svc}:{r}:recent                      list    last m probes of the region, newest first: "1:<stamp>"
     {p}:{svc}:{r}:hb                          hash    agent id → last heartbeat (unix s, Redis-corrected clock)
+    {p}:{svc}:{r}:cap:{bucket}                hash    worker → JSON load/headroom figures (stats/capacity.py) of
+                                                      its scrapes in that time bucket (capacity.max_age long); the
+                                                      reader takes each worker's newest over three buckets
 
 Controller and on-call keys carry the hash tag `{svc}` (one slot per service):
 
@@ -70,6 +73,11 @@ def recent_key(prefix: str, service: str, region: str) -> str:
 
 def heartbeat_key(prefix: str, service: str, region: str) -> str:
     return f"{region_base(prefix, service, region)}:hb"
+
+
+def capacity_key(prefix: str, service: str, region: str, bucket: int) -> str:
+    """Live capacity figures of a region's workers written in one time bucket (HSET + EXPIRE: an agent's ACL)."""
+    return f"{region_base(prefix, service, region)}:cap:{bucket}"
 
 
 # ---- per service (controller and on-call): hash tag {service} keeps them in one Redis Cluster slot

@@ -10,6 +10,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
+from trafficd.policy.capacity import CapacityFields
+from trafficd.policy.capacity import resolve as resolve_capacity
 from trafficd.policy.load import Loc
 from trafficd.policy.schema import DeadlinesOverride, Policy
 from trafficd.policy.targets import address_problem, cleartext_key_problem, url_host
@@ -44,8 +48,37 @@ def errors(p: Policy) -> list[tuple[Loc, str]]:
         _timer_errors,
         _deadline_errors,
         _target_errors,
+        _capacity_errors,
     )
     return [problem for step in steps for problem in step(p)]
+
+
+def _capacity_problem(loc: Loc, *layers: CapacityFields | None) -> list[tuple[Loc, str]]:
+    """The first inconsistency of these merged capacity layers, at `loc` (the most specific layer given)."""
+    try:
+        resolve_capacity(*layers)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return [(loc, str(err.get("ctx", {}).get("error", err["msg"])))]
+    return []
+
+
+def _capacity_errors(p: Policy) -> list[tuple[Loc, str]]:
+    """Each capacity section merged with the ones above it: once where it is written, not once per worker."""
+    out = _capacity_problem(("capacity",), p.capacity)
+    if out:
+        return out
+    for name, region in p.regions.items():
+        found = _capacity_problem(("regions", name, "capacity"), p.capacity, region.capacity)
+        if found and region.capacity is not None:
+            out += found
+            continue
+        for i, w in enumerate(region.workers):
+            if w.capacity is not None:
+                out += _capacity_problem(
+                    ("regions", name, "workers", i, "capacity"), p.capacity, region.capacity, w.capacity
+                )
+    return out
 
 
 def _region_errors(p: Policy) -> list[tuple[Loc, str]]:
@@ -320,7 +353,22 @@ def warnings(p: Policy) -> list[tuple[Loc, str]]:
                     "judged); probe more often, lengthen windows.trip or list more workers",
                 )
             )
-    return out + _never_drain_warnings(p)
+    return out + _never_drain_warnings(p) + _capacity_warnings(p)
+
+
+def _capacity_warnings(p: Policy) -> list[tuple[Loc, str]]:
+    """Live capacity without a declared fallback: stale metrics then let the region take no new spill-over."""
+    out: list[tuple[Loc, str]] = []
+    for name, region in p.regions.items():
+        if region.capacity_headroom is None and p.capacity_for(name) is not None:
+            out.append(
+                (
+                    ("regions", name),
+                    "reads live capacity but declares no capacity_headroom: while its metrics are stale or "
+                    "missing it takes no new spill-over (never an unlimited amount); declare one as the fallback",
+                )
+            )
+    return out
 
 
 _NEVER = "trafficd can never drain a region"

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from trafficd.policy.capacity import Capacity, CapacityFields
+from trafficd.policy.capacity import resolve as resolve_capacity
 from trafficd.policy.errors import find_inline_secrets, problems_from
 from trafficd.policy.load import FieldProblems as FieldProblems
 from trafficd.policy.load import PolicyError as PolicyError
@@ -148,6 +150,7 @@ class Worker(Strict):
     url: Annotated[str, AfterValidator(check_url)]  # base URL (with or without /v1) or the full endpoint URL
     address: str | None = None  # optional IP to connect to while TLS verifies the URL's host name
     api: ApiName | None = None  # the API this worker speaks (default: probe.api)
+    capacity: CapacityFields | None = None  # this worker's live-capacity settings (policy/capacity.py)
 
 
 class Ask(Strict):
@@ -210,7 +213,8 @@ class Region(Strict):
     deadlines: DeadlinesOverride = DeadlinesOverride()
     dns: RegionDns = Field(description="every region must be mapped to its Route 53 records (endpoint, aws_region)")
     neighbours: list[str] = []  # spill-over preference, first = preferred
-    capacity_headroom: Percent | None = None  # extra traffic it can take, as a share of its own
+    capacity_headroom: Percent | None = None  # declared: extra traffic it can take, as a share of its own load
+    capacity: CapacityFields | None = None  # live capacity from the workers' metrics (docs/capacity.md)
 
     @model_validator(mode="after")
     def _has_workers(self) -> Region:
@@ -350,6 +354,7 @@ class Policy(Strict):
     guards: Guards = Guards()
     dns: Dns
     controller: Controller = Controller()
+    capacity: CapacityFields | None = None  # live capacity for every region (docs/capacity.md)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Policy:
@@ -369,6 +374,15 @@ class Policy(Strict):
 
     def set_identifier(self, region: str) -> str:
         return self.regions[region].dns.set_identifier or region
+
+    def capacity_for(self, region: str, worker: str | None = None) -> Capacity | None:
+        """Live-capacity settings of `region`'s `worker` (worker over region over top level); None: declared only."""
+        r = self.regions[region]
+        listed = next((w.capacity for w in r.workers if w.name == worker), None)
+        try:
+            return resolve_capacity(self.capacity, r.capacity, listed)
+        except ValueError:  # refused at load (checks.py); never reached for a loaded policy
+            return None
 
     def models_for(self, region: str) -> list[ModelSpec]:
         return self.regions[region].models or self.models

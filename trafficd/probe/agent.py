@@ -125,6 +125,7 @@ class Agent:
         self._models_checked: tuple[int, list[tuple[str, str, str]]] | None = None
         self._models_warned: set[tuple[str, ...]] = set()  # model problems already logged (once per episode)
         self._checked_list: list[WorkerRef] | None = None  # the discovered list last checked (a refresh replaces it)
+        self.current_workers: list[WorkerRef] = []  # this round's workers (the capacity scraper reads them)
         self._stopping = False
         self.stalls = StallWatch(region)
         self.discarded_stall_total = 0
@@ -241,6 +242,7 @@ class Agent:
                     break
                 slot = await self._prober_for(policy.probe)
                 workers = await self._workers(policy)
+                self.current_workers = workers
                 self._check_models(policy, workers, slot)
                 number += 1
                 self._spawn(self._round(number, loaded, workers, slot))
@@ -457,9 +459,16 @@ async def run_agent(
     agent = Agent(holder_or_loaded_policy, region, sink, agent_id=agent_id, rng=rng, shard=shard)
     slo = _loaded(holder_or_loaded_policy).policy.slo
     metrics.watch_agent(agent, slo.total_p99, slo.ttft_p99)
+    scraper = None
+    if client is not None:  # live capacity goes beside the samples in Redis (probe/capacity_scrape.py)
+        from trafficd.probe.capacity_scrape import start_for_agent
+
+        scraper = start_for_agent(lambda: _loaded(holder_or_loaded_policy).policy, agent, client, stop)
     try:
         await agent.run(stop)
     finally:
+        if scraper is not None:
+            await asyncio.gather(scraper, return_exceptions=True)
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
