@@ -55,7 +55,7 @@ async def test_every_worker_and_model_is_probed_each_round(worker: ScriptedWorke
     assert all(s.ok and s.region == "r1" for s in sink.samples)
     assert len(sink.heartbeats) >= 2 and set(sink.heartbeats) == {("agent-1", "r1")}
     started = events(logs, "agent.started")[0]
-    assert started["region"] == "r1" and started["models"] == ["small", "large"] and started["concurrency"] == 64
+    assert started["region"] == "r1" and started["models"] == ["small", "large"] and started["concurrency"] == "auto"
     done = events(logs, "agent.round_completed")[0]
     assert done["probes"] == 4 and done["ok"] == 4 and done["outcomes"] == {"ok": 4} and done["failed"] == 0
     assert events(logs, "agent.stopped")

@@ -54,7 +54,8 @@ def test_rules_pass_promtool_check_and_their_unit_tests() -> None:
 
 
 def test_every_alert_the_issue_asks_for_is_there_and_tested() -> None:
-    """No leader, loop, unknown, draining, Route 53 failing/pending, reload failed, samples dropped: each has a test."""
+    """No leader, loop, unknown, draining, Route 53 failing/pending, reload failed, samples dropped, an agent falling
+    behind: each has a test."""
     rules = yaml.safe_load(RULES.read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert alerts == {
@@ -66,6 +67,7 @@ def test_every_alert_the_issue_asks_for_is_there_and_tested() -> None:
         "TrafficdRoute53ChangePending",
         "TrafficdPolicyReloadFailed",
         "TrafficdSamplesDropped",
+        "TrafficdAgentFallingBehind",
     }
     tests = yaml.safe_load(RULE_TESTS.read_text())
     fired = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"] if t["exp_alerts"]}

@@ -38,6 +38,7 @@ from trafficd.policy.load import read_policy_text, read_yaml, sort_problems
 from trafficd.policy.values import SCHEMA_VERSION as SCHEMA_VERSION
 from trafficd.policy.values import (
     AwsRegion,
+    Concurrency,
     Endpoint,
     EnvName,
     HostName,
@@ -122,7 +123,10 @@ class Targets(Strict):
 class Probe(Strict):
     interval: Duration = 0.25  # 4 probes/s per series: 2 % over drained in ~4 min, 1 false trip / 90 d (judge.md)
     jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
-    concurrency: int = Field(default=64, ge=1, le=1024)
+    # `auto`: sized from series × measured mean probe duration ÷ interval and adapted (probe/schedule.py),
+    # at most max_concurrency; a number: fixed (the agent only warns when it falls behind).
+    concurrency: Concurrency = "auto"
+    max_concurrency: int = Field(default=256, ge=1, le=1024)
     api: ApiName = "openai-chat"  # default API of every worker and model (each may set its own)
     max_tokens: MaxTokens | None = None  # default 16, or 1024 for models marked `reasoning: true`
     prompt: str = "Reply with the single word: ok"
@@ -132,6 +136,11 @@ class Probe(Strict):
     tls: Tls = Tls()
     read_buffer_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     targets: Targets = Targets()
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most probes ever in flight: the fixed concurrency, or `max_concurrency` when it is `auto`."""
+        return self.max_concurrency if self.concurrency == "auto" else self.concurrency
 
 
 class ModelSpec(Strict):

@@ -11,9 +11,9 @@ import difflib
 import functools
 import ipaddress
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _SPACED_RE = re.compile(r"^(\d+(?:\.\d+)?)\s+(ms|s|m|h)$")
@@ -115,6 +115,26 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["3s", "250ms", "5m"]}),
+]
+
+
+def check_concurrency(value: object) -> int | str:
+    """`auto` or a whole number 1–1024 (probes in flight per agent)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be `auto` or a whole number from 1 to 1024 (got {value!r})")
+    if value < 1:
+        raise ValueError(f"must be at least 1 (got {value})")
+    if value > 1024:
+        raise ValueError(f"must be at most 1024 (got {value}); for more, split the region with --shard I/N")
+    return value
+
+
+Concurrency = Annotated[
+    int | Literal["auto"],
+    PlainValidator(check_concurrency),
+    WithJsonSchema({"oneOf": [{"type": "integer", "minimum": 1, "maximum": 1024}, {"const": "auto"}]}),
 ]
 # Fraction in [0, 1) in Python; `80%` in YAML: a share of the SLO a latency must stay below (recover.below).
 ShareBelowSlo = Annotated[

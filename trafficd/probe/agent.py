@@ -6,7 +6,8 @@ round so a reload applies). Each probe of the round starts after its own random 
 (a semaphore, and the same limit on the connection pool). Rounds never wait for slow probes: a stalled worker's
 probes run to their deadline while the next round starts on time, so a slow region keeps producing samples. A
 probe that cannot get a slot before its round's interval ends is skipped and counted (`skipped`); skipping
-episodes are logged once (`agent.falling_behind` / `agent.caught_up`, `probe/schedule.py`). With a shard (I/N)
+episodes are logged once (`agent.falling_behind` / `agent.caught_up`, `probe/schedule.py`). With `probe.concurrency:
+auto` the slots follow series × measured mean duration ÷ interval (`agent.concurrency_changed`). With a shard (I/N)
 the agent probes only its share of the region's series.
 
 Samples go to `SampleSink.write` in small batches (every ~250 ms) as probes finish (each carries its t0 and its
@@ -42,7 +43,7 @@ from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
-from trafficd.probe.schedule import Shard, SkipWatch
+from trafficd.probe.schedule import ConcurrencyControl, Shard, SkipWatch, Slots
 from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
 from trafficd.runtime.agent_report import AgentReport
@@ -84,7 +85,7 @@ class _ProberSlot:
 
     prober: Prober
     cfg: ProbeConfig
-    sem: asyncio.Semaphore  # at most cfg.concurrency probes in flight
+    sem: Slots  # probes in flight: cfg.concurrency, or what `auto` sizes (schedule.ConcurrencyControl)
     users: int = 0
     retired: bool = False
 
@@ -131,6 +132,7 @@ class Agent:
         self.discarded_stall_total = 0
         self.shard = shard or Shard()
         self.skips = SkipWatch(region, log, metrics.PROBES_SKIPPED)
+        self.concurrency = ConcurrencyControl(region, log)
         self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
     # ---------------------------------------------------------------- set-up
@@ -149,7 +151,7 @@ class Agent:
             log.error("agent.config_failed", region=self.region, error=str(exc), kept="previous probe settings")
             self._slot.cfg = cfg  # don't retry every round; a later reload can fix it
             return self._slot
-        old, self._slot = self._slot, _ProberSlot(prober, cfg, asyncio.Semaphore(cfg.concurrency))
+        old, self._slot = self._slot, _ProberSlot(prober, cfg, Slots(cfg.max_in_flight))
         if old is not None:
             log.info("agent.prober_replaced", region=self.region)
             old.retired = True
@@ -225,6 +227,7 @@ class Agent:
             interval_s=policy.probe.interval,
             jitter=policy.probe.jitter,
             concurrency=policy.probe.concurrency,
+            max_concurrency=policy.probe.max_in_flight,
             models=[m.name for m in policy.models_for(self.region)],
             listed_workers=[w.name for w in policy.regions[self.region].workers],
             discovery=discovery.name if discovery else None,
@@ -263,6 +266,7 @@ class Agent:
         spread_s = policy.probe.jitter * policy.probe.interval
         slot_deadline = rnd.started + policy.probe.interval
         targets = self._my_targets(policy, workers, [m.name for m in models])
+        self.concurrency.before_round(slot.cfg, slot.sem, len(targets))
         slot.users += 1
         try:
             await asyncio.gather(
@@ -291,9 +295,12 @@ class Agent:
             round_number=number,
             probes=len(targets),
             skipped=skipped,
-            concurrency=slot.cfg.concurrency,
+            concurrency=slot.sem.limit,
             interval_s=policy.probe.interval,
+            mean_probe_s=self.concurrency.sizer.mean_s(),
+            auto_max=slot.cfg.max_concurrency if slot.cfg.concurrency == "auto" else None,
         )
+        self.concurrency.after_round(slot.cfg, slot.sem, round_number=number, series=len(targets), skipped=skipped)
         log.debug(
             "agent.round_completed",
             region=self.region,
@@ -338,7 +345,7 @@ class Agent:
             result = await slot.prober.probe_detailed(target)
         finally:
             sem.release()
-        self.skips.probe_took(time.monotonic() - started)
+        self.concurrency.probe_took(time.monotonic() - started)
         if not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
             self._record(rnd, result)
 

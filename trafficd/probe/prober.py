@@ -157,7 +157,7 @@ class Prober:
             raise ProbeConfigError(f"cannot load probe.tls.ca_file {self.cfg.tls.ca_file}: {exc}") from None
 
     async def __aenter__(self) -> Prober:
-        connector = aiohttp.TCPConnector(limit=self.cfg.concurrency, limit_per_host=0, ssl=self._ssl)
+        connector = aiohttp.TCPConnector(limit=self.cfg.max_in_flight, limit_per_host=0, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None),

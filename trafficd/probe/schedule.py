@@ -10,17 +10,37 @@
   skipped. `SkipWatch` turns skipped probes into one `agent.falling_behind` warning per episode (with the
   concurrency the measured probe durations call for) and `agent.caught_up` when a round skips nothing again;
   `trafficd_probes_skipped_total{region}` counts every skipped probe.
+* **Automatic concurrency** (`probe.concurrency: auto`, the default). `ConcurrencySizer` sizes the slots
+  (`Slots`, a semaphore that can be resized while probes wait) from the series of a round and the mean duration of
+  the last 256 probes — Little's law: probes in flight = probes started per second × mean time each holds a slot —
+  with 25 % headroom, never below one slot per series and at most `probe.max_concurrency`. The mean, not a high
+  percentile: one worker stalling at its deadline raises the mean by its share, while a p95 would size every
+  series as if it stalled. An agent starts at the ceiling (nothing is skipped before a probe has been measured,
+  even if a worker hangs from the start) and sizes itself at the first measured round; then it grows as soon as a
+  round needs more (by at least 10 % a step, and by half when a round skipped probes although the sizing said it
+  had enough: probes hanging towards their deadline are not measured until they end), and shrinks only after
+  `SHRINK_AFTER_ROUNDS` rounds in a row needed less than two thirds of it, so a short lull does not undo it.
+  Each change is one `agent.concurrency_changed` line and the `trafficd_probe_concurrency{region}` gauge. A
+  fixed number keeps the old behaviour: the agent only warns.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 HEADROOM = 1.25  # slots beyond the average need: durations vary, jitter bunches starts
+GROW_STEP = 1.10  # a growth is at least 10 % (no line per extra slot while durations creep up)
+SKIP_GROWTH = 1.5  # a round skipped probes although the sizing said it had enough: half as many again
+SHRINK_BELOW = 2 / 3  # shrink only when the need falls under two thirds of the slots ...
+SHRINK_AFTER_ROUNDS = 20  # ... for this many rounds in a row (5 s at the default 250 ms interval)
+RECENT_PROBES = 256  # the durations the sizing averages
 
 
 class ShardError(ValueError):
@@ -83,18 +103,23 @@ class SkipWatch:
     behind: bool = False
     skipped_in_episode: int = 0
     skipped_total: int = 0
-    durations: list[float] = field(default_factory=list)
 
-    def probe_took(self, seconds: float) -> None:
-        """A finished probe's duration (the last 256 are kept to size the concurrency needed)."""
-        self.durations.append(seconds)
-        if len(self.durations) > 256:
-            del self.durations[:128]
+    def __post_init__(self) -> None:
+        if self.counter is not None:
+            self.counter.labels(self.region)  # exported at 0 from the start, so the first skips show in rate()
 
-    def expected_s(self) -> float:
-        return sum(self.durations) / len(self.durations) if self.durations else 0.0
-
-    def round_done(self, *, round_number: int, probes: int, skipped: int, concurrency: int, interval_s: float) -> None:
+    def round_done(
+        self,
+        *,
+        round_number: int,
+        probes: int,
+        skipped: int,
+        concurrency: int,
+        interval_s: float,
+        mean_probe_s: float,
+        auto_max: int | None = None,
+    ) -> None:
+        """`auto_max`: the ceiling when the concurrency is `auto` (None when it is fixed)."""
         if skipped:
             self.skipped_total += skipped
             self.skipped_in_episode += skipped
@@ -109,13 +134,182 @@ class SkipWatch:
                     probes=probes,
                     skipped=skipped,
                     concurrency=concurrency,
-                    needed_concurrency=needed_concurrency(probes, self.expected_s(), interval_s),
-                    mean_probe_ms=round(self.expected_s() * 1000.0, 1),
+                    concurrency_mode="fixed" if auto_max is None else "auto",
+                    max_concurrency=concurrency if auto_max is None else auto_max,
+                    needed_concurrency=needed_concurrency(probes, mean_probe_s, interval_s),
+                    mean_probe_ms=round(mean_probe_s * 1000.0, 1),
                     interval_s=interval_s,
-                    hint="raise probe.concurrency, lengthen probe.interval, or split the region with --shard I/N",
+                    hint=_hint(concurrency, auto_max),
                 )
             return
         if self.behind:
             self.log.info("agent.caught_up", region=self.region, round=round_number, skipped=self.skipped_in_episode)
             self.behind = False
             self.skipped_in_episode = 0
+
+
+def _hint(concurrency: int, auto_max: int | None) -> str:
+    shard = "lengthen probe.interval, or split the region with --shard I/N"
+    if auto_max is None:
+        return f"raise probe.concurrency (or set it to auto), {shard}"
+    if concurrency < auto_max:
+        return f"probe.concurrency is auto and growing towards the need (at most {auto_max}); if it persists, {shard}"
+    return f"auto concurrency is at probe.max_concurrency: raise it if the host has idle CPU, {shard}"
+
+
+class Slots:
+    """At most `limit` holders at once, like `asyncio.Semaphore`, but `resize` applies at once: a larger limit
+    lets waiting probes in, a smaller one lets holders finish and admits no one until they are under it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over as the waiter was cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._admit()
+
+    def resize(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self.in_use < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1
+                fut.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """A change of the probe concurrency and what it was decided from (the `agent.concurrency_changed` fields)."""
+
+    before: int
+    after: int
+    needed: int
+    series: int
+    mean_probe_s: float
+    interval_s: float
+    ceiling: int
+    reason: str  # measured (the first sizing), slow_probes, skipped_probes, fast_probes
+
+
+@dataclass
+class ConcurrencySizer:
+    """`probe.concurrency: auto`: the slots a round needs, from measured durations (pure; no clock, no I/O)."""
+
+    ceiling: int
+    limit: int = 0  # 0 until `start`
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
+    low_rounds: int = 0
+    sized: bool = False  # sized from measured durations at least once
+
+    def start(self) -> int:
+        """Before any probe is measured: the ceiling, so nothing is skipped while durations are unknown."""
+        self.limit = self.ceiling
+        return self.limit
+
+    def probe_took(self, seconds: float) -> None:
+        self.durations.append(seconds)
+
+    def mean_s(self) -> float:
+        return sum(self.durations) / len(self.durations) if self.durations else 0.0
+
+    def review(self, *, series: int, interval_s: float, skipped: int) -> Resize | None:
+        """After a round: the new limit when the measured need calls for one, else None."""
+        if not self.durations:
+            return None
+        mean = self.mean_s()
+        floor = min(self.ceiling, max(1, series))  # one slot per series: a short probe overlaps none of its own
+        needed = min(self.ceiling, max(floor, needed_concurrency(series, mean, interval_s)))
+        if not self.sized:
+            self.sized = True
+            new, reason = needed, "measured"
+        else:
+            new, reason = self._next_limit(needed, skipped)
+        if new == self.limit:
+            return None
+        change = Resize(self.limit, new, needed, series, mean, interval_s, self.ceiling, reason)
+        self.limit, self.low_rounds = new, 0
+        return change
+
+    def _next_limit(self, needed: int, skipped: int) -> tuple[int, str]:
+        grown = min(self.ceiling, max(needed, math.ceil(self.limit * GROW_STEP)))
+        if needed > self.limit:
+            return grown, "slow_probes"
+        if skipped and self.limit < self.ceiling:
+            return min(self.ceiling, max(grown, math.ceil(self.limit * SKIP_GROWTH))), "skipped_probes"
+        if skipped or needed >= self.limit * SHRINK_BELOW:
+            self.low_rounds = 0
+            return self.limit, ""
+        self.low_rounds += 1
+        if self.low_rounds < SHRINK_AFTER_ROUNDS:
+            return self.limit, ""
+        return needed, "fast_probes"
+
+
+@dataclass
+class ConcurrencyControl:
+    """The agent's side of the sizing: applies `probe.concurrency` (fixed or auto) to the round's `Slots`, feeds
+    the sizer the measured durations and logs each change (`agent.concurrency_changed`)."""
+
+    region: str
+    log: Any
+    sizer: ConcurrencySizer = field(default_factory=lambda: ConcurrencySizer(ceiling=1))
+
+    def probe_took(self, seconds: float) -> None:
+        self.sizer.probe_took(seconds)
+
+    def before_round(self, cfg: Any, slots: Slots, series: int) -> None:
+        """Set the slots for a round of `series` probes (a reload may have changed the mode or the ceiling)."""
+        if cfg.concurrency != "auto":
+            if slots.limit != cfg.concurrency:
+                slots.resize(cfg.concurrency)
+            return
+        sizer = self.sizer
+        if sizer.ceiling != cfg.max_concurrency:
+            sizer.ceiling = cfg.max_concurrency
+            sizer.limit = min(sizer.limit, sizer.ceiling)
+        if sizer.limit == 0:
+            sizer.start()
+        if slots.limit != sizer.limit:
+            slots.resize(sizer.limit)
+
+    def after_round(self, cfg: Any, slots: Slots, *, round_number: int, series: int, skipped: int) -> None:
+        if cfg.concurrency != "auto":
+            return
+        change = self.sizer.review(series=series, interval_s=cfg.interval, skipped=skipped)
+        if change is None:
+            return
+        slots.resize(change.after)
+        self.log.info(
+            "agent.concurrency_changed",
+            region=self.region,
+            round=round_number,
+            concurrency_before=change.before,
+            concurrency=change.after,
+            needed_concurrency=change.needed,
+            reason=change.reason,
+            series=change.series,
+            mean_probe_ms=round(change.mean_probe_s * 1000.0, 1),
+            interval_s=change.interval_s,
+            max_concurrency=change.ceiling,
+        )

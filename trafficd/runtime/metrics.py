@@ -193,6 +193,25 @@ class _AgentCollector(Collector):
         yield CounterMetricFamily(
             "trafficd_samples_written", "Samples written to Redis", float(getattr(sink, "written_total", 0))
         )
+        slot = getattr(self.agent, "_slot", None)
+        if slot is not None:
+            region = [str(self.agent.region)]
+            limit = GaugeMetricFamily(
+                "trafficd_probe_concurrency",
+                "Probes this agent lets run at once now (probe.concurrency, or what `auto` sized)", labels=["region"],
+            )  # fmt: skip
+            limit.add_metric(region, float(slot.sem.limit))
+            yield limit
+            ceiling = GaugeMetricFamily(
+                "trafficd_probe_concurrency_max",
+                "The most probes this agent may run at once (probe.max_concurrency for auto, else the fixed number)",
+                labels=["region"],
+            )
+            ceiling.add_metric(region, float(slot.cfg.max_in_flight))
+            yield ceiling
+            in_flight = GaugeMetricFamily("trafficd_probes_in_flight", "Probes running now", labels=["region"])
+            in_flight.add_metric(region, float(slot.sem.in_use))
+            yield in_flight
 
 
 _watched: dict[str, Collector] = {}

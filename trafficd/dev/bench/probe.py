@@ -242,6 +242,9 @@ def _parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--series", default=None, help="run the real agent at these series counts, e.g. 50,200,500")
     p.add_argument("--interval", type=float, default=0.5, help="--series: the probe interval in seconds (0.5)")
     p.add_argument("--seconds", type=float, default=8.0, help="--series: how long each run lasts (8)")
+    p.add_argument(
+        "--max-concurrency", type=int, default=256, help="--series: probe.max_concurrency of the auto runs (256)"
+    )
     return p
 
 

@@ -2,10 +2,11 @@
 
 The real `Agent` probes N series (N worker names, one model, all served by the benchmark worker process: true
 TTFT `--ttft-ms`, then `--tokens` tokens `--token-ms` apart) every `--interval` (500 ms) for `--seconds`, once at
-the default concurrency (64) and once at the concurrency `probe/schedule.needed_concurrency` sizes (series ×
-probe duration ÷ interval, +25 %). For each run: probes wanted (series × rounds), completed, skipped (%),
-probes/s, probes per CPU-second of the agent process (its own CPU only; the worker is another process on the same
-cores), and fidelity: TTFT added over the truth at p50/p99.
+a fixed concurrency of 64 (the old default) and once with `probe.concurrency: auto` (at most
+`--max-concurrency`, default the policy's 256), which sizes itself from the measured durations. For each run:
+probes wanted (series × rounds), completed, skipped (%), probes/s, probes per CPU-second of the agent process
+(its own CPU only; the worker is another process on the same cores), the slots at the end (and the most reached),
+and fidelity: the measured TTFT p99 against the true one, and TTFT added over the truth at p50/p99.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import yaml
 
 from trafficd.policy.schema import parse_policy
 from trafficd.probe.agent import Agent
-from trafficd.probe.schedule import needed_concurrency
 
 
 class _Sink:
@@ -33,12 +33,17 @@ class _Sink:
         self.rounds += 1
 
 
-def _policy(url: str, series: int, interval_s: float, concurrency: int) -> Any:
+def _policy(url: str, series: int, interval_s: float, concurrency: int | str, ceiling: int) -> Any:
     doc = {
         "version": 1,
         "service": "bench",
         "models": [{"name": "m"}],
-        "probe": {"interval": f"{int(interval_s * 1000)}ms", "concurrency": concurrency},
+        "probe": {
+            "interval": f"{int(interval_s * 1000)}ms",
+            "concurrency": concurrency,
+            "max_concurrency": ceiling,
+            "targets": {"allow_loopback": True},
+        },
         "regions": {
             "r1": {
                 "workers": [{"name": f"w{i:04d}", "url": url} for i in range(series)],
@@ -57,12 +62,17 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, max(0, round(q * len(s)) - 1))], 1)
 
 
-async def run_one(url: str, series: int, concurrency: int, args: Any) -> dict[str, Any]:
+async def run_one(url: str, series: int, concurrency: int | str, args: Any) -> dict[str, Any]:
     sink, stop = _Sink(), asyncio.Event()
-    agent = Agent(_policy(url, series, args.interval, concurrency), "r1", sink, agent_id="bench")
+    agent = Agent(_policy(url, series, args.interval, concurrency, args.max_concurrency), "r1", sink, agent_id="bench")
     cpu0, wall0 = time.process_time(), time.perf_counter()
     task = asyncio.create_task(agent.run(stop))
-    await asyncio.sleep(args.seconds)
+    most = 0
+    for _ in range(int(args.seconds * 10)):
+        await asyncio.sleep(0.1)
+        slot = agent._slot
+        most = max(most, slot.sem.in_use if slot is not None else 0)
+    final = agent._slot.sem.limit if agent._slot is not None else 0
     stop.set()
     await task
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -73,6 +83,8 @@ async def run_one(url: str, series: int, concurrency: int, args: Any) -> dict[st
     return {
         "series": series,
         "concurrency": concurrency,
+        "slots_at_end": final,
+        "most_in_flight": most,
         "rounds": sink.rounds,
         "wanted": wanted,
         "completed": done,
@@ -82,17 +94,17 @@ async def run_one(url: str, series: int, concurrency: int, args: Any) -> dict[st
         "probes_per_s": round(done / wall, 1),
         "probes_per_cpu_s": round(done / cpu, 1) if cpu > 0 else None,
         "agent_cpu_pct": round(100.0 * cpu / wall, 1),
+        "true_ttft_ms": args.ttft_ms,
+        "ttft_p99_ms": _pct([s.ttft_ms for s in ok], 0.99),
         "added_p50_ms": _pct(added, 0.5),
         "added_p99_ms": _pct(added, 0.99),
     }
 
 
 async def run_all(url: str, sizes: list[int], args: Any) -> list[dict[str, Any]]:
-    duration_s = (args.ttft_ms + args.tokens * args.token_ms) / 1000.0
     rows = []
     for n in sizes:
-        sized = needed_concurrency(n, duration_s, args.interval)
-        for c in sorted({64, sized}):
+        for c in (64, "auto"):
             rows.append(await run_one(url, n, c, args))
     return rows
 
@@ -100,12 +112,16 @@ async def run_all(url: str, sizes: list[int], args: Any) -> list[dict[str, Any]]
 COLUMNS = (
     "series",
     "concurrency",
+    "slots_at_end",
+    "most_in_flight",
     "wanted",
     "completed",
     "skipped_pct",
     "probes_per_s",
     "probes_per_cpu_s",
     "agent_cpu_pct",
+    "true_ttft_ms",
+    "ttft_p99_ms",
     "added_p50_ms",
     "added_p99_ms",
 )

@@ -1,0 +1,211 @@
+"""`probe.concurrency: auto`: the slots follow series × measured probe duration ÷ interval, grow when workers
+slow down so skipped probes stop, never pass `probe.max_concurrency`, shrink only after a sustained lull; each
+change is one `agent.concurrency_changed` line and the `trafficd_probe_concurrency` gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from probekit import DONE, ROLE, FakeSink, make_policy, tok, wait_until
+from structlog.testing import capture_logs
+
+from trafficd.probe.agent import run_agent
+from trafficd.probe.schedule import SHRINK_AFTER_ROUNDS, ConcurrencySizer, Slots, needed_concurrency
+from trafficd.runtime import metrics
+
+
+class TunableWorker:
+    """A real aiohttp streaming worker whose first token comes `delay_s` after the request (changeable live); it
+    counts the requests in flight."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(ROLE)
+            await asyncio.sleep(self.delay_s)
+            await resp.write(tok("ok"))
+            await resp.write(DONE)
+            await resp.write_eof()
+            return resp
+        finally:
+            self.in_flight -= 1
+
+    async def start(self) -> TunableWorker:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[TunableWorker]:
+    w = await TunableWorker(0.02).start()
+    yield w
+    await w.stop()
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+def rounds(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return events(logs, "agent.round_completed")
+
+
+def gauge(name: str, region: str) -> float | None:
+    return metrics.AGENT.get_sample_value(name, {"region": region})
+
+
+def test_sizer_starts_at_the_ceiling_then_follows_the_measured_durations() -> None:
+    """20 series at 200 ms with a ceiling of 40: 40 before any measurement; 50 ms probes need 7 slots, so one per
+    series (20); 600 ms probes need 75, bounded by the ceiling."""
+    sizer = ConcurrencySizer(ceiling=40)
+    assert sizer.start() == 40
+    assert sizer.review(series=20, interval_s=0.2, skipped=0) is None  # nothing measured yet: unchanged
+    for _ in range(256):
+        sizer.probe_took(0.05)
+    first = sizer.review(series=20, interval_s=0.2, skipped=0)
+    assert first is not None and (first.before, first.after, first.reason) == (40, 20, "measured")
+    for _ in range(256):
+        sizer.probe_took(0.6)
+    change = sizer.review(series=20, interval_s=0.2, skipped=0)
+    assert change is not None and (change.before, change.after, change.reason) == (20, 40, "slow_probes")
+    assert needed_concurrency(20, 0.6, 0.2) == 75 and change.needed == 40
+    assert sizer.review(series=20, interval_s=0.2, skipped=5) is None  # at the ceiling: nothing more to give
+
+
+def test_sizer_shrinks_only_after_a_sustained_lull() -> None:
+    """Fast probes after slow ones shrink the slots only after SHRINK_AFTER_ROUNDS quiet rounds in a row; a
+    skipping round restarts the count."""
+    sizer = ConcurrencySizer(ceiling=100, limit=60, sized=True)
+    for _ in range(256):
+        sizer.probe_took(0.05)
+    for _ in range(SHRINK_AFTER_ROUNDS - 1):
+        assert sizer.review(series=20, interval_s=0.2, skipped=0) is None
+    assert sizer.review(series=20, interval_s=0.2, skipped=1) is not None  # skipping: grows, count restarts
+    grown = sizer.limit
+    for _ in range(SHRINK_AFTER_ROUNDS - 1):
+        assert sizer.review(series=20, interval_s=0.2, skipped=0) is None
+    change = sizer.review(series=20, interval_s=0.2, skipped=0)
+    assert change is not None and change.before == grown and change.after == 20 and change.reason == "fast_probes"
+
+
+def test_sizer_grows_a_quarter_when_a_round_skips_despite_enough_slots() -> None:
+    """Enough slots by the mean but a round still skipped (bunched starts, probes hanging unmeasured): half as
+    many again, not a slot at a time."""
+    sizer = ConcurrencySizer(ceiling=1000, limit=40, sized=True)
+    for _ in range(100):
+        sizer.probe_took(0.2)
+    change = sizer.review(series=20, interval_s=0.2, skipped=3)
+    assert change is not None and change.after == 60 and change.reason == "skipped_probes"
+
+
+async def test_slots_resize_admits_waiters_and_a_cancelled_waiter_leaks_nothing() -> None:
+    """Growing the limit lets waiting holders in at once; a waiter cancelled by its deadline takes no slot."""
+    slots = Slots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await slots.acquire()  # gives up: must not keep a place
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    slots.resize(2)
+    await asyncio.wait_for(waiter, 1)
+    assert slots.in_use == 2
+    slots.release()
+    slots.release()
+    assert slots.in_use == 0
+    slots.resize(1)
+    await asyncio.wait_for(slots.acquire(), 1)
+    assert slots.in_use == 1
+
+
+async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(worker: TunableWorker) -> None:
+    """10 series every 200 ms: fast at first (sized down from the ceiling to one slot per series); when the worker
+    takes 600 ms the agent skips, logs agent.falling_behind, grows (agent.concurrency_changed, the gauge) past 30
+    in flight, and rounds stop skipping (agent.caught_up)."""
+    policy = make_policy(
+        [{"name": f"w{i}", "url": worker.url} for i in range(10)],
+        probe={"interval": "200ms", "jitter": "10%", "concurrency": "auto", "max_concurrency": 200},
+        models=["m"],
+        region="auto-grow",
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(
+            run_agent(policy, "auto-grow", stop=stop, agent_id="a", sink=sink, rng=random.Random(1))
+        )
+        await wait_until(lambda: len(rounds(logs)) >= 3, what="three fast rounds")
+        assert gauge("trafficd_probe_concurrency", "auto-grow") == 10.0
+        worker.delay_s = 0.6
+        await wait_until(lambda: len(events(logs, "agent.concurrency_changed")) >= 2, timeout_s=20, what="a growth")
+
+        def settled() -> bool:
+            last = rounds(logs)[-8:]
+            changed = events(logs, "agent.concurrency_changed")
+            return bool(changed) and changed[-1]["round"] < last[0]["round"] and not any(r["skipped"] for r in last)
+
+        await wait_until(settled, timeout_s=30, what="eight rounds in a row without a skip after the last resize")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    measured, *grown = events(logs, "agent.concurrency_changed")
+    assert (measured["concurrency_before"], measured["concurrency"], measured["reason"]) == (200, 10, "measured")
+    assert grown[0]["concurrency_before"] == 10 and grown[0]["reason"] in ("slow_probes", "skipped_probes")
+    assert all(e["concurrency"] > e["concurrency_before"] for e in grown)
+    assert grown[-1]["concurrency"] >= 30 and grown[-1]["max_concurrency"] == 200
+    assert worker.max_in_flight > 10  # the slots really grew
+    assert events(logs, "agent.falling_behind") and events(logs, "agent.caught_up")
+    assert events(logs, "agent.falling_behind")[0]["concurrency_mode"] == "auto"
+
+
+async def test_auto_concurrency_never_passes_max_concurrency(worker: TunableWorker) -> None:
+    """The same slow worker with max_concurrency 8: the slots start and stay at 8 (never more in flight), the
+    agent keeps skipping and its one warning says the ceiling is the limit."""
+    worker.delay_s = 0.6
+    policy = make_policy(
+        [{"name": f"w{i}", "url": worker.url} for i in range(10)],
+        probe={"interval": "200ms", "jitter": "10%", "concurrency": "auto", "max_concurrency": 8},
+        models=["m"],
+        region="auto-cap",
+    )
+    sink, stop = FakeSink(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(
+            run_agent(policy, "auto-cap", stop=stop, agent_id="a", sink=sink, rng=random.Random(2))
+        )
+        await wait_until(lambda: len(rounds(logs)) >= 6, timeout_s=20, what="six rounds")
+        assert gauge("trafficd_probe_concurrency", "auto-cap") == 8.0
+        assert gauge("trafficd_probe_concurrency_max", "auto-cap") == 8.0
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert worker.max_in_flight <= 8
+    assert all(e["concurrency"] <= 8 for e in events(logs, "agent.concurrency_changed"))
+    assert sum(r["skipped"] for r in rounds(logs)[2:]) > 0
+    warned = events(logs, "agent.falling_behind")
+    assert len(warned) == 1 and warned[0]["concurrency"] == warned[0]["max_concurrency"] == 8
+    assert "probe.max_concurrency" in warned[0]["hint"]
