@@ -167,8 +167,12 @@ def run(argv: Sequence[str] | None, parse: Any) -> int:
     from trafficd.runtime import logs
 
     daemon = getattr(args, "logs_to_stdout", False)
-    logs.configure(args.log_level or ("INFO" if daemon else "WARNING"), to_stderr=not daemon)
-    return dispatch(args)
+    # commands: structlog is imported only if a line is written (start-up time); daemons configure it at once
+    logs.configure(args.log_level or ("INFO" if daemon else "WARNING"), to_stderr=not daemon, lazy=not daemon)
+    try:
+        return dispatch(args)
+    finally:
+        logs.settle()
 
 
 def dispatch(args: argparse.Namespace) -> int:

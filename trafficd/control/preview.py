@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-from trafficd.control import overrides, start
+from trafficd.control import overrides
 from trafficd.control import state_store as controller_state
-from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
 from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy.schema import Policy
 from trafficd.stats.client import client_for  # not stats.store: on-call commands need no sink (aiohttp)
 from trafficd.stats.view import StatsView
+
+if TYPE_CHECKING:
+    from trafficd.decide import judge
 
 
 async def preview(
@@ -22,6 +25,9 @@ async def preview(
 
     Starts from the stored state, or (none stored) from the state `current` (what Route 53 holds) implies.
     """
+    from trafficd.control import start  # here: `status` reads the inputs only and need not import the judge
+    from trafficd.decide import judge
+
     now = time.time() if now is None else now
     stored, evidence, active = await read_inputs(policy, now)
     state = stored or start.state_from_dns(policy, current or {}, now)

@@ -8,6 +8,9 @@ are held at WARNING: their DEBUG output includes signed request headers.
 
 Figures are rounded when written (`tidy`): `*_ms` to whole milliseconds, other floats to 4 significant digits;
 epoch times (`*_at`, `*_until`, `since`) become ISO 8601 UTC strings, so no epoch sits beside an ISO timestamp.
+
+structlog is imported when the first line is written, not with this module: an on-call command that logs nothing
+(`trafficd policy check`) does not pay for it (`configure(lazy=True)`; the CLI start target is 0.3 s).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import math
 import sys
 import time
 from typing import Any, TextIO, cast
-
-import structlog
 
 _NOISY = ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp.access", "apscheduler", "asyncio")
 REPEAT_WINDOW_S = 300.0
@@ -121,6 +122,8 @@ class RepeatFilter(logging.Filter):
 
 
 def _shared_processors() -> list[Any]:
+    import structlog
+
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -130,12 +133,84 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def configure(level: str = "INFO", json: bool | None = None, stream: Any = None, to_stderr: bool = False) -> None:
+_pending: dict[str, Any] | None = None  # configure(lazy=True)'s settings until the first line is written
+
+
+def configure(
+    level: str = "INFO", json: bool | None = None, stream: Any = None, to_stderr: bool = False, *, lazy: bool = False
+) -> None:
     """Configure structlog and stdlib logging once per process: JSON lines, trafficd's and libraries' alike.
 
     Daemons log to stdout (journald keeps it); on-call commands log to stderr so that their output (tables,
     JSON) is the only thing on stdout. `json=False` renders for a human (tests of the demo use it).
+    `lazy=True` (on-call commands): the same configuration, done when the first line is logged (a trafficd
+    logger used, or a library record at WARNING or above), so a command that logs nothing never imports structlog.
     """
+    global _pending
+    settings = {"level": level, "json": json, "stream": stream, "to_stderr": to_stderr}
+    if not lazy:
+        _pending = None
+        _configure_now(**settings)
+        return
+    _pending = settings
+    _stdlib_levels(_Deferred())
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelName(level.upper())
+    return number if isinstance(number, int) else logging.INFO
+
+
+def _ensure_configured() -> None:
+    """Run a pending lazy `configure` (the first line of a command is about to be written)."""
+    global _pending
+    if _pending is not None:
+        settings, _pending = _pending, None
+        _configure_now(**settings)
+
+
+def settle() -> None:
+    """End a lazy `configure` that logged nothing (the command is over): configured now if structlog is loaded
+    anyway (as an eager `configure` would have left it), else the root handler removed (Python's last-resort
+    handler prints what a library logs at exit). Nothing stays pending for whatever runs next in this process."""
+    global _pending
+    if _pending is None:
+        return
+    if "structlog" in sys.modules:
+        _ensure_configured()
+        return
+    _pending = None
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Deferred):
+            root.removeHandler(handler)
+
+
+class _Deferred(logging.Handler):
+    """The root handler of a lazy configuration: its first record configures logging, then goes through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _ensure_configured()
+        for handler in logging.getLogger().handlers:
+            if handler is not self and record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def _stdlib_levels(handler: logging.Handler) -> None:
+    """`handler` as the root's only handler; libraries at WARNING; `warnings.warn` through logging."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _configure_now(level: str, json: bool | None, stream: Any, to_stderr: bool) -> None:
+    import structlog
+
     out = stream or _Current("stderr" if to_stderr else "stdout")
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
@@ -159,16 +234,40 @@ def configure(level: str = "INFO", json: bool | None = None, stream: Any = None,
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     handler.addFilter(RepeatFilter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    logging.captureWarnings(True)
-    for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _stdlib_levels(handler)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO}  # what a lazy WARNING drops
+
+
+def _dropped(*_: Any, **__: Any) -> None:
+    return None
+
+
+class _Logger:
+    """structlog's lazy proxy, made on first use: importing a module with a module-level logger imports no
+    structlog, and the first line written runs a pending lazy `configure` (lines below its level are dropped
+    without it)."""
+
+    __slots__ = ("_bound", "_real")
+
+    def __init__(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        real = self._real
+        if real is None:
+            pending = _pending
+            if pending is not None and _LEVELS.get(name, logging.CRITICAL) < _level_number(pending["level"]):
+                return _dropped
+            import structlog
+
+            _ensure_configured()
+            real = self._real = structlog.get_logger(**self._bound)
+        return getattr(real, name)
 
 
 def get_logger(component: str, **bound: Any) -> Any:
     """A lazy logger: it follows `configure()` even when created at import time (module-level loggers)."""
-    return structlog.get_logger(component=component, **bound)
+    return _Logger({"component": component, **bound})
