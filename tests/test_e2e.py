@@ -20,7 +20,7 @@ import redis
 from kit import eventually
 
 from trafficd.control.lease import lease_key
-from trafficd.dev.demo import run_demo
+from trafficd.dev.demo import DEMO_USERS, run_demo
 from trafficd.dev.stack import REGIONS, Timing, set_worker, started_stack
 from trafficd.dns.route53 import client as r53client
 from trafficd.dns.route53 import provider as route53
@@ -41,7 +41,9 @@ FAST = Timing(
 
 
 def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) -> None:
-    """A region made slow is drained to weight 0 in Route 53 while the others keep 255, then ramps back to 255."""
+    """A region made slow is drained to weight 0 in Route 53 while the others keep 255, then ramps back to 255;
+    the simulated users follow the weights (us-east's all served at home, some of eu-west's by its neighbours)
+    and each region's load line shows the req/s its worker measured (us-east's over twice eu-west's)."""
     out = io.StringIO()
     result = run_demo(timing=FAST, redis_url=redis_url, slow_region="eu-west", workdir=tmp_path, out=out)
     transcript = out.getvalue()
@@ -63,6 +65,15 @@ def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) ->
         for key in ("region", "p99_ms", "n", "error_rate", "state_before", "state_after", "policy_hash"):
             assert key in e, (key, e)
     assert {e["region"] for e in shifts} == {"eu-west"}
+
+    # the demo's users (us-east has 5× eu-west's) follow Route 53; their load is measured at the workers
+    assert DEMO_USERS["us-east"] == 5 * DEMO_USERS["eu-west"]
+    measured = [rates for _, rates in result.loads_seen if all(v is not None for v in rates.values())]
+    assert measured and "req/s" in transcript, transcript
+    served = result.users_served
+    assert set(served["us-east"]) == {"us-east"} and served["us-east"]["us-east"] > 0, served
+    assert served["eu-west"].get("us-east", 0) + served["eu-west"].get("ap-southeast", 0) > 0, served
+    assert result.completed["us-east"] > 2 * result.completed["eu-west"], result.completed
 
 
 def _wait(what: str, predicate: Callable[[], object], timeout_s: float) -> None:

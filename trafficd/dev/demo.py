@@ -23,11 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from trafficd.dev.stack import DEMO_ENV, REGIONS, Timing, set_worker, started_stack
-from trafficd.policy.schema import load_policy
+from trafficd.dev.loadgen import WorkerRate, read_worker_load
+from trafficd.dev.services import LOOPBACK
+from trafficd.dev.stack import DEMO_ENV, REGIONS, Stack, Timing, set_worker, started_stack
+from trafficd.policy.schema import Policy, load_policy
 from trafficd.runtime import logs
 
-__all__ = ["REGIONS", "DemoResult", "Timing", "run_demo", "set_worker", "started_stack"]
+__all__ = ["DEMO_USERS", "REGIONS", "DemoResult", "Timing", "run_demo", "set_worker", "started_stack"]
+
+# the simulated users' requests per second: us-east has 5× eu-west's users (each worker also answers ~5 probes/s)
+DEMO_USERS = {"us-east": 40.0, "eu-west": 8.0, "ap-southeast": 16.0}
+LOAD_EVERY_S = 4.0  # a weights-and-load line at least this often
 
 SHOWN_EVENTS = {
     "controller.weights_shifted",
@@ -77,6 +83,39 @@ def wait_until(
     return False
 
 
+class LoadView:
+    """Each region's load as its worker measures it: completed requests/s from its vLLM counter, and its queue."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.urls = {r: f"http://{LOOPBACK}:{p}" for r, p in ports.items()}
+        self.rates = {r: WorkerRate() for r in ports}
+
+    def read(self) -> None:
+        for region, url in self.urls.items():
+            with contextlib.suppress(OSError, ValueError):  # a worker that does not answer shows "-"
+                self.rates[region].add(read_worker_load(url))
+
+    def per_second(self) -> dict[str, float | None]:
+        return {r: rate.per_second() for r, rate in self.rates.items()}
+
+    def completed(self) -> dict[str, float]:
+        return {r: (rate.latest.completed if rate.latest else 0.0) for r, rate in self.rates.items()}
+
+    def column(self, region: str) -> str:
+        rate, latest = self.rates[region].per_second(), self.rates[region].latest
+        queued = f" +{latest.waiting:.0f} queued" if latest and latest.waiting else ""
+        return ("-" if rate is None else f"{rate:.1f} req/s") + queued
+
+
+def _users_served(log: Path) -> dict[str, dict[str, int]]:
+    """Where each region's simulated users were served (the load generator's last line), or {}."""
+    for ev in reversed(LogTail(log).new_events()):
+        if ev.get("event") == "loadgen.stopped":
+            served = ev.get("served") or {}
+            return {src: row for src, row in served.items() if isinstance(row, dict)}
+    return {}
+
+
 @dataclass
 class DemoResult:
     drained: bool = False
@@ -84,10 +123,77 @@ class DemoResult:
     # every distinct reading of the own-region weights from Route 53, with seconds since the start
     weights_seen: list[tuple[float, dict[str, int | None]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # the controller's log events
+    # every load line: seconds since the start, requests/s measured at each region's worker
+    loads_seen: list[tuple[float, dict[str, float | None]]] = field(default_factory=list)
+    completed: dict[str, float] = field(default_factory=dict)  # each worker's request counter at the end
+    users_served: dict[str, dict[str, int]] = field(default_factory=dict)  # users' region → serving region → n
 
     @property
     def ok(self) -> bool:
         return self.drained and self.restored
+
+
+class _Watch:
+    """What the demo follows on every tick: the processes, the controller's log, Route 53's weights, the load."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        policy: Policy,
+        r53: Any,
+        loads: LoadView,
+        result: DemoResult,
+        say: Callable[[str], None],
+        t_start: float,
+    ) -> None:
+        self.stack, self.policy, self.r53, self.loads, self.result = stack, policy, r53, loads, result
+        self.say, self.t_start = say, t_start
+        self.tail = LogTail(stack.workdir / "controller.log")
+        self.last_weights: dict[str, int | None] = {}
+        self.last_line = -LOAD_EVERY_S
+        self.healthy_seen: set[str] = set()
+        self.users_tail = LogTail(stack.workdir / "loadgen.log")
+        self.users_since: float | None = None  # when the simulated users started (seconds since the start)
+
+    def tick(self) -> None:
+        for name, proc in self.stack.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.stack.workdir}/{name}.log")
+        for ev in self.tail.new_events():
+            self.result.events.append(ev)
+            if (
+                ev.get("event") in ("controller.region_judged", "controller.weights_shifted")
+                and ev.get("state_after") == "healthy"
+            ):
+                self.healthy_seen.add(str(ev.get("region")))
+            if ev.get("event") in SHOWN_EVENTS:
+                self.say("   " + _describe(ev))
+        if self.users_since is None and any(e.get("event") == "loadgen.started" for e in self.users_tail.new_events()):
+            self.users_since = time.monotonic() - self.t_start
+        self._weights_and_load()
+
+    def warmed_up(self, users: bool) -> bool:
+        """Every region judged healthy and, with users, their load measured over a whole window."""
+        if not self.healthy_seen >= set(REGIONS):
+            return False
+        window = next(iter(self.loads.rates.values())).window_s
+        since = self.users_since
+        return not users or (since is not None and time.monotonic() - self.t_start >= since + window)
+
+    def _weights_and_load(self) -> None:
+        from trafficd.dns.route53 import provider as route53
+
+        weights = route53.own_weights(self.policy, self.r53)
+        self.loads.read()
+        now = time.monotonic() - self.t_start
+        if weights != self.last_weights or now - self.last_line >= LOAD_EVERY_S:
+            line = "  ".join(f"{r}={w} ({self.loads.column(r)})" for r, w in weights.items())
+            self.say("Route 53 own-region weights (load at the workers): " + line)
+            self.result.loads_seen.append((now, self.loads.per_second()))
+            self.last_line = now
+        if weights != self.last_weights:
+            self.last_weights = weights
+            self.result.weights_seen.append((now, weights))
 
 
 def run_demo(
@@ -96,11 +202,11 @@ def run_demo(
     redis_url: str | None = None,
     slow_region: str = "eu-west",
     workdir: Path | None = None,
+    users: dict[str, float] | None = None,
     out: TextIO = sys.stdout,
 ) -> DemoResult:
     """Run the drain-and-restore story; `ok` only if both the drain and the restore were seen in Route 53."""
     from trafficd.dns.route53 import client as r53client
-    from trafficd.dns.route53 import provider as route53
     from trafficd.dns.route53.wire import MAX_WEIGHT
 
     os.environ.update(DEMO_ENV)  # dummy credentials: the demo only ever talks to its own moto server
@@ -111,44 +217,32 @@ def run_demo(
     def say(msg: str) -> None:
         print(f"[{time.monotonic() - t_start:6.1f}s] {msg}", file=out, flush=True)
 
+    users = DEMO_USERS if users is None else users
     result = DemoResult()
     drained = restored = False
-    with started_stack(timing=timing, redis_url=redis_url, workdir=workdir) as (stack, policy_file, ports):
+    with started_stack(timing=timing, redis_url=redis_url, workdir=workdir, users=users) as (stack, policy_file, ports):
         say(f"started redis, moto (Route 53 API), 3 workers, 3 agents, controller; logs in {stack.workdir}")
+        if users:
+            rates = ", ".join(f"{r} {rate:g}/s" for r, rate in users.items())
+            say(f"simulated users ({rates}) send their requests where Route 53's weights say")
         policy = load_policy(policy_file).policy
-        r53 = r53client.route53_client(policy)
-        tail = LogTail(stack.workdir / "controller.log")
-        last_weights: dict[str, int | None] = {}
-        healthy_seen: set[str] = set()
+        watch = _Watch(stack, policy, r53client.route53_client(policy), LoadView(ports), result, say, t_start)
+        tick = watch.tick
 
-        def tick() -> None:
-            nonlocal last_weights
-            for name, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {stack.workdir}/{name}.log")
-            for ev in tail.new_events():
-                result.events.append(ev)
-                if (
-                    ev.get("event") in ("controller.region_judged", "controller.weights_shifted")
-                    and ev.get("state_after") == "healthy"
-                ):
-                    healthy_seen.add(str(ev.get("region")))
-                if ev.get("event") in SHOWN_EVENTS:
-                    say("   " + _describe(ev))
-            weights = route53.own_weights(policy, r53)
-            if weights != last_weights:
-                say("Route 53 own-region weights: " + "  ".join(f"{r}={w}" for r, w in weights.items()))
-                last_weights = weights
-                result.weights_seen.append((time.monotonic() - t_start, weights))
-
-        say("waiting for every region to be judged healthy")
-        if not wait_until("healthy regions", lambda: healthy_seen >= set(REGIONS), timing.warmup_timeout_s, tick, out):
+        say("waiting for every region to be judged healthy" + (" and the users' load to show" if users else ""))
+        if not wait_until(
+            "healthy regions and the users' load",
+            lambda: watch.warmed_up(bool(users)),
+            timing.warmup_timeout_s,
+            tick,
+            out,
+        ):
             return result
         say(f"making {slow_region} slow: first token after {timing.slow_ttft_ms / 1000:.1f}s (SLO p99 ≤ 3s)")
         set_worker(ports[slow_region], ttft_ms=timing.slow_ttft_ms)
         drained = wait_until(
             f"{slow_region} drained",
-            lambda: last_weights.get(slow_region) == 0,
+            lambda: watch.last_weights.get(slow_region) == 0,
             timing.drain_timeout_s,
             tick,
             out,
@@ -160,14 +254,19 @@ def run_demo(
         if drained:
             restored = wait_until(
                 f"{slow_region} restored",
-                lambda: last_weights.get(slow_region) == MAX_WEIGHT,
+                lambda: watch.last_weights.get(slow_region) == MAX_WEIGHT,
                 timing.restore_timeout_s,
                 tick,
                 out,
             )
             if restored:
                 say(f"RESTORED: {slow_region} serves its own users again")
+        result.completed = watch.loads.completed()
     result.drained, result.restored = drained, restored
+    result.users_served = _users_served(stack.workdir / "loadgen.log")
+    for source, served in sorted(result.users_served.items(), key=lambda kv: list(REGIONS).index(kv[0])):
+        by = sorted(served.items(), key=lambda kv: list(REGIONS).index(kv[0]))
+        say(f"{source}'s users were served by " + ", ".join(f"{d} {n}" for d, n in by))
     say(f"demo {'passed' if result.ok else 'FAILED'}: drain observed={drained}, restore observed={restored}")
     return result
 

@@ -111,17 +111,20 @@ class LoadGen:
         return {r: counts[r] / self.window_s for r in self.policy.region_names}
 
     def share(self, source: str) -> dict[str, float]:
-        """Where `source`'s completed answers were served, as shares of them (since the start or `reset`)."""
+        """Where `source`'s completed answers were served, as shares of them (since the start)."""
         total = sum(n for (s, _), n in self.served.items() if s == source)
         return {d: (self.served[(source, d)] / total if total else 0.0) for d in self.policy.region_names}
 
     def served_by_region(self) -> dict[str, int]:
-        """Answers completed by each serving region (since the start or `reset`)."""
+        """Answers completed by each serving region (since the start)."""
         return {d: sum(n for (_, dest), n in self.served.items() if dest == d) for d in self.policy.region_names}
 
-    def reset(self) -> None:
-        self.served.clear()
-        self.failed.clear()
+    def served_matrix(self) -> dict[str, dict[str, int]]:
+        """Answers completed, by the users' region, then by the serving region."""
+        out: dict[str, dict[str, int]] = {}
+        for (source, dest), n in sorted(self.served.items()):
+            out.setdefault(source, {})[dest] = n
+        return out
 
     # ------------------------------------------------------------ running
 
@@ -285,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(main())
-    _log.info("loadgen.stopped", served=gen.served_by_region(), failed=sum(gen.failed.values()), dropped=gen.dropped)
+    _log.info("loadgen.stopped", served=gen.served_matrix(), failed=sum(gen.failed.values()), dropped=gen.dropped)
     return 0
 
 

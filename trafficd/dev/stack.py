@@ -1,7 +1,8 @@
 """The demo's running system: redis-server, moto server, three fake regional workers, agents and a controller.
 
-`started_stack()` starts them all as separate processes on free loopback ports, with a generated policy whose windows
-are seconds instead of minutes (`Timing`), and stops every one of them on the way out. `trafficd demo` and the
+`started_stack()` starts them all (and, when asked, the simulated users of `loadgen`) as separate processes on
+free loopback ports, with a generated policy whose windows are seconds instead of minutes (`Timing`), and stops
+every one of them on the way out. `trafficd demo` and the
 end-to-end tests both use it, so the demo and the tests cannot drift apart.
 """
 
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,14 @@ def set_worker(port: int, **changes: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def started_stack(
-    *, timing: Timing, redis_url: str | None = None, workdir: Path | None = None
+    *,
+    timing: Timing,
+    redis_url: str | None = None,
+    workdir: Path | None = None,
+    users: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[Stack, Path, dict[str, int]]]:
-    """Start redis (unless given), moto, workers, agents and controller; yield (stack, policy file, ports)."""
+    """Start redis (unless given), moto, workers, agents and controller, and with `users` (requests/s per
+    region) the simulated users (`loadgen`, started last, stopped first); yield (stack, policy file, ports)."""
     wd = workdir or Path(tempfile.mkdtemp(prefix="trafficd-demo-"))
     wd.mkdir(parents=True, exist_ok=True)
     stack = Stack(wd)
@@ -243,6 +249,9 @@ def started_stack(
             stack.spawn(f"agent-{name}", ["agent", "--policy", str(policy_file), "--region", name])
         # DEBUG: the demo and the e2e tests follow every region judgement, not only the changes (INFO)
         stack.spawn("controller", ["--log-level", "DEBUG", "controller", "--policy", str(policy_file)])
+        if users:
+            rates = [f"--users={r}={rate:g}" for r, rate in users.items()]
+            stack.spawn("loadgen", ["loadgen", "--policy", str(policy_file), *rates])
         yield stack, policy_file, ports
     finally:
         stack.stop()
