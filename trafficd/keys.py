@@ -16,7 +16,7 @@ prefix `{p}:{svc}:{r}:`, which is what a region's agent ACL user may write (`tra
     {p}:{svc}:{r}:hb                          hash    agent id → last heartbeat (unix s, Redis-corrected clock)
     {p}:{svc}:{r}:cap:{bucket}                hash    worker → JSON load/headroom figures (stats/capacity.py) of
                                                       its scrapes in that time bucket (capacity.max_age long); the
-                                                      reader takes each worker's newest over three buckets
+                                                      reader takes each worker's newest over four buckets
 
 Controller and on-call keys carry the hash tag `{svc}` (one slot per service):
 

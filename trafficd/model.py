@@ -100,7 +100,12 @@ class RegionEvidence:
     heartbeat_age_s: float | None = None
     stale: bool = False
     unreadable: bool = False
-    headroom: float | None = None  # spare capacity as a fraction of own traffic, if known
+    headroom: float | None = None  # spare capacity as a fraction of own traffic, if known (simulate's unit rule)
+    load_rps: float | None = None  # live: requests/s its workers complete (docs/capacity.md); None unless live
+    headroom_rps: float | None = None  # live: requests/s more it can take within its capacity targets
+    capacity_source: str | None = None  # "live", "stale", "missing" (no figures); None: no live capacity configured
+    capacity_age_s: float | None = None  # age of the oldest worker figures behind load_rps / headroom_rps
+    kv_usage: float | None = None  # the fullest worker's KV-cache usage (0..1), when published
     slices: tuple[SliceCounts, ...] = ()  # the accepted slices of the long window, oldest first (the judge's input)
 
     @property

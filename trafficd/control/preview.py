@@ -12,6 +12,7 @@ from trafficd.decide.state import ControllerState
 from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy.schema import Policy
 from trafficd.stats.client import client_for  # not stats.store: on-call commands need no sink (aiohttp)
+from trafficd.stats.reader import with_capacity
 from trafficd.stats.view import StatsView
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ async def read_inputs(
     client = client_for(policy, "oncall")
     try:
         state = await controller_state.load(client, policy)
-        evidence = await StatsView(client, policy).evidence(now)
+        evidence = await with_capacity(client, policy, await StatsView(client, policy).evidence(now), now)
         active = await overrides.load(client, policy, now)
     finally:
         with contextlib.suppress(Exception):

@@ -50,6 +50,18 @@ class Decision:
 
     def to_log(self) -> dict[str, Any]:
         ev = self.evidence
+        out = self._fields(ev)
+        if ev is not None and ev.capacity_source is not None:  # live capacity configured (docs/capacity.md)
+            out["capacity"] = {
+                "source": ev.capacity_source,
+                "load_rps": ev.load_rps,
+                "headroom_rps": ev.headroom_rps,
+                "age_s": ev.capacity_age_s,
+                "kv_usage": ev.kv_usage,
+            }
+        return out
+
+    def _fields(self, ev: RegionEvidence | None) -> dict[str, Any]:
         return {
             "region": self.region,
             "p99_ms": None if ev is None else ev.p99_ms,

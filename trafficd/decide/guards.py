@@ -289,8 +289,28 @@ def capacity(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardE
         if allowed - p.desired > EPS:
             placed = 1.0 - p.desired - short
             why = f"capacity: healthy neighbours can take only {placed:.3g} of this region's users"
+            if isinstance(ctx.spare, planner.Spare) and ctx.spare.by_volume:
+                why = _volume_reason(ctx, ctx.spare, r, short)
             events.append(_bite(plan, r, "capacity", allowed, why))
     return plan, events
+
+
+def _volume_reason(ctx: GuardContext, spare: planner.Spare, region: str, short: float) -> str:
+    """The capacity guard's figures by volume: the source's load and demand, each receiver's headroom, what stays."""
+    loads = spare.load or {}
+    demand = planner.demand_rps(loads, ctx.previous, region)
+    offers = []
+    for dst in planner.sticky_preference(ctx.policy, region, ctx.previous):
+        if dst in ctx.avoid or dst in ctx.hold or ctx.verdicts.get(dst) == UNKNOWN:
+            continue
+        room, basis, age = spare.get(dst), spare.basis.get(dst, "?"), spare.age_s.get(dst)
+        figure = "unlimited" if room is None else f"{room:.3g} req/s"
+        offers.append(f"{dst} {figure} ({basis}{'' if age is None else f', {age:.0f}s old'})")
+    return (
+        f"capacity: {region} serves {loads.get(region, 0.0):.3g} req/s of its users' {demand:.3g}; receivers' "
+        f"headroom: {', '.join(offers) or 'none'}; {short * demand:.3g} req/s ({short:.0%} of its users) stay at "
+        f"{region}"
+    )
 
 
 def never_all_zero(ctx: GuardContext, plan: Proposals) -> tuple[Proposals, list[GuardEvent]]:

@@ -55,8 +55,10 @@ class CapacityScraper:
         workers: Callable[[], Sequence[WorkerRef]],
         write: Writer,
         clock: Callable[[], float] = time.time,
+        backoff_base_s: float = 1.0,
     ) -> None:
         self.policy, self.region, self.workers, self.write, self.clock = policy, region, workers, write, clock
+        self.backoff_base_s = backoff_base_s
         self._counters: dict[str, tuple[float, float]] = {}  # worker → (time, completed counter) of the last scrape
         self._failing: dict[str, str] = {}  # worker → error of the episode in progress
         self._backoff: dict[str, Backoff] = {}
@@ -74,15 +76,21 @@ class CapacityScraper:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), cfg.scrape_every if cfg else IDLE_CHECK_S)
         finally:
-            if self._session is not None:
-                await self._session.close()
+            await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def scrape_once(self, policy: Policy) -> dict[str, WorkerFigures]:
         """Scrape every worker due (not backing off), store what was read; returns it."""
         session = self._session_for(policy)
         now_mono = time.monotonic()
         due = [
-            w for w in self.workers() if self._backoff.setdefault(w.name, Backoff(1.0, BACKOFF_CAP_S)).ready(now_mono)
+            w
+            for w in self.workers()
+            if self._backoff.setdefault(w.name, Backoff(self.backoff_base_s, BACKOFF_CAP_S)).ready(now_mono)
         ]
         results = await asyncio.gather(*(self._scrape(session, policy, w) for w in due))
         figures = {w.name: f for w, f in zip(due, results, strict=True) if f is not None}
@@ -121,6 +129,8 @@ class CapacityScraper:
         rate = counter_rate(self._counters.get(w.name), load.completed_total, at)
         if load.completed_total is not None:
             self._counters[w.name] = (at, load.completed_total)
+            if rate is None:
+                return None  # the counter's first reading: its rate comes with the next scrape
         return worker_figures(load.running, load.waiting, load.limit, load.kv_usage, rate, cfg, at)
 
     @staticmethod

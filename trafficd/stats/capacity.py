@@ -9,7 +9,7 @@ Per worker, from one scrape (`WorkerLoad`) and the completed-request counter's r
     C  = usable concurrency = min(target × limit, N × kv_target / kv_usage), whichever the worker publishes
          (KV usage grows with the requests it holds: at usage u with N running, kv_target is reached at N·kv_target/u;
          at or over kv_target it takes nothing more)
-    load     = λ (or N·μ before the counter has two readings)
+    load     = λ (N·μ for a server without a completed counter; with one, nothing is stored before its second reading)
     headroom = max(0, C − N − Q) × μ   requests/s it can take before reaching its targets; None when neither a
                limit nor a KV usage is known
 

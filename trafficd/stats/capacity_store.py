@@ -4,7 +4,7 @@ Each agent writes its workers' figures into the region's hash of the current tim
 with HSET + EXPIRE only — what a region's agent ACL user may send — so a worker that disappears (discovery, a
 policy edit) is gone after at most three buckets and memory stays bounded by the number of live workers. Replicas
 of a region's agent write the same fields: the newest scrape wins. The reader takes, per worker, the newest figures
-of the previous, current and next bucket (the next covers an agent clock a little ahead).
+of the two previous, the current and the next bucket (the next covers an agent clock a little ahead).
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from trafficd.policy.schema import Policy
 from trafficd.stats.capacity import RegionCapacity, WorkerFigures, region_capacity
 
 BUCKETS_KEPT = 3
+
+
+def read_buckets(b: int) -> tuple[int, ...]:
+    """The buckets read at bucket b: two back (figures up to 2 × max_age old still show as stale, not missing)
+    and one ahead (an agent clock a little ahead)."""
+    return (b - 2, b - 1, b, b + 1)
 
 
 def bucket_of(at: float, max_age_s: float) -> int:
@@ -45,13 +51,13 @@ async def read(client: Any, policy: Policy, now: float) -> dict[str, RegionCapac
     for r in regions:
         max_age = _max_age(policy, r)
         b = bucket_of(now, max_age)
-        for bucket in (b - 1, b, b + 1):
+        for bucket in read_buckets(b):
             pipe.hgetall(keys.capacity_key(policy.redis.key_prefix, policy.service, r, bucket))
     raw = await pipe.execute()
     out: dict[str, RegionCapacity] = {}
     for i, r in enumerate(regions):
         newest: dict[str, WorkerFigures] = {}
-        for fields in raw[i * 3 : i * 3 + 3]:
+        for fields in raw[i * len(read_buckets(0)) : (i + 1) * len(read_buckets(0))]:
             for k, v in (fields or {}).items():
                 fig = WorkerFigures.from_json(v)
                 name = k.decode() if isinstance(k, bytes) else str(k)

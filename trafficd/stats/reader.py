@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from trafficd import keys
 from trafficd.model import RegionEvidence
 from trafficd.policy.schema import Policy
+from trafficd.stats import capacity_store
+from trafficd.stats.capacity import RegionCapacity
 from trafficd.stats.client import TRANSIENT
 from trafficd.stats.view import StatsView
 
@@ -40,7 +42,9 @@ class RedisStatsReader:
         self.view = StatsView(client, policy)
 
     async def evidence(self, now: float) -> dict[str, RegionEvidence]:
-        return await self.view.evidence(now)
+        """The view's evidence with each region's live capacity (load and headroom in req/s) filled in."""
+        evidence = await self.view.evidence(now)
+        return await with_capacity(self.client, self.policy, evidence, now)
 
     async def heartbeats(self, region: str) -> dict[str, float]:
         try:
@@ -69,6 +73,29 @@ class MemoryStatsReader:
 
     async def heartbeats(self, region: str) -> dict[str, float]:
         return dict(self.agents.get(region, {}))
+
+
+async def with_capacity(
+    client: Any, policy: Policy, evidence: dict[str, RegionEvidence], now: float
+) -> dict[str, RegionEvidence]:
+    """Fill load_rps / headroom_rps / capacity_source from the agents' figures (stats/capacity_store.py); a region
+    whose figures cannot be read is `stale` (the planner then falls back to the declared headroom)."""
+    try:
+        live = await capacity_store.read(client, policy, now)
+    except TRANSIENT:
+        live = {r: RegionCapacity("stale") for r in policy.region_names if policy.capacity_for(r) is not None}
+    out = dict(evidence)
+    for r, cap in live.items():
+        if r in out:
+            out[r] = replace(
+                out[r],
+                load_rps=cap.load_rps,
+                headroom_rps=cap.headroom_rps,
+                capacity_source=cap.source,
+                capacity_age_s=cap.age_s,
+                kv_usage=cap.kv_usage,
+            )
+    return out
 
 
 def _text(v: Any) -> str:
