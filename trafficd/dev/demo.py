@@ -1,8 +1,10 @@
 """`trafficd demo`: the whole system on one machine, with real components, ending by itself.
 
 Starts redis-server (unless one is given), moto server as the local Route 53 API (with a hosted zone and the
-owned records), three fake regional inference workers, one agent per region and a controller, all as
-separate processes. Then it makes one region slow (p99 well over the 3 s SLO), shows that region's weight in
+owned records), three fake regional inference workers, one agent per region, a controller and simulated users
+(`loadgen`: us-east 5× eu-west, each request sent where Route 53's weights say), all as separate processes. Every
+progress line shows each region's weight beside its load measured at its worker (vLLM-format /metrics). Then it
+makes one region slow (p99 well over the 3 s SLO), shows that region's weight in
 Route 53 going down while the others serve, removes the slowness and shows the weight coming back. It exits
 0 only if the drain and the restore were both observed in Route 53 (read back with boto3), and stops
 everything it started.
@@ -172,6 +174,13 @@ class _Watch:
             self.users_since = time.monotonic() - self.t_start
         self._weights_and_load()
 
+    def show(self, weights: dict[str, int | None], now: float) -> None:
+        """One progress line: each region's own weight in Route 53 beside the load its worker measures."""
+        line = "  ".join(f"{r}={w} ({self.loads.column(r)})" for r, w in weights.items())
+        self.say("Route 53 own-region weights (load at the workers): " + line)
+        self.result.loads_seen.append((now, self.loads.per_second()))
+        self.last_line = now
+
     def warmed_up(self, users: bool) -> bool:
         """Every region judged healthy and, with users, their load measured over a whole window."""
         if not self.healthy_seen >= set(REGIONS):
@@ -187,10 +196,7 @@ class _Watch:
         self.loads.read()
         now = time.monotonic() - self.t_start
         if weights != self.last_weights or now - self.last_line >= LOAD_EVERY_S:
-            line = "  ".join(f"{r}={w} ({self.loads.column(r)})" for r, w in weights.items())
-            self.say("Route 53 own-region weights (load at the workers): " + line)
-            self.result.loads_seen.append((now, self.loads.per_second()))
-            self.last_line = now
+            self.show(weights, now)
         if weights != self.last_weights:
             self.last_weights = weights
             self.result.weights_seen.append((now, weights))
@@ -238,6 +244,7 @@ def run_demo(
             out,
         ):
             return result
+        watch.show(watch.last_weights, time.monotonic() - t_start)
         say(f"making {slow_region} slow: first token after {timing.slow_ttft_ms / 1000:.1f}s (SLO p99 ≤ 3s)")
         set_worker(ports[slow_region], ttft_ms=timing.slow_ttft_ms)
         drained = wait_until(
