@@ -4,6 +4,7 @@ more controllers, the leader's process, Route 53 weights read back, and the audi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,11 +18,13 @@ from typing import Any
 
 import boto3
 import redis
+from redis.sentinel import Sentinel
 
 from trafficd.control.lease import lease_key
 from trafficd.dev.stack import Stack, Timing, set_worker, started_stack
 from trafficd.dns.route53.provider import own_weights
 from trafficd.policy.schema import Policy, load_policy
+from trafficd.stats import store
 
 from .auditor import Auditor, Window, report
 
@@ -66,7 +69,7 @@ class Faults:
 
     def __post_init__(self) -> None:
         self.policy = load_policy(self.policy_file).policy
-        self.redis = redis.Redis.from_url(self.policy.redis.url, decode_responses=True)
+        self.redis = _sync_client(self.policy.redis.url)
         assert self.stack.moto is not None
         self.r53 = boto3.client("route53", endpoint_url=self.stack.moto.url, region_name="us-east-1")
 
@@ -113,6 +116,20 @@ class Faults:
     def signal(self, name: str, sig: signal.Signals) -> None:
         os.killpg(self.stack.procs[name].pid, sig)
 
+    def slice_counts(self, region: str) -> dict[int, int]:
+        """Samples per slice id (floor(t0 / slice)) of `region` in Redis now, over the longest window."""
+
+        async def read() -> dict[int, int]:
+            client = store.redis_client(self.policy.redis)
+            try:
+                view = store.StatsView(client, self.policy)
+                assert await view.refresh(time.time()), "Redis unreadable"
+                return {sid: sk.n for sid, sk in view.regions[region].slices.items()}
+            finally:
+                await client.aclose()
+
+        return asyncio.run(read())
+
     def audit(self, scenario: str, extra: str = "") -> list[str]:
         """Audit every batch the proxy accepted for this zone; print the scenario's one line; return problems."""
         zone = self.policy.dns.zone_id
@@ -122,7 +139,19 @@ class Faults:
         return problems
 
 
+def _sync_client(url: str) -> Any:
+    """The harness's own Redis client: plain, or the primary a Sentinel set names (`redis+sentinel://s1,s2/name/db`)."""
+    if not url.startswith("redis+sentinel://"):
+        return redis.Redis.from_url(url, decode_responses=True)
+    hosts, name, *db = url.removeprefix("redis+sentinel://").split("/")
+    nodes = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in hosts.split(",")]
+    timeouts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts, decode_responses=True, **timeouts)
+    return sentinel.master_for(name, db=int(db[0]) if db else 0)
+
+
 @contextlib.contextmanager
-def fault_stack(workdir: Path) -> Iterator[Faults]:
-    with started_stack(timing=FAST, workdir=workdir) as (stack, policy_file, ports):
+def fault_stack(workdir: Path, redis_url: str | None = None) -> Iterator[Faults]:
+    """The demo stack with FAST timing; on its own redis-server, or on `redis_url` (e.g. a Sentinel set's)."""
+    with started_stack(timing=FAST, workdir=workdir, redis_url=redis_url) as (stack, policy_file, ports):
         yield Faults(stack, policy_file, ports)
