@@ -374,3 +374,19 @@ def test_a_region_that_cannot_reach_min_samples_is_warned_about() -> None:
     assert texts[0].startswith("slow.yaml:")
     assert "regions.us-east.workers: give about 60 samples per trip window (1 workers × 1 models × 5m / 5s)" in texts[0]
     assert "fewer than windows.min_samples (400)" in texts[0]
+
+
+def test_aws_regions_read_without_parsing_the_services_are_the_partitions_regions() -> None:
+    """The fast read of botocore's endpoints.json names the regions a full JSON parse finds (every partition)."""
+    import importlib.util
+    import json
+
+    from trafficd.policy.values import aws_regions
+
+    spec = importlib.util.find_spec("botocore")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "endpoints.json"
+    full = json.loads(path.read_text(encoding="utf-8"))
+    expected = sorted(region for partition in full["partitions"] for region in partition["regions"])
+    assert list(aws_regions()) == expected
+    assert "us-east-1" in expected and "cn-north-1" in expected

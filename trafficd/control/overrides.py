@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
 import sys
@@ -31,7 +30,6 @@ from redis.exceptions import RedisError
 from trafficd import keys
 from trafficd.cli import add_policy_argument, open_policy
 from trafficd.control import state_store as controller_state
-from trafficd.decide import guards
 from trafficd.errors import TransientError
 from trafficd.model import Override, Overrides
 from trafficd.policy.schema import Policy, format_duration, parse_duration
@@ -110,6 +108,8 @@ async def _controller_fractions(client: Any, policy: Policy) -> dict[str, float]
 
 
 def _who() -> str:
+    import getpass  # here, as the guards below: `status` reads overrides through `load` and needs neither
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -122,6 +122,8 @@ async def _drain(policy: Policy, args: argparse.Namespace, now: float) -> int:
     try:
         current = await load(client, policy, now)
         fractions = await _controller_fractions(client, policy)
+        from trafficd.decide import guards
+
         problems = guards.check_manual_drain(policy, args.region, current, fractions)
         if problems and not args.force:
             log.warning("overrides.drain_refused", region=args.region, reason=args.reason, problems=problems)

@@ -40,7 +40,8 @@ Concurrency = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # built when first used, defaults by model_construct(): as schema.Strict (start-up time)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class MetricNames(_Strict):
@@ -76,7 +77,7 @@ class Capacity(_Strict):
 
     server: ServerKind = "vllm"
     metrics_path: MetricsPath = "/metrics"
-    metrics: MetricNames = MetricNames()
+    metrics: MetricNames = MetricNames.model_construct()
     max_concurrency: Concurrency | None = None
     target: Percent = 0.8
     kv_target: Percent = 0.9

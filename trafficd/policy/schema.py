@@ -59,7 +59,11 @@ from trafficd.policy.values import parse_percent as parse_percent
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # defer_build: a model's validator is built when first used, so importing this module builds none and the
+    # first `Policy` validation builds one for the whole tree (not one per nested model, each holding copies of its
+    # children): a few ms off every command's start. Model defaults are `X.model_construct()` (not `X()`, which
+    # would build X at import); for defaults the two are the same instance: field defaults, no fields set.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 # ---------------------------------------------------------------- probing
@@ -131,11 +135,11 @@ class Probe(Strict):
     max_tokens: MaxTokens | None = None  # default 16, or 1024 for models marked `reasoning: true`
     prompt: str = "Reply with the single word: ok"
     prompt_tokens: PromptTokens | None = None  # pad the prompt to about this many tokens (default: no padding)
-    deadlines: Deadlines = Deadlines()
-    auth: Auth = Auth()
-    tls: Tls = Tls()
+    deadlines: Deadlines = Deadlines.model_construct()
+    auth: Auth = Auth.model_construct()
+    tls: Tls = Tls.model_construct()
     read_buffer_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
-    targets: Targets = Targets()
+    targets: Targets = Targets.model_construct()
 
     @property
     def max_in_flight(self) -> int:
@@ -145,7 +149,7 @@ class Probe(Strict):
 
 class ModelSpec(Strict):
     name: str = Field(min_length=1)
-    deadlines: DeadlinesOverride = DeadlinesOverride()
+    deadlines: DeadlinesOverride = DeadlinesOverride.model_construct()
     api: ApiName | None = None  # this model's API on every worker (wins over the worker's and probe.api)
     reasoning: bool | None = None  # a reasoning model: max_tokens defaults to 1024 so it reaches its answer
     max_tokens: MaxTokens | None = None  # answer length (default: probe.max_tokens)
@@ -219,7 +223,7 @@ class Region(Strict):
     workers: list[Worker] = []
     discovery: Discovery | None = None
     models: list[ModelSpec] | None = None  # default: the policy's models
-    deadlines: DeadlinesOverride = DeadlinesOverride()
+    deadlines: DeadlinesOverride = DeadlinesOverride.model_construct()
     dns: RegionDns = Field(description="every region must be mapped to its Route 53 records (endpoint, aws_region)")
     neighbours: list[str] = []  # spill-over preference, first = preferred
     capacity_headroom: Percent | None = None  # declared: extra traffic it can take, as a share of its own load
@@ -276,7 +280,7 @@ class Trip(Strict):
     false_trips: float = Field(default=1.0, gt=0)  # at most this many false trips per region …
     false_trip_days: int = Field(default=90, ge=1, le=3650)  # … per this many days
     evaluations: int = Field(default=3, ge=1)  # ignored (the old rule); kept so existing policies still load
-    fast_rule: FastRule | None = FastRule()  # ignored by the judge; of_last still sizes the store's recent list
+    fast_rule: FastRule | None = FastRule.model_construct()  # ignored by the judge; of_last sizes the recent list
 
     @model_validator(mode="after")
     def _rates_ordered(self) -> Trip:
@@ -351,18 +355,18 @@ class Controller(Strict):
 class Policy(Strict):
     version: Annotated[Literal[1], BeforeValidator(check_version)]
     service: Name
-    redis: Redis = Redis()
-    probe: Probe = Probe()
+    redis: Redis = Redis.model_construct()
+    probe: Probe = Probe.model_construct()
     models: list[ModelSpec] = Field(min_length=1)
     regions: dict[str, Region] = Field(min_length=1)
-    slo: Slo = Slo()
-    windows: Windows = Windows()
-    trip: Trip = Trip()
-    recover: Recover = Recover()
-    ramp: Ramp = Ramp()
-    guards: Guards = Guards()
+    slo: Slo = Slo.model_construct()
+    windows: Windows = Windows.model_construct()
+    trip: Trip = Trip.model_construct()
+    recover: Recover = Recover.model_construct()
+    ramp: Ramp = Ramp.model_construct()
+    guards: Guards = Guards.model_construct()
     dns: Dns
-    controller: Controller = Controller()
+    controller: Controller = Controller.model_construct()
     capacity: CapacityFields | None = None  # live capacity for every region (docs/capacity.md)
 
     @model_validator(mode="after")
