@@ -193,6 +193,34 @@ def test_help_imports_no_command_module_and_names_every_command() -> None:
         assert name in rest
 
 
+def _imported_after(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """Which of `names` a fresh interpreter has imported after `cli.main(argv)` (its output discarded)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from trafficd import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        f"        cli.main({argv!r})\n"
+        f"print(sorted(m for m in {names!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    imported: list[str] = eval(result.stdout)  # a list literal of module names
+    return imported
+
+
+def test_fast_commands_import_only_what_they_use(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+    """The start-up targets (bench-cli): `status --help` imports no heavy library; `policy check` no structlog or
+    I/O library; a whole `status --no-dns` (a Redis with no controller) no structlog, boto3, aiohttp or scheduler."""
+    assert _imported_after(["status", "--help"], HEAVY) == []
+    example = str(Path(__file__).resolve().parent.parent / "policies" / "example.yaml")
+    assert _imported_after(["policy", "check", example], HEAVY) == ["pydantic"]
+    policy = tmp_path / "policy.yaml"
+    text = Path(example).read_text().replace("redis://127.0.0.1:6379/0", redis_url)
+    text = text.replace("key_prefix: trafficd", f"key_prefix: {key_prefix}")
+    policy.write_text("\n".join(line for line in text.splitlines() if "password_file" not in line) + "\n")
+    assert _imported_after(["status", "--no-dns", "--policy", str(policy)], HEAVY) == ["pydantic", "redis"]
+
+
 def test_static_help_texts_match_the_registered_commands() -> None:
     """Each command's one-line help in cli.COMMANDS is the one its module registers (and no command is missing)."""
     parser = cli.build_parser()
