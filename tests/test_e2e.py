@@ -43,7 +43,8 @@ FAST = Timing(
 def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) -> None:
     """A region made slow is drained to weight 0 in Route 53 while the others keep 255, then ramps back to 255;
     the simulated users follow the weights (us-east's all served at home, some of eu-west's by its neighbours)
-    and each region's load line shows the req/s its worker measured (us-east's over twice eu-west's)."""
+    and each region's load line shows the req/s its worker measured (us-east's over twice eu-west's); the decisions
+    carry the live capacity figures the agents read from the workers' vLLM metrics."""
     out = io.StringIO()
     result = run_demo(timing=FAST, redis_url=redis_url, slow_region="eu-west", workdir=tmp_path, out=out)
     transcript = out.getvalue()
@@ -74,6 +75,9 @@ def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) ->
     assert set(served["us-east"]) == {"us-east"} and served["us-east"]["us-east"] > 0, served
     assert served["eu-west"].get("us-east", 0) + served["eu-west"].get("ap-southeast", 0) > 0, served
     assert result.completed["us-east"] > 2 * result.completed["eu-west"], result.completed
+    # live capacity is on in the demo: every decision was judged with the region's measured load and headroom
+    assert all(e.get("capacity", {}).get("source") in ("live", "stale", "missing") for e in shifts), shifts
+    assert any(e["capacity"]["source"] == "live" and e["capacity"]["load_rps"] > 0 for e in shifts), shifts
 
 
 def _wait(what: str, predicate: Callable[[], object], timeout_s: float) -> None:

@@ -154,6 +154,7 @@ class _Watch:
         self.last_weights: dict[str, int | None] = {}
         self.last_line = -LOAD_EVERY_S
         self.healthy_seen: set[str] = set()
+        self.capacity: dict[str, dict[str, Any]] = {}  # region → the capacity block of its latest judgement
         self.users_tail = LogTail(stack.workdir / "loadgen.log")
         self.users_since: float | None = None  # when the simulated users started (seconds since the start)
 
@@ -168,6 +169,8 @@ class _Watch:
                 and ev.get("state_after") == "healthy"
             ):
                 self.healthy_seen.add(str(ev.get("region")))
+            if isinstance(ev.get("capacity"), dict):  # live capacity: the controller's view of this region
+                self.capacity[str(ev.get("region"))] = ev["capacity"]
             if ev.get("event") in SHOWN_EVENTS:
                 self.say("   " + _describe(ev))
         if self.users_since is None and any(e.get("event") == "loadgen.started" for e in self.users_tail.new_events()):
@@ -176,10 +179,15 @@ class _Watch:
 
     def show(self, weights: dict[str, int | None], now: float) -> None:
         """One progress line: each region's own weight in Route 53 beside the load its worker measures."""
-        line = "  ".join(f"{r}={w} ({self.loads.column(r)})" for r, w in weights.items())
+        line = "  ".join(f"{r}={w} ({self._column(r)})" for r, w in weights.items())
         self.say("Route 53 own-region weights (load at the workers): " + line)
         self.result.loads_seen.append((now, self.loads.per_second()))
         self.last_line = now
+
+    def _column(self, region: str) -> str:
+        """Its load measured at the worker and, with live capacity, the headroom the controller judged with."""
+        headroom = self.capacity.get(region, {}).get("headroom_rps")
+        return self.loads.column(region) + ("" if headroom is None else f", headroom {float(headroom):.0f} req/s")
 
     def warmed_up(self, users: bool) -> bool:
         """Every region judged healthy and, with users, their load measured over a whole window."""
@@ -226,7 +234,8 @@ def run_demo(
     users = DEMO_USERS if users is None else users
     result = DemoResult()
     drained = restored = False
-    with started_stack(timing=timing, redis_url=redis_url, workdir=workdir, users=users) as (stack, policy_file, ports):
+    started = started_stack(timing=timing, redis_url=redis_url, workdir=workdir, users=users, live_capacity=True)
+    with started as (stack, policy_file, ports):
         say(f"started redis, moto (Route 53 API), 3 workers, 3 agents, controller; logs in {stack.workdir}")
         if users:
             rates = ", ".join(f"{r} {rate:g}/s" for r, rate in users.items())
@@ -287,11 +296,12 @@ def _describe(ev: dict[str, Any]) -> str:
     name = ev.get("event", "")
     if name == "controller.weights_shifted":
         row = ", ".join(f"{d} {float(w):.2f}" for d, w in (ev.get("weights_after") or {}).items() if float(w) > 0)
+        capacity = [str(r) for r in ev.get("reasons") or [] if str(r).startswith("capacity")]
         return (
             f"{name} region={ev.get('region')} {ev.get('state_before')}→{ev.get('state_after')} "
             f"serving {_num(ev.get('serving_fraction_before'), 2)}→{_num(ev.get('serving_fraction_after'), 2)} "
             f"(p99 {_num(ev.get('p99_ms'))} ms, n={ev.get('n')}, errors {_num(ev.get('error_rate'), 3)}, "
-            f"by {ev.get('decided_by')}) its users → {row}"
+            f"by {ev.get('decided_by')}) its users → {row}" + "".join(f"; {c}" for c in capacity)
         )
     if name == "route53.changes_applied":
         moved = [

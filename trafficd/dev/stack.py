@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,15 @@ DEMO_ENV = {
     "AWS_CONFIG_FILE": "/dev/null",
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
 }
-# Interesting controller/route53 events to echo while the demo runs.
+# Each fake worker's concurrency limit (vLLM's --max-num-seqs; the policy declares it as capacity.max_concurrency):
+# us-east's users need ~13 slots (45 req/s × ~0.3 s), ap-southeast's ~6; eu-west's, made slow (4.5 s), ~60.
+WORKER_SLOTS = {"us-east": 32, "eu-west": 64, "ap-southeast": 24}
+LIVE_CAPACITY = """capacity:   # live capacity: agents read each fake worker's vLLM metrics; spill-over sized in req/s
+  server: vllm
+  scrape_every: 1s
+  timeout: 1s
+  max_age: 5s
+"""
 
 
 @dataclass(frozen=True)
@@ -72,16 +81,19 @@ def demo_policy_yaml(
     worker_ports: dict[str, int],
     key_prefix: str,
     timing: Timing,
+    live_capacity: bool = False,
 ) -> str:
+    """The demo's policy; `live_capacity` adds the `capacity` section (spill-over sized by measured load)."""
     regions = []
     names = list(REGIONS)
     for name, aws_region in REGIONS.items():
+        slots = f"\n        capacity: {{max_concurrency: {WORKER_SLOTS[name]}}}   # its --max-num-seqs (not published)"
         neighbours = ", ".join(n for n in names if n != name)
         regions.append(
             f"""  {name}:
     workers:
       - name: {name}-w1
-        url: http://{LOOPBACK}:{worker_ports[name]}
+        url: http://{LOOPBACK}:{worker_ports[name]}{slots if live_capacity else ""}
     dns:
       endpoint: {name}.lb.{zone_name}
       aws_region: {aws_region}
@@ -108,7 +120,7 @@ probe:
     total: 10s
 models:
   - name: demo-small
-regions:
+{LIVE_CAPACITY if live_capacity else ""}regions:
 {regions_yaml}
 slo:
   total_p99: 3s
@@ -170,7 +182,15 @@ class Stack:
         return proc
 
     def stop(self) -> None:
-        for proc in reversed(list(self.procs.values())):
+        """The users first (no request left half-sent), then every other process at once, each waited for."""
+        procs = list(reversed(self.procs.values()))
+        if "loadgen" in self.procs:
+            stop_process(self.procs["loadgen"])
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
             stop_process(proc)
         if self.moto:
             self.moto.stop()
@@ -198,9 +218,12 @@ def started_stack(
     redis_url: str | None = None,
     workdir: Path | None = None,
     users: Mapping[str, float] | None = None,
+    live_capacity: bool = False,
 ) -> Iterator[tuple[Stack, Path, dict[str, int]]]:
     """Start redis (unless given), moto, workers, agents and controller, and with `users` (requests/s per
-    region) the simulated users (`loadgen`, started last, stopped first); yield (stack, policy file, ports)."""
+    region) the simulated users (`loadgen`, started last, stopped first); yield (stack, policy file, ports).
+    `live_capacity`: the agents read the workers' metrics and spill-over is sized by measured load (else by the
+    declared 60 % headroom, which the fault suite and the other end-to-end tests reason with)."""
     wd = workdir or Path(tempfile.mkdtemp(prefix="trafficd-demo-"))
     wd.mkdir(parents=True, exist_ok=True)
     stack = Stack(wd)
@@ -215,7 +238,7 @@ def started_stack(
                 f"worker-{name}",
                 [
                     *("fake-worker", "--port", str(port), "--name", name, "--model", "demo-small"),
-                    *("--ttft-ms", str(timing.normal_ttft_ms)),
+                    *("--ttft-ms", str(timing.normal_ttft_ms), "--max-num-seqs", str(WORKER_SLOTS[name])),
                 ],
             )
         for name, port in ports.items():
@@ -239,6 +262,7 @@ def started_stack(
                 worker_ports=ports,
                 key_prefix=f"demo{uuid.uuid4().hex[:6]}",
                 timing=timing,
+                live_capacity=live_capacity,
             )
         )
         policy = load_policy(policy_file).policy
