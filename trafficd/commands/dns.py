@@ -25,28 +25,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from trafficd.cli import add_policy_argument
-from trafficd.dns import fence
-from trafficd.dns import records as rec
-from trafficd.dns.provider import ReconcileContext
-from trafficd.dns.route53.client import list_zone, route53_client
-from trafficd.dns.route53.outcome import Route53Error
-from trafficd.dns.route53.provider import Route53Provider
-from trafficd.dns.route53.wire import LIMITS
-from trafficd.dns.topology import topology_for
-from trafficd.model import Record, TrafficMatrix, identity_matrix
-from trafficd.policy.schema import Policy, load_policy
+
+if TYPE_CHECKING:
+    from trafficd.dns import records as rec
+    from trafficd.model import Record, TrafficMatrix
+    from trafficd.policy.schema import Policy
+
+# The handlers import what they use (boto3 and the record planner take ~1 s to import): `dns --help` imports none.
 
 EX_CHANGES_PENDING = 2  # `dns plan --detailed-exitcode`: the plan is not empty
 
 
 def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:
     """Owned records per region (weights and shares), and the foreign records at our names."""
+    from trafficd.dns import fence
+    from trafficd.dns import records as rec
+    from trafficd.dns.topology import topology_for
+
     owned = rec.owned_keys(policy)
     names = {k[0] for k in owned}
     foreign = [rec.record_to_log(x) for x in zone if x.name in names and x.key not in owned]
@@ -62,6 +60,8 @@ def dns_view(policy: Policy, zone: list[Record]) -> dict[str, Any]:
 
 
 def _print_view(policy: Policy, view: dict[str, Any]) -> None:
+    from trafficd.dns.topology import topology_for
+
     print(f"zone {view['zone_id']} · topology {view['topology']} · writer epoch {view['writer_epoch']}")
     topology = topology_for(policy)
     for region, v in view["regions"].items():
@@ -72,11 +72,18 @@ def _print_view(policy: Policy, view: dict[str, Any]) -> None:
 
 
 def _load(path: str) -> Policy:
+    from trafficd.policy.schema import load_policy
+
     return load_policy(path).policy  # PolicyError: every problem printed, exit 78 (trafficd.cli)
 
 
 def _policy_and_zone(path: str) -> tuple[Policy, list[Record]] | int:
     """The policy and the zone's records now, or the exit code to return (78 bad policy, 1 Route 53 error)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from trafficd.dns.route53.client import list_zone, route53_client
+    from trafficd.dns.route53.outcome import Route53Error
+
     policy = _load(path)
     try:
         return policy, list_zone(route53_client(policy), policy.dns.zone_id)[0]
@@ -100,6 +107,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file: str | None) -> TrafficMatrix:
     """The matrix `dns plan` uses: from a file, identity (`healthy`), or what the records say (`current`)."""
+    from trafficd.dns import records as rec
+    from trafficd.model import identity_matrix
+
     if matrix_file:
         with open(matrix_file, encoding="utf-8") as f:
             data = json.load(f)
@@ -119,6 +129,11 @@ def matrix_for_plan(policy: Policy, zone: list[Record], source: str, matrix_file
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from trafficd.dns import records as rec
+    from trafficd.dns.route53.wire import LIMITS
+
     loaded = _policy_and_zone(args.policy)
     if isinstance(loaded, int):
         return loaded
@@ -166,6 +181,9 @@ def _brief(r: Record | None) -> str:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    from trafficd.dns.provider import ReconcileContext
+    from trafficd.dns.route53.provider import Route53Provider
+
     policy = _load(args.policy)
     provider = Route53Provider.from_policy(policy, writer="trafficd-dns-bootstrap")
     result = provider.bootstrap(context=ReconcileContext.for_cli("bootstrap"))
@@ -182,6 +200,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def iam_policy(policy: Policy) -> dict[str, Any]:
     """The least-privilege IAM policy for this policy file: CREATE and DELETE of the owned names (and the writer
     epoch TXT name) only, never UPSERT, plus the two reads."""
+    from trafficd.dns import fence
+    from trafficd.dns import records as rec
+
     zone_arn = f"arn:aws:route53:::hostedzone/{policy.dns.zone_id}"
     names = sorted({k[0].rstrip(".") for k in rec.owned_keys(policy)} | {fence.epoch_name(policy).rstrip(".")})
     return {

@@ -17,22 +17,25 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
-
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from trafficd.cli import add_policy_argument, open_policy
 from trafficd.errors import TransientError
-from trafficd.policy.schema import Policy, parse_duration
 from trafficd.runtime import audit
 from trafficd.runtime.logs import iso_time
-from trafficd.stats import store
+
+if TYPE_CHECKING:
+    from trafficd.policy.schema import Policy
+
+# The policy schema and redis-py are imported by the handler: `history --help` needs neither.
 
 EX_USAGE = 2
 
 
 def parse_when(text: str, now: float) -> float:
     """A duration back from `now` (`2h`) or a UTC time (`03:12`, `2026-12-02T03:12`, with or without `Z`)."""
+    from trafficd.policy.values import parse_duration
+
     try:
         return now - parse_duration(text)
     except ValueError:
@@ -56,7 +59,9 @@ def parse_when(text: str, now: float) -> float:
 async def fetch(
     policy: Policy, since: float, until: float | None, region: str | None, kinds: list[str] | None
 ) -> list[audit.Entry]:
-    client = store.client_for(policy, "oncall")
+    from trafficd.stats.client import client_for  # not stats.store: the sink brings aiohttp and metrics
+
+    client = client_for(policy, "oncall")
     try:
         return await audit.read(
             client, policy.redis.key_prefix, policy.service, since=since, until=until, region=region, kinds=kinds
@@ -113,6 +118,8 @@ def as_json(entries: list[audit.Entry]) -> list[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
     policy = open_policy(args)  # bad policy 78, unknown region 2 (trafficd.cli)
     now = time.time()
     try:

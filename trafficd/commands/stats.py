@@ -13,13 +13,15 @@ import dataclasses
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from trafficd.cli import add_policy_argument, open_policy
 from trafficd.errors import EX_TEMPFAIL
-from trafficd.policy.schema import Policy
-from trafficd.stats import store
-from trafficd.stats.view import GroupStats, RegionDetail
-from trafficd.stats.window import WindowStats
+
+if TYPE_CHECKING:  # imported by the handler (`_collect`): `stats --help` needs neither redis-py nor the schema
+    from trafficd.policy.schema import Policy
+    from trafficd.stats.view import GroupStats, RegionDetail
+    from trafficd.stats.window import WindowStats
 
 
 def _ms(value: float | None) -> str:
@@ -72,9 +74,12 @@ def render(detail: dict[str, RegionDetail], policy: Policy) -> str:
 
 
 async def _collect(policy: Policy, now: float) -> dict[str, RegionDetail]:
-    client = store.client_for(policy, "oncall")
+    from trafficd.stats.client import client_for  # not stats.store: the sink brings aiohttp and metrics
+    from trafficd.stats.view import StatsView
+
+    client = client_for(policy, "oncall")
     try:
-        return await store.StatsView(client, policy).detail(now)
+        return await StatsView(client, policy).detail(now)
     finally:
         await client.aclose()
 
