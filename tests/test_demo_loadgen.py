@@ -57,9 +57,10 @@ async def running(gen: LoadGen) -> asyncio.Task[None]:
     return asyncio.create_task(gen.run())
 
 
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def stop(gen: LoadGen, task: asyncio.Task[None]) -> None:
+    """Stop the arrivals and wait for the requests in flight to end."""
+    gen.stop()
+    await asyncio.wait_for(task, timeout=30)
 
 
 async def test_users_are_split_by_the_pool_weights_in_route53(
@@ -75,7 +76,7 @@ async def test_users_are_split_by_the_pool_weights_in_route53(
     try:
         await eventually_async(lambda: sum(gen.served.values()) >= 600, "600 answers", timeout_s=30)
     finally:
-        await stop(task)
+        await stop(gen, task)
     share = gen.share("us-east")
     sd = math.sqrt(0.75 * 0.25 / sum(gen.served.values()))
     assert abs(share["eu-west"] - 0.75) <= max(0.07, 4 * sd), share
@@ -107,4 +108,4 @@ async def test_load_moves_when_route53_changes(policy: Policy, route53: Any, wor
         await eventually_async(moved, "us-east's users served by eu-west only", timeout_s=20)
         assert gen.matrix["us-east"] == drain_us(0.0)["us-east"]
     finally:
-        await stop(task)
+        await stop(gen, task)

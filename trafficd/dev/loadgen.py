@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 _log = get_logger("loadgen")
 MAX_IN_FLIGHT = 2000  # per source region: beyond it a user's request is dropped (counted), not queued in memory
+STOP_GRACE_S = 10.0  # stopping: how long the requests in flight may take to end
 
 
 class LoadGen:
@@ -75,6 +76,7 @@ class LoadGen:
         self._recent: deque[tuple[float, str]] = deque()  # (monotonic end, serving region)
         self._in_flight: dict[str, int] = dict.fromkeys(policy.region_names, 0)
         self._read_failing = False
+        self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ where a user's request goes
 
@@ -128,21 +130,25 @@ class LoadGen:
 
     # ------------------------------------------------------------ running
 
+    def stop(self) -> None:
+        """No new arrivals; `run` returns once the requests in flight have ended (at most `STOP_GRACE_S`)."""
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Run every region's users and the Route 53 refresh until cancelled."""
+        """Run every region's users and the Route 53 refresh until `stop()` (or cancelled)."""
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             await asyncio.to_thread(self.refresh)  # the first users go where Route 53 says already
             _log.info("loadgen.started", rates=self.rates, workers=self.workers, refresh_s=self.refresh_s)
-            tasks = [asyncio.create_task(self._users(http, r, rate)) for r, rate in self.rates.items() if rate > 0]
-            tasks.append(asyncio.create_task(self._refresher()))
+            users = [asyncio.create_task(self._users(http, r, rate)) for r, rate in self.rates.items() if rate > 0]
+            refresher = asyncio.create_task(self._refresher())
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.gather(*users)
             finally:
-                for t in tasks:
+                for t in [*users, refresher]:
                     t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*users, refresher, return_exceptions=True)
 
     async def _refresher(self) -> None:
         while True:
@@ -152,17 +158,23 @@ class LoadGen:
     async def _users(self, http: aiohttp.ClientSession, source: str, rate: float) -> None:
         requests: set[asyncio.Task[None]] = set()
         try:
-            while True:
-                await asyncio.sleep(self.rng.expovariate(rate))
+            while not await self._stopped_within(self.rng.expovariate(rate)):
                 if self._in_flight[source] >= MAX_IN_FLIGHT:
                     self.dropped[source] += 1
                     continue
                 task = asyncio.create_task(self._request(http, source, self.destination(source)))
                 requests.add(task)
                 task.add_done_callback(requests.discard)
+            if requests:  # stopping: let the requests in flight end, so both ends count the same answers
+                await asyncio.wait(list(requests), timeout=STOP_GRACE_S)
         finally:
             for task in list(requests):
                 task.cancel()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        return self._stopping.is_set()
 
     async def _request(self, http: aiohttp.ClientSession, source: str, dest: str) -> None:
         url = self.rng.choice(self.workers[dest]).rstrip("/") + "/v1/chat/completions"
@@ -281,9 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
     async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, gen.stop)
         await gen.run()
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
