@@ -66,6 +66,20 @@ def _region(name: str, rs: Any, ev: Any, o: Any, matrix: Any) -> dict[str, Any]:
         "stale": ev.stale,
         "unreadable": ev.unreadable,
         "override": o.to_dict() if o else None,
+        "capacity": _capacity(ev),
+    }
+
+
+def _capacity(ev: Any) -> dict[str, Any] | None:
+    """Live load and headroom (docs/capacity.md); None when the region reads no live capacity."""
+    if ev.capacity_source is None:
+        return None
+    return {
+        "source": ev.capacity_source,
+        "load_rps": ev.load_rps,
+        "headroom_rps": ev.headroom_rps,
+        "age_s": ev.capacity_age_s,
+        "kv_usage": ev.kv_usage,
     }
 
 
@@ -180,7 +194,19 @@ def _details(name: str, r: dict[str, Any], now: float) -> list[str]:
         lines.append(f"{pad}hold-down: no recovery for {r['hold_down_until'] - now:.0f}s more")
     if r["heartbeat_age_s"] is not None and r["stale"]:
         lines.append(f"{pad}newest agent heartbeat {r['heartbeat_age_s']:.0f}s ago")
+    if r.get("capacity"):
+        lines.append(f"{pad}{capacity_line(r['capacity'])}")
     return lines
+
+
+def capacity_line(c: dict[str, Any]) -> str:
+    """`load 100 req/s, headroom 30 req/s (live, 3s old, KV 45%)`, or why there are no live figures."""
+    age = "" if c.get("age_s") is None else f", {c['age_s']:.0f}s old"
+    if c["source"] != "live":
+        return f"capacity: {c['source'].upper()}{age}: the declared capacity_headroom is used"
+    room = "unknown" if c["headroom_rps"] is None else f"{c['headroom_rps']:.3g} req/s"
+    kv = "" if c.get("kv_usage") is None else f", KV {100 * c['kv_usage']:.0f}%"
+    return f"load {c['load_rps']:.3g} req/s, headroom {room} (live{age}{kv})"
 
 
 def render(data: dict[str, Any], now: float, this_hash: str = "") -> str:
