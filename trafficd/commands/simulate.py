@@ -7,7 +7,10 @@ Probe level (`--samples`), JSON lines of probes, aggregated by the store's own s
 Window level (`--timeline`), for hand-written scenarios. Evidence, one line per region per evaluation:
     {"t": 30, "region": "us-east", "n": 1200, "p99_ms": 3400, "over_slo": 0.02, "error_rate": 0.001}
     optional: "ttft_p99_ms", "ttft_over_slo", "recent_over" + "recent_n" (fast rule), "stale": true,
-    "unreadable": true, "headroom": 0.3
+    "unreadable": true, "headroom": 0.3 (a share: the unit rule); live capacity (docs/capacity.md): "load_rps": 100,
+    "headroom_rps": 30, "capacity": "live" (the default with load_rps; or "stale", "missing")
+Probe-level files may carry capacity readings, a region's live figures from their `t` on (stale after the
+region's capacity.max_age): {"t": 1700000000, "region": "us-east", "load_rps": 100, "headroom_rps": 30}
 On-call actions, applied before the evaluation at their `t` (the same meaning as the commands):
     {"t": 10, "override": "drain", "region": "us-east", "for": "60s", "reason": "maintenance", "force": false}
     {"t": 40, "override": "undrain", "region": "us-east"}            (with "for": keep it serving that long)
@@ -28,17 +31,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trafficd.cli import add_policy_argument, open_policy
 from trafficd.commands.simulate_input import (
     ACTION_FIELDS,
+    CAPACITY_SOURCES,
     MAX_MS,
+    MAX_RPS,
     MAX_T,
     WINDOW_FIELDS,
     InputError,
+    Reading,
     flag,
     integer,
     known_fields,
@@ -88,7 +94,28 @@ def _evidence(policy: Policy, d: dict[str, Any]) -> RegionEvidence:
         stale=flag(d, "stale"),
         unreadable=flag(d, "unreadable"),
         headroom=number(d, "headroom", 0.0, 100.0, required=False),
+        **_capacity_fields(policy, d),
     )
+
+
+def _capacity_fields(policy: Policy, d: dict[str, Any]) -> dict[str, Any]:
+    """Live capacity of a window line: `load_rps`, `headroom_rps`, `capacity` (live / stale / missing)."""
+    load = number(d, "load_rps", 0.0, MAX_RPS, required=False)
+    room = number(d, "headroom_rps", 0.0, MAX_RPS, required=False)
+    source = d.get("capacity", "live" if load is not None else None)
+    if source is None:
+        return {}
+    if source not in CAPACITY_SOURCES:
+        raise ValueError(f"capacity: must be live, stale or missing (got {json.dumps(source)})")
+    if source == "live" and load is None:
+        raise ValueError("load_rps: missing; live capacity needs the region's load in requests/s")
+    live = source == "live"
+    return {
+        "load_rps": load if live else None,
+        "headroom_rps": room if live else None,
+        "capacity_source": source,
+        "capacity_age_s": 0.0 if live else None,
+    }
 
 
 def parse_timeline(policy: Policy, lines: Iterable[str], path: str = "<timeline>") -> list[Moment]:
@@ -165,9 +192,38 @@ def rows(policy: Policy, moments: list[Moment]) -> Iterator[dict[str, Any]]:
     return _rows(replay(policy, moments))
 
 
-def sample_rows(policy: Policy, samples: list[Sample]) -> Iterator[dict[str, Any]]:
+def sample_rows(
+    policy: Policy,
+    samples: list[Sample],
+    capacity: list[tuple[float, str, float, float | None, float | None]] = (),  # type: ignore[assignment]
+) -> Iterator[dict[str, Any]]:
     """Probe-level input: aggregated by the store's slice/window code, judged by the controller's code."""
-    return _rows(replay_evidence(policy, replay_samples(policy, samples)))
+    frames = replay_samples(policy, samples)
+    return _rows(replay_evidence(policy, with_readings(policy, frames, capacity) if capacity else frames))
+
+
+def with_readings(
+    policy: Policy,
+    frames: Iterable[tuple[float, dict[str, RegionEvidence]]],
+    readings: Sequence[Reading],
+) -> Iterator[tuple[float, dict[str, RegionEvidence]]]:
+    """Each frame's evidence with every region's newest capacity reading at or before it (stale past max_age)."""
+    ordered = sorted(readings)
+    for t, evidence in frames:
+        newest = {r: (rt, load, room, kv) for rt, r, load, room, kv in ordered if rt <= t}
+        out = dict(evidence)
+        for r, (rt, load, room, kv) in newest.items():
+            cfg = policy.capacity_for(r)
+            stale = cfg is not None and t - rt > cfg.max_age
+            out[r] = replace(
+                out.get(r) or RegionEvidence(region=r, n=0),
+                load_rps=None if stale else load,
+                headroom_rps=None if stale else room,
+                capacity_source="stale" if stale else "live",
+                capacity_age_s=t - rt,
+                kv_usage=kv,
+            )
+        yield t, out
 
 
 def replay_evidence(
@@ -202,13 +258,16 @@ def _rows(evaluations: Iterable[tuple[float, Evaluation]]) -> Iterator[dict[str,
                 "p99_ms": log["p99_ms"],
                 "error_rate": log["error_rate"],
                 "llr": log["llr"],
+                **({"capacity": log["capacity"]} if "capacity" in log else {}),
             }
 
 
 def _read(args: argparse.Namespace, policy: Policy) -> Iterator[dict[str, Any]]:
     if args.samples:
+        capacity: list[Reading] = []
         with open(args.samples, encoding="utf-8") as f:
-            return sample_rows(policy, read_samples(policy, f, args.samples))
+            samples = read_samples(policy, f, args.samples, capacity)
+        return sample_rows(policy, samples, capacity)
     with open(args.timeline, encoding="utf-8") as f:
         return rows(policy, parse_timeline(policy, f, args.timeline))
 

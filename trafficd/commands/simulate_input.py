@@ -20,8 +20,12 @@ SAMPLE_FIELDS = ("t", "region", "worker", "model", "ok", "reason", "total_ms", "
 SAMPLE_REQUIRED = ("t", "region", "worker", "model", "ok", "total_ms")
 WINDOW_FIELDS = (
     "t", "region", "n", "p99_ms", "over_slo", "error_rate", "ttft_p99_ms", "ttft_over_slo",
-    "recent_over", "recent_n", "stale", "unreadable", "headroom",
+    "recent_over", "recent_n", "stale", "unreadable", "headroom", "load_rps", "headroom_rps", "capacity",
 )  # fmt: skip
+CAPACITY_FIELDS = ("t", "region", "load_rps", "headroom_rps", "kv_usage")  # a probe-level file's capacity reading
+CAPACITY_SOURCES = ("live", "stale", "missing")
+MAX_RPS = 1e9
+Reading = tuple[float, str, float, float | None, float | None]  # t, region, load_rps, headroom_rps, kv_usage
 ACTION_FIELDS = ("t", "override", "region", "for", "reason", "force")
 MAX_T = 1e10  # unix seconds (year 2286): anything larger is a unit mistake (ms?)
 MAX_MS = 86_400_000.0  # one day
@@ -127,12 +131,32 @@ def sample_of(policy: Policy, d: dict[str, Any]) -> Sample:
     return Sample(region_of(policy, d), _text(d, "worker"), _text(d, "model"), t, ok, reason, total, ttft)
 
 
-def read_samples(policy: Policy, lines: Iterable[str], path: str) -> list[Sample]:
-    """Every sample of a probe-level file; the first bad line raises `InputError` naming file:line."""
+def capacity_of(policy: Policy, d: dict[str, Any]) -> Reading:
+    """A probe-level capacity line → (t, region, load_rps, headroom_rps, kv_usage): the region's live figures
+    from then on (docs/capacity.md), stale once older than its `capacity.max_age`."""
+    known_fields(d, CAPACITY_FIELDS, "capacity")
+    t = number(d, "t", 0.0, MAX_T)
+    load = number(d, "load_rps", 0.0, MAX_RPS)
+    assert t is not None and load is not None
+    room = number(d, "headroom_rps", 0.0, MAX_RPS, required=False)
+    return t, region_of(policy, d), load, room, number(d, "kv_usage", 0.0, 1.0, required=False)
+
+
+def read_samples(
+    policy: Policy,
+    lines: Iterable[str],
+    path: str,
+    capacity: list[Reading] | None = None,
+) -> list[Sample]:
+    """Every sample of a probe-level file; the first bad line raises `InputError` naming file:line. Lines with
+    `load_rps` and no `worker` are capacity readings, appended to `capacity` when given."""
     out: list[Sample] = []
     seen: dict[tuple[float, str, str, str], int] = {}
     for no, d in numbered(lines, path):
         try:
+            if capacity is not None and "load_rps" in d and "worker" not in d:
+                capacity.append(capacity_of(policy, d))
+                continue
             s = sample_of(policy, d)
             key = (s.t, s.region, s.worker, s.model)
             if key in seen:
