@@ -15,7 +15,10 @@ from trafficd import cli
 
 
 def _policy(tmp_path: Path, **regions: Any) -> Path:
-    doc = kit.merge(copy.deepcopy(BASE), {"capacity": {"max_concurrency": 64, "scrape_every": "1s", "max_age": "5s"}, "regions": regions})
+    doc = kit.merge(
+        copy.deepcopy(BASE),
+        {"capacity": {"max_concurrency": 64, "scrape_every": "1s", "max_age": "5s"}, "regions": regions},
+    )
     return kit.write_policy(tmp_path / "policy.yaml", doc)
 
 
@@ -109,3 +112,29 @@ def test_probe_level_capacity_readings(tmp_path: Path, capsys: pytest.CaptureFix
     stale = [r for r in us if r["capacity"]["source"] == "stale"]
     assert live and stale and all(r["capacity"]["age_s"] > 5 for r in stale)
     assert all(r["serving_fraction"] >= 0.9 - 1e-9 for r in live)  # only eu-west's 10 req/s may leave while live
+
+
+def test_bench_decisions_takes_load_and_headroom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench-decisions --load … --headroom …` prints each drained region's req/s by volume beside the unit rule."""
+    import argparse
+
+    from trafficd.dev.bench import decisions
+
+    policy = _policy(tmp_path, **{r: {"capacity_headroom": "60%"} for r in ("us-east", "eu-west", "ap-southeast")})
+    args = decisions._parser(argparse.ArgumentParser()).parse_args(
+        [
+            "--policy",
+            str(policy),
+            "--json",
+            "--load",
+            "us-east=100,eu-west=20,ap-southeast=20",
+            "--headroom",
+            "us-east=60,eu-west=10,ap-southeast=5",
+        ]
+    )
+    capsys.readouterr()
+    assert decisions._command(args) == 0
+    rows = {r["drained"]: r for r in json.loads(capsys.readouterr().out)["spill"]}
+    assert rows["us-east"]["by_volume_rps"] == {"us-east": 85.0, "eu-west": 10.0, "ap-southeast": 5.0}
+    assert rows["us-east"]["by_units_rps"] == {"eu-west": 60.0, "ap-southeast": 40.0}
+    assert rows["eu-west"]["by_volume_rps"] == {"us-east": 20.0}

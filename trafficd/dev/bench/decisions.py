@@ -297,6 +297,12 @@ def _command(args: argparse.Namespace) -> int:
         with open(args.policy, encoding="utf-8") as f:
             text = f.read()
     policy = parse_policy(text).policy
+    if args.load:  # live capacity columns: the spill table instead of the trip rule (dev/bench/spill.py)
+        from trafficd.dev.bench import spill
+
+        rows = spill.table(policy, spill.figures(args.load, "load"), spill.figures(args.headroom, "headroom"))
+        print(json.dumps({"spill": rows}) if args.json else spill.render(rows))
+        return 0
     args.region = args.region or policy.region_names[0]
     hours = 6.0 if args.quick else float(args.hours)
     started = time.perf_counter()
@@ -317,6 +323,8 @@ def _parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, default=1000.0, help="region-hours per point (default 1000)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the tables")
+    p.add_argument("--load", help="REGION=REQ_PER_S,...: print where each drained region's load goes (by volume)")
+    p.add_argument("--headroom", help="REGION=REQ_PER_S,...: each region's live headroom (with --load)")
     return p
 
 
