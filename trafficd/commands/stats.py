@@ -1,8 +1,9 @@
 """`trafficd stats`: the window statistics the controller sees, per region, worker, model and worker × model.
 
 Reads Redis exactly as the controller does (`StatsView.detail`), for the trip and the long window, with each
-region's live load and headroom (`stats/capacity_store.py`, docs/capacity.md), and prints a table (or `--json`). Logs go to stderr so that stdout stays data. Exit codes: 0 shown, 75 Redis unreadable,
-2 unknown region, 78 bad policy (or Redis password unusable).
+region's live load and headroom (`stats/capacity_store.py`, docs/capacity.md), and prints a table (or `--json`).
+Logs go to stderr so that stdout stays data. Exit codes: 0 shown, 75 Redis unreadable, 2 unknown region, 78 bad
+policy (or Redis password unusable).
 """
 
 from __future__ import annotations
