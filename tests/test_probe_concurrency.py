@@ -15,7 +15,14 @@ from probekit import DONE, ROLE, FakeSink, make_policy, tok, wait_until
 from structlog.testing import capture_logs
 
 from trafficd.probe.agent import run_agent
-from trafficd.probe.schedule import SHRINK_AFTER_ROUNDS, ConcurrencySizer, Slots, needed_concurrency
+from trafficd.probe.schedule import (
+    LAG_WAIT_ROUNDS,
+    SHRINK_AFTER_ROUNDS,
+    ConcurrencySizer,
+    Slots,
+    needed_concurrency,
+)
+from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
 
 
@@ -62,6 +69,14 @@ class TunableWorker:
 
 
 @pytest.fixture
+def calm_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the host's load out of the sizing: the agent reads its event-loop lag as 0. The lag gate (shrink when
+    the loop lags) has its own test above; these two are about the durations, and on a CI host at load 14 the
+    gate would rightly hold the growth they look for."""
+    monkeypatch.setattr(StallWatch, "lag_s", lambda self: 0.0)
+
+
+@pytest.fixture
 async def worker() -> AsyncIterator[TunableWorker]:
     w = await TunableWorker(0.02).start()
     yield w
@@ -81,8 +96,8 @@ def gauge(name: str, region: str) -> float | None:
 
 
 def test_sizer_starts_at_the_ceiling_then_follows_the_measured_durations() -> None:
-    """20 series at 200 ms with a ceiling of 40: 40 before any measurement; 50 ms probes need 7 slots, so one per
-    series (20); 600 ms probes need 75, bounded by the ceiling."""
+    """20 series at 200 ms with a ceiling of 40: 40 (not the usual 64) before any measurement; 50 ms probes need
+    7 slots, so one per series (20); 600 ms probes need 75, bounded by the ceiling."""
     sizer = ConcurrencySizer(ceiling=40)
     assert sizer.start() == 40
     assert sizer.review(series=20, interval_s=0.2, skipped=0) is None  # nothing measured yet: unchanged
@@ -124,6 +139,28 @@ def test_sizer_grows_a_quarter_when_a_round_skips_despite_enough_slots() -> None
     assert change is not None and change.after == 60 and change.reason == "skipped_probes"
 
 
+def test_a_lagging_event_loop_shrinks_the_slots_even_below_the_need_and_growth_comes_back_slowly() -> None:
+    """The loop lags 40 ms (the host is saturated): 100 slots for 120 series shrink by a fifth every
+    LAG_WAIT_ROUNDS + 1 rounds although 150 are needed; at 15 ms nothing moves; under 10 ms they grow back in
+    10 % steps, spaced the same."""
+    sizer = ConcurrencySizer(ceiling=256, limit=100, sized=True)
+    for _ in range(256):
+        sizer.probe_took(0.5)  # 120 series at 500 ms need 150
+    first = sizer.review(series=120, interval_s=0.5, skipped=0, lag_s=0.040)
+    assert first is not None and (first.before, first.after, first.reason) == (100, 80, "loop_lagging")
+    assert first.needed == 150 and first.lag_s == 0.040
+    waited = [sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.040) for _ in range(LAG_WAIT_ROUNDS)]
+    assert waited == [None] * LAG_WAIT_ROUNDS
+    second = sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.040)
+    assert second is not None and second.after == 64
+    for _ in range(LAG_WAIT_ROUNDS):
+        sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.015)
+    assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.015) is None  # between: hold, skipping
+    eased = sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.002)
+    assert eased is not None and (eased.before, eased.after, eased.reason) == (64, 71, "lag_eased")
+    assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.002) is None  # spaced out
+
+
 async def test_slots_resize_admits_waiters_and_a_cancelled_waiter_leaks_nothing() -> None:
     """Growing the limit lets waiting holders in at once; a waiter cancelled by its deadline takes no slot."""
     slots = Slots(1)
@@ -145,8 +182,10 @@ async def test_slots_resize_admits_waiters_and_a_cancelled_waiter_leaks_nothing(
     assert slots.in_use == 1
 
 
-async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(worker: TunableWorker) -> None:
-    """10 series every 200 ms: fast at first (sized down from the ceiling to one slot per series); when the worker
+async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
+    worker: TunableWorker, calm_loop: None
+) -> None:
+    """10 series every 200 ms: fast at first (sized down from 64 to one slot per series); when the worker
     takes 600 ms the agent skips, logs agent.falling_behind, grows (agent.concurrency_changed, the gauge) past 30
     in flight, and rounds stop skipping (agent.caught_up)."""
     policy = make_policy(
@@ -174,7 +213,7 @@ async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
         stop.set()
         await asyncio.wait_for(task, 10)
     measured, *grown = events(logs, "agent.concurrency_changed")
-    assert (measured["concurrency_before"], measured["concurrency"], measured["reason"]) == (200, 10, "measured")
+    assert (measured["concurrency_before"], measured["concurrency"], measured["reason"]) == (64, 10, "measured")
     assert grown[0]["concurrency_before"] == 10 and grown[0]["reason"] in ("slow_probes", "skipped_probes")
     assert all(e["concurrency"] > e["concurrency_before"] for e in grown)
     assert grown[-1]["concurrency"] >= 30 and grown[-1]["max_concurrency"] == 200
@@ -183,7 +222,7 @@ async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
     assert events(logs, "agent.falling_behind")[0]["concurrency_mode"] == "auto"
 
 
-async def test_auto_concurrency_never_passes_max_concurrency(worker: TunableWorker) -> None:
+async def test_auto_concurrency_never_passes_max_concurrency(worker: TunableWorker, calm_loop: None) -> None:
     """The same slow worker with max_concurrency 8: the slots start and stay at 8 (never more in flight), the
     agent keeps skipping and its one warning says the ceiling is the limit."""
     worker.delay_s = 0.6

@@ -132,7 +132,7 @@ class Agent:
         self.discarded_stall_total = 0
         self.shard = shard or Shard()
         self.skips = SkipWatch(region, log, metrics.PROBES_SKIPPED)
-        self.concurrency = ConcurrencyControl(region, log)
+        self.concurrency = ConcurrencyControl(region, log, self.stalls.lag_s)
         self.report = AgentReport(log, region)  # the log budget: agent.summary instead of a line per round
 
     # ---------------------------------------------------------------- set-up
@@ -299,6 +299,7 @@ class Agent:
             interval_s=policy.probe.interval,
             mean_probe_s=self.concurrency.sizer.mean_s(),
             auto_max=slot.cfg.max_concurrency if slot.cfg.concurrency == "auto" else None,
+            lag_s=self.stalls.lag_s(),
         )
         self.concurrency.after_round(slot.cfg, slot.sem, round_number=number, series=len(targets), skipped=skipped)
         log.debug(

@@ -15,11 +15,15 @@
   the last 256 probes — Little's law: probes in flight = probes started per second × mean time each holds a slot —
   with 25 % headroom, never below one slot per series and at most `probe.max_concurrency`. The mean, not a high
   percentile: one worker stalling at its deadline raises the mean by its share, while a p95 would size every
-  series as if it stalled. An agent starts at the ceiling (nothing is skipped before a probe has been measured,
-  even if a worker hangs from the start) and sizes itself at the first measured round; then it grows as soon as a
-  round needs more (by at least 10 % a step, and by half when a round skipped probes although the sizing said it
-  had enough: probes hanging towards their deadline are not measured until they end), and shrinks only after
-  `SHRINK_AFTER_ROUNDS` rounds in a row needed less than two thirds of it, so a short lull does not undo it.
+  series as if it stalled. An agent starts at START_SLOTS (64, the old fixed default, at most the ceiling) and
+  sizes itself when its first round completes; then it grows as soon as a round needs more (by at least 10 % a
+  step, and by half when a round skipped probes although the sizing said it had enough: probes hanging towards
+  their deadline are not measured until they end), and shrinks only after `SHRINK_AFTER_ROUNDS` rounds in a row
+  needed less than two thirds of it, so a short lull does not undo it.
+* **Fidelity before throughput.** Growth needs the agent's event loop to be responsive (lag under
+  LAG_GROW_BELOW_S, `probe/stall.py`); while it lags more than LAG_SHRINK_ABOVE_S the slots shrink by a fifth
+  every LAG_WAIT_ROUNDS, even below the need, and come back in 10 % steps once it eases. On a saturated host more
+  probes in flight would measure the host, not the workers; skipped probes only thin the evidence (which holds).
   Each change is one `agent.concurrency_changed` line and the `trafficd_probe_concurrency{region}` gauge. A
   fixed number keeps the old behaviour: the agent only warns.
 """
@@ -32,6 +36,7 @@ import hashlib
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +46,14 @@ SKIP_GROWTH = 1.5  # a round skipped probes although the sizing said it had enou
 SHRINK_BELOW = 2 / 3  # shrink only when the need falls under two thirds of the slots ...
 SHRINK_AFTER_ROUNDS = 20  # ... for this many rounds in a row (5 s at the default 250 ms interval)
 RECENT_PROBES = 256  # the durations the sizing averages
+START_SLOTS = 64  # before anything is measured: the old fixed default (≤ 3 ms TTFT added at p99 on idle 2 cores)
+# The agent's event-loop lag (probe/stall.py) delays every chunk it reads: measured with bench-probe on 2 cores,
+# a lag (p90 of 2 s of ticks) of ~3 ms went with ≤ 17 ms TTFT added at p99, 13 ms with 46 ms, 74 ms with 228 ms.
+LAG_GROW_BELOW_S = 0.010  # grow only while the loop lags less than this ...
+LAG_SHRINK_ABOVE_S = 0.025  # ... and shrink (by LAG_SHRINK) while it lags more: fidelity before throughput
+LAG_SHRINK = 0.8
+LAG_MIN_SLOTS = 4
+LAG_WAIT_ROUNDS = 8  # after a lag-driven change, rounds before the next (the lag needs time to answer)
 
 
 class ShardError(ValueError):
@@ -118,6 +131,7 @@ class SkipWatch:
         interval_s: float,
         mean_probe_s: float,
         auto_max: int | None = None,
+        lag_s: float = 0.0,
     ) -> None:
         """`auto_max`: the ceiling when the concurrency is `auto` (None when it is fixed)."""
         if skipped:
@@ -139,7 +153,8 @@ class SkipWatch:
                     needed_concurrency=needed_concurrency(probes, mean_probe_s, interval_s),
                     mean_probe_ms=round(mean_probe_s * 1000.0, 1),
                     interval_s=interval_s,
-                    hint=_hint(concurrency, auto_max),
+                    loop_lag_ms=round(lag_s * 1000.0, 1),
+                    hint=_hint(concurrency, auto_max, lag_s),
                 )
             return
         if self.behind:
@@ -148,8 +163,10 @@ class SkipWatch:
             self.skipped_in_episode = 0
 
 
-def _hint(concurrency: int, auto_max: int | None) -> str:
+def _hint(concurrency: int, auto_max: int | None, lag_s: float = 0.0) -> str:
     shard = "lengthen probe.interval, or split the region with --shard I/N"
+    if auto_max is not None and lag_s >= LAG_GROW_BELOW_S:
+        return f"the agent's event loop lags ({lag_s * 1000.0:.0f} ms): the host is saturated; {shard} on idle hosts"
     if auto_max is None:
         return f"raise probe.concurrency (or set it to auto), {shard}"
     if concurrency < auto_max:
@@ -209,7 +226,8 @@ class Resize:
     mean_probe_s: float
     interval_s: float
     ceiling: int
-    reason: str  # measured (the first sizing), slow_probes, skipped_probes, fast_probes
+    reason: str  # measured (the first sizing), slow_probes, skipped_probes, fast_probes, loop_lagging, lag_eased
+    lag_s: float = 0.0  # the event loop's lag when decided
 
 
 @dataclass
@@ -221,10 +239,12 @@ class ConcurrencySizer:
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
     low_rounds: int = 0
     sized: bool = False  # sized from measured durations at least once
+    lag_capped: bool = False  # below the need because the loop lagged: grow back in small, spaced steps
+    wait_rounds: int = 0
 
     def start(self) -> int:
-        """Before any probe is measured: the ceiling, so nothing is skipped while durations are unknown."""
-        self.limit = self.ceiling
+        """Before any probe is measured: START_SLOTS (at most the ceiling)."""
+        self.limit = min(self.ceiling, START_SLOTS)
         return self.limit
 
     def probe_took(self, seconds: float) -> None:
@@ -233,30 +253,42 @@ class ConcurrencySizer:
     def mean_s(self) -> float:
         return sum(self.durations) / len(self.durations) if self.durations else 0.0
 
-    def review(self, *, series: int, interval_s: float, skipped: int) -> Resize | None:
-        """After a round: the new limit when the measured need calls for one, else None."""
+    def review(self, *, series: int, interval_s: float, skipped: int, lag_s: float = 0.0) -> Resize | None:
+        """After a round: the new limit when the measured need (or the event loop's lag) calls for one, else None."""
         if not self.durations:
+            return None
+        if self.wait_rounds > 0:
+            self.wait_rounds -= 1
             return None
         mean = self.mean_s()
         floor = min(self.ceiling, max(1, series))  # one slot per series: a short probe overlaps none of its own
         needed = min(self.ceiling, max(floor, needed_concurrency(series, mean, interval_s)))
         if not self.sized:
             self.sized = True
-            new, reason = needed, "measured"
+            new, reason = (needed if lag_s < LAG_GROW_BELOW_S else min(needed, self.limit)), "measured"
+        elif lag_s > LAG_SHRINK_ABOVE_S:
+            new, reason = self._lagging(needed)
         else:
-            new, reason = self._next_limit(needed, skipped)
+            new, reason = self._next_limit(needed, skipped, lag_s < LAG_GROW_BELOW_S)
         if new == self.limit:
             return None
-        change = Resize(self.limit, new, needed, series, mean, interval_s, self.ceiling, reason)
+        change = Resize(self.limit, new, needed, series, mean, interval_s, self.ceiling, reason, lag_s)
         self.limit, self.low_rounds = new, 0
         return change
 
-    def _next_limit(self, needed: int, skipped: int) -> tuple[int, str]:
-        grown = min(self.ceiling, max(needed, math.ceil(self.limit * GROW_STEP)))
-        if needed > self.limit:
-            return grown, "slow_probes"
-        if skipped and self.limit < self.ceiling:
-            return min(self.ceiling, max(grown, math.ceil(self.limit * SKIP_GROWTH))), "skipped_probes"
+    def _lagging(self, needed: int) -> tuple[int, str]:
+        """The loop lags: more probes in flight would measure the host, not the workers. Shrink, even below the
+        need (skipped probes thin the evidence, which holds; inflated TTFTs would judge healthy workers slow)."""
+        new = max(min(LAG_MIN_SLOTS, self.limit), int(self.limit * LAG_SHRINK))
+        if new < self.limit:
+            self.wait_rounds = LAG_WAIT_ROUNDS
+            self.lag_capped = new < needed
+        return new, "loop_lagging"
+
+    def _next_limit(self, needed: int, skipped: int, may_grow: bool) -> tuple[int, str]:
+        if needed > self.limit or (skipped and self.limit < self.ceiling):
+            return self._grown(needed, skipped) if may_grow else (self.limit, "")
+        self.lag_capped = False
         if skipped or needed >= self.limit * SHRINK_BELOW:
             self.low_rounds = 0
             return self.limit, ""
@@ -264,6 +296,16 @@ class ConcurrencySizer:
         if self.low_rounds < SHRINK_AFTER_ROUNDS:
             return self.limit, ""
         return needed, "fast_probes"
+
+    def _grown(self, needed: int, skipped: int) -> tuple[int, str]:
+        step = math.ceil(self.limit * GROW_STEP)
+        if self.lag_capped:  # back towards the need in 10 % steps, LAG_WAIT_ROUNDS apart
+            self.wait_rounds = LAG_WAIT_ROUNDS
+            return min(self.ceiling, needed, step), "lag_eased"
+        grown = min(self.ceiling, max(needed, step))
+        if needed > self.limit:
+            return grown, "slow_probes"
+        return min(self.ceiling, max(grown, math.ceil(self.limit * SKIP_GROWTH))), "skipped_probes"
 
 
 @dataclass
@@ -273,6 +315,7 @@ class ConcurrencyControl:
 
     region: str
     log: Any
+    lag_s: Callable[[], float] = lambda: 0.0  # the event loop's recent lag (StallWatch.lag_s)
     sizer: ConcurrencySizer = field(default_factory=lambda: ConcurrencySizer(ceiling=1))
 
     def probe_took(self, seconds: float) -> None:
@@ -296,7 +339,7 @@ class ConcurrencyControl:
     def after_round(self, cfg: Any, slots: Slots, *, round_number: int, series: int, skipped: int) -> None:
         if cfg.concurrency != "auto":
             return
-        change = self.sizer.review(series=series, interval_s=cfg.interval, skipped=skipped)
+        change = self.sizer.review(series=series, interval_s=cfg.interval, skipped=skipped, lag_s=self.lag_s())
         if change is None:
             return
         slots.resize(change.after)
@@ -312,4 +355,5 @@ class ConcurrencyControl:
             mean_probe_ms=round(change.mean_probe_s * 1000.0, 1),
             interval_s=change.interval_s,
             max_concurrency=change.ceiling,
+            loop_lag_ms=round(change.lag_s * 1000.0, 1),
         )

@@ -6,7 +6,9 @@ for most of the gap) or the whole process was paused (`paused`: SIGSTOP, a VM or
 CPU used). Stalls are kept for KEEP_S; `overlapping(start, end)` tells the agent whether a probe's measurement
 (monotonic start and end) overlaps one, in which case the sample measured the agent, not the worker, and is
 discarded (counted, logged). `overlapping` first checks the clock itself, so a probe that completes right after a
-pause, before the ticker has run, is caught too.
+pause, before the ticker has run, is caught too. The ticker also keeps how late its recent ticks woke (`lag_s`):
+the event loop's lag, which delays every chunk a probe reads, so the concurrency sizing holds off growing while it
+is high (`probe/schedule.py`).
 
 Event: `agent.stalled` (`duration_ms`, `cpu_ms`, `kind`, `threshold_ms`).
 """
@@ -25,6 +27,7 @@ from trafficd.runtime.logs import get_logger
 TICK_S = 0.05
 STALL_THRESHOLD_S = 0.25  # a local stall longer than this is not measured as the worker's latency
 KEEP_S = 600.0  # longer than any probe deadline
+LAG_TICKS = 40  # the recent ticks `lag_s` looks at (2 s)
 
 log = get_logger("agent")
 
@@ -59,6 +62,14 @@ class StallWatch:
         self.stalls: deque[Stall] = deque()
         self.stalls_total = 0
         self._last, self._last_cpu = clock(), cpu()
+        self.late: deque[float] = deque(maxlen=LAG_TICKS)  # how late each recent tick woke, seconds
+
+    def lag_s(self) -> float:
+        """The event loop's recent lag: the 90th percentile of how late the last LAG_TICKS ticks woke."""
+        if len(self.late) < LAG_TICKS // 2:
+            return 0.0  # too few ticks yet (the agent's own start-up would dominate them)
+        ordered = sorted(self.late)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
     def check(self) -> Stall | None:
         """Record (and log) a stall if the time since the last check is longer than a tick plus the threshold."""
@@ -92,6 +103,8 @@ class StallWatch:
         """Tick until `stop` is set (the time before the first tick is not a stall)."""
         self._last, self._last_cpu = self.clock(), self.cpu()
         while not stop.is_set():
+            slept_from = self.clock()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.tick_s)
+            self.late.append(max(0.0, self.clock() - slept_from - self.tick_s))
             self.check()

@@ -6,7 +6,8 @@ a fixed concurrency of 64 (the old default) and once with `probe.concurrency: au
 `--max-concurrency`, default the policy's 256), which sizes itself from the measured durations. For each run:
 probes wanted (series × rounds), completed, skipped (%), probes/s, probes per CPU-second of the agent process
 (its own CPU only; the worker is another process on the same cores), the slots at the end (and the most reached),
-and fidelity: the measured TTFT p99 against the true one, and TTFT added over the truth at p50/p99.
+the agent's event-loop lag (median over the run of the 90th percentile of its last 2 s of ticks), and fidelity:
+the measured TTFT p99 against the true one, and TTFT added over the truth at p50/p99.
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ async def run_one(url: str, series: int, concurrency: int | str, args: Any) -> d
     agent = Agent(_policy(url, series, args.interval, concurrency, args.max_concurrency), "r1", sink, agent_id="bench")
     cpu0, wall0 = time.process_time(), time.perf_counter()
     task = asyncio.create_task(agent.run(stop))
-    most = 0
+    most, lags = 0, []
     for _ in range(int(args.seconds * 10)):
         await asyncio.sleep(0.1)
         slot = agent._slot
         most = max(most, slot.sem.in_use if slot is not None else 0)
+        lags.append(agent.stalls.lag_s() * 1000.0)
     final = agent._slot.sem.limit if agent._slot is not None else 0
     stop.set()
     await task
@@ -94,6 +96,7 @@ async def run_one(url: str, series: int, concurrency: int | str, args: Any) -> d
         "probes_per_s": round(done / wall, 1),
         "probes_per_cpu_s": round(done / cpu, 1) if cpu > 0 else None,
         "agent_cpu_pct": round(100.0 * cpu / wall, 1),
+        "loop_lag_ms": _pct(lags, 0.5),
         "true_ttft_ms": args.ttft_ms,
         "ttft_p99_ms": _pct([s.ttft_ms for s in ok], 0.99),
         "added_p50_ms": _pct(added, 0.5),
@@ -120,6 +123,7 @@ COLUMNS = (
     "probes_per_s",
     "probes_per_cpu_s",
     "agent_cpu_pct",
+    "loop_lag_ms",
     "true_ttft_ms",
     "ttft_p99_ms",
     "added_p50_ms",
