@@ -190,3 +190,19 @@ async def test_a_failover_during_a_drain_keeps_one_writer_and_the_decision(fresh
 
 def ctx(writer: str, epoch: int | None = None) -> ReconcileContext:
     return ReconcileContext("t", "", time.monotonic() + 30.0, "plan", epoch=epoch, writer=writer)
+
+
+async def test_redis_cluster_carries_live_capacity(cluster_client: tuple[Policy, Any]) -> None:
+    """Live capacity figures (one hash per region and time bucket, the region's hash tag) round-trip on a cluster."""
+    from trafficd.policy.capacity import Capacity, CapacityFields
+    from trafficd.stats import capacity_store
+    from trafficd.stats.capacity import worker_figures
+
+    base, client = cluster_client
+    policy = base.model_copy(update={"capacity": CapacityFields(max_concurrency=10)})
+    now = time.time()
+    for r, running in (("r1", 4.0), ("r2", 8.0)):
+        fig = worker_figures(running, 0.0, 10.0, None, running, Capacity(max_concurrency=10), at=now)
+        await capacity_store.write(client, policy, r, {"w1": fig}, now)
+    read = await capacity_store.read(client, policy, now + 1.0)
+    assert (read["r1"].source, read["r1"].load_rps, read["r2"].load_rps) == ("live", 4.0, 8.0)

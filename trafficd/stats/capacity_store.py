@@ -36,7 +36,7 @@ async def write(client: Any, policy: Policy, region: str, figures: Mapping[str, 
     if cfg is None or not figures:
         return
     key = keys.capacity_key(policy.redis.key_prefix, policy.service, region, bucket_of(now, cfg.max_age))
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=False)  # no MULTI: redis-py's cluster client fails one sent before any other
     pipe.hset(key, mapping={w: f.to_json() for w, f in figures.items()})
     pipe.expire(key, math.ceil(cfg.max_age * BUCKETS_KEPT))
     await pipe.execute()
