@@ -251,7 +251,7 @@ async def _clock_check(client: Any, policy: Policy, before: float) -> Check:
     offset = (int(seconds) + int(micros) / 1e6) - (t0 + t1) / 2
     limit = policy.windows.max_clock_skew
     status: Status = "ok" if abs(offset) <= limit / 2 else "warn" if abs(offset) <= limit else "fail"
-    return Check("clock", status, f"offset against Redis {offset * 1000:+.0f} ms (max_clock_skew {limit:g}s)")
+    return Check("clock", status, f"offset against Redis {round(offset * 1000):+d} ms (max_clock_skew {limit:g}s)")
 
 
 # ---------------------------------------------------------------- AWS and the zone (controller)
