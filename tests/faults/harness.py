@@ -90,7 +90,10 @@ class Faults:
 
     def leader(self) -> str | None:
         """The name of the controller process holding the lease (its value is host:pid:token)."""
-        holder = self.redis.get(lease_key(self.policy.redis.key_prefix, self.policy.service))
+        try:
+            holder = self.redis.get(lease_key(self.policy.redis.key_prefix, self.policy.service))
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis down or failing over: nobody known to lead
+            return None
         if holder is None:
             return None
         pid = int(str(holder).split(":")[1])
@@ -151,7 +154,7 @@ def _sync_client(url: str) -> Any:
 
 
 @contextlib.contextmanager
-def fault_stack(workdir: Path, redis_url: str | None = None) -> Iterator[Faults]:
-    """The demo stack with FAST timing; on its own redis-server, or on `redis_url` (e.g. a Sentinel set's)."""
-    with started_stack(timing=FAST, workdir=workdir, redis_url=redis_url) as (stack, policy_file, ports):
+def fault_stack(workdir: Path, redis_url: str | None = None, timing: Timing = FAST) -> Iterator[Faults]:
+    """The demo stack (FAST timing unless told); on its own redis-server, or on `redis_url` (a Sentinel set's)."""
+    with started_stack(timing=timing, workdir=workdir, redis_url=redis_url) as (stack, policy_file, ports):
         yield Faults(stack, policy_file, ports)

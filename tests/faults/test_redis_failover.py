@@ -7,6 +7,7 @@ policy's `redis+sentinel://` URL. The independent auditor then checks the whole 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -26,6 +27,9 @@ from .harness import FAST, Faults, events, fault_stack, wait
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults"), pytest.mark.timeout(240)]
 
 LEASE_MARGIN_S = 3.5  # a leader writes only within 2/3 of its 5 s lease after its last renewal
+# 2 s between steps (FAST has 1 s): the drain (255 → 168 → 84 → 0) lasts ~4 s, so the kill lands at its first
+# step and at least one step must come after the promotion, even on a loaded machine
+SLOWER_STEPS = dataclasses.replace(FAST, cooldown="2s")
 
 
 @pytest.fixture
@@ -63,7 +67,7 @@ def test_primary_killed_mid_drain_the_drain_resumes_with_one_writer(tmp_path: Pa
     lease can be held, one leader (the same or a new lease token) finishes the drain in steps, the controller
     state shows eu-west drained, and the samples the agents buffered meanwhile land once (no slice over what one
     series can start in it; the outage's slices filled)."""
-    with fault_stack(tmp_path, redis_url=sentinels.url) as f:
+    with fault_stack(tmp_path, redis_url=sentinels.url, timing=SLOWER_STEPS) as f:
         f.controller("controller-b")
         f.healthy_and_led()
         f.slow("eu-west")
@@ -79,6 +83,8 @@ def test_primary_killed_mid_drain_the_drain_resumes_with_one_writer(tmp_path: Pa
             f.windows.append(Window("primary_down", killed + LEASE_MARGIN_S, promoted))
         wait("a leader after the failover", lambda: f.leader() is not None, 30)
         wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 60)
+        resumed = [b for b in f.proxy.accepted_batches if b.zone_id == f.policy.dns.zone_id and b.at > promoted]
+        assert resumed, "no step of the drain after the promotion"
         wait("us-east's buffered samples flushed", lambda: _flushed(f, "agent-us-east"), 30)
         counts = f.slice_counts("us-east")
 
@@ -97,7 +103,8 @@ def test_primary_killed_mid_drain_the_drain_resumes_with_one_writer(tmp_path: Pa
         outage = [counts.get(sid, 0) for sid in range(int(killed), int(promoted) + 1)]
         assert len(outage) >= 2 and all(n >= 3 for n in outage), (outage, sorted(counts.items()), killed, promoted)
         extra = (
-            f"eu-west at {mid} when the primary died; promoted after {promoted - killed:.1f}s; lease tokens {tokens};"
+            f"eu-west at {mid} when the primary died, {len(resumed)} batch(es) after the promotion;"
+            f" promoted after {promoted - killed:.1f}s; lease tokens {tokens};"
             f" us-east samples a slice from the kill to the promotion {outage} (at most {_per_slice_max()})"
         )
         assert f.audit("redis_failover_mid_drain", extra) == []
