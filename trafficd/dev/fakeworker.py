@@ -12,12 +12,13 @@
 | `GET /metrics` | Prometheus | vLLM's load metrics (`trafficd.dev.engine`), `model_name` the first listed model |
 
 Every answer: the opening events at once, then `reasoning_tokens` reasoning events and `tokens` answer events (at
-most the request's max tokens), the first after `ttft_ms`, the others `token_ms` apart, each once the engine
-(`trafficd.dev.engine`) has a slot for it: at most `max_num_seqs` at once and what fits in `kv_cache_tokens`, the
-rest queue. `GET /metrics` publishes the load it carries in vLLM's format. `error_rate` answers that
-share of requests with HTTP 500 and an error object in the API's shape. The worker serves any model name (as
-llama.cpp does) but lists only `Behaviour.models`. `POST /control` with a JSON body changes the behaviour at run
-time (the demo makes a region slow this way); `GET /control` shows it. Prompts are not logged.
+most the request's max tokens), the first after `ttft_ms` (plus `prefill_ms_per_ktok` per 1,000 prompt tokens),
+the others `token_ms` apart, each once the engine (`trafficd.dev.engine`) has a slot for it: at most
+`max_num_seqs` at once and what fits in `kv_cache_tokens`, the rest queue. `GET /metrics` publishes the load it
+carries in vLLM's format. `error_rate` answers that share of requests with HTTP 500 and an error object in the
+API's shape. The worker serves any model name (as llama.cpp does) but lists only `Behaviour.models`. `POST
+/control` with a JSON body changes the behaviour at run time (the demo makes a region slow this way); `GET
+/control` shows it. Prompts are not logged.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Behaviour:
     jitter: float = 0.1  # ± share of random variation on every delay
     error_rate: float = 0.0  # share of requests answered with HTTP 500
     models: list[str] = field(default_factory=lambda: ["fake-model"])  # what the model lists show
+    prefill_ms_per_ktok: float = 0.0  # prompt processing: added to the first token's delay per 1,000 prompt tokens
     max_num_seqs: int = 256  # requests served at once (vLLM's default --max-num-seqs); more wait in the queue
     kv_cache_tokens: int = 262_144  # KV-cache capacity in tokens; each running request holds prompt + answer
 
@@ -241,8 +243,9 @@ async def _stream(
         await resp.prepare(request)
         for frame in fmt.start():
             await resp.write(frame)
+        first = b.ttft_ms + b.prefill_ms_per_ktok * prompt_tokens / 1000
         for i, frame in enumerate(frames):
-            await asyncio.sleep(vary(b.ttft_ms if i == 0 else b.token_ms))
+            await asyncio.sleep(vary(first if i == 0 else b.token_ms))
             await resp.write(frame)
         for frame in fmt.end():
             await resp.write(frame)
