@@ -221,6 +221,16 @@ def test_fast_commands_import_only_what_they_use(tmp_path: Path, redis_url: str,
     assert _imported_after(["status", "--no-dns", "--policy", str(policy)], HEAVY) == ["pydantic", "redis"]
 
 
+# Commands whose module still imports the policy schema, redis-py or aiohttp at its top (their --help pays for it)
+HEAVY_HELP = {"drain", "freeze", "probe", "simulate", "undrain", "unfreeze"}
+
+
+def test_command_help_imports_no_heavy_library() -> None:
+    """`trafficd COMMAND --help` builds the command's arguments without a heavy library (except HEAVY_HELP)."""
+    for name in sorted(set(cli.COMMANDS) - HEAVY_HELP):
+        assert _imported_after([name, "--help"], HEAVY) == [], name
+
+
 def test_static_help_texts_match_the_registered_commands() -> None:
     """Each command's one-line help in cli.COMMANDS is the one its module registers (and no command is missing)."""
     parser = cli.build_parser()

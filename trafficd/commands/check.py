@@ -15,10 +15,10 @@ import json
 import sys
 
 from trafficd.cli import add_policy_argument
-from trafficd.policy.schema import load_policy
 
 
 def _run(args: argparse.Namespace) -> int:
+    from trafficd.policy.schema import load_policy  # here, not at the top: `check --help` needs no schema
     from trafficd.runtime import preflight
 
     loaded = load_policy(args.policy)  # invalid: every problem printed, exit 78 (trafficd.cli)

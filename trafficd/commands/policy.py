@@ -14,18 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from trafficd.cli import DEFAULT_POLICY, default_policy
-from trafficd.decide import characteristic
-from trafficd.policy.diff import diff_policies
-from trafficd.policy.schema import SCHEMA_VERSION, LoadedPolicy, Policy, PolicyError, load_policy
-from trafficd.policy.values import DURATION_PATTERN, PERCENT_PATTERN, format_duration, format_percent
+
+if TYPE_CHECKING:
+    from trafficd.policy.schema import LoadedPolicy
+
+# Each action imports what it uses (the schema and pydantic, YAML, the trip rule's figures): `policy --help` none.
 
 
 def _load(path: str) -> LoadedPolicy | None:
+    from trafficd.policy.schema import PolicyError, load_policy
+
     try:
         return load_policy(path)
     except PolicyError as exc:
@@ -35,6 +36,8 @@ def _load(path: str) -> LoadedPolicy | None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from trafficd.decide import characteristic
+
     failed = 0
     for path in args.files or [default_policy()]:
         loaded = _load(path)
@@ -60,6 +63,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def effective_yaml(loaded: LoadedPolicy) -> str:
     """The effective policy as YAML that `policy check` accepts and that hashes the same."""
+    import yaml
+
     header = (
         f"# effective policy from {loaded.path} (every default filled in; unset optional keys left out)\n"
         f"# policy hash {loaded.hash}; file sha256 {loaded.sha256}\n"
@@ -81,6 +86,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from trafficd.policy.diff import diff_policies
+
     old, new = _load(args.old), _load(args.new)
     if old is None or new is None:
         return 2
@@ -96,6 +103,8 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _written_defaults(node: Any) -> None:
     """Scalar defaults of durations and percentages as they are written (`3s`, not 3.0)."""
+    from trafficd.policy.values import DURATION_PATTERN, PERCENT_PATTERN, format_duration, format_percent
+
     if isinstance(node, dict):
         default = node.get("default")
         if isinstance(default, int | float) and not isinstance(default, bool):
@@ -111,6 +120,8 @@ def _written_defaults(node: Any) -> None:
 
 
 def policy_schema() -> dict[str, Any]:
+    from trafficd.policy.schema import SCHEMA_VERSION, Policy
+
     schema = Policy.model_json_schema(mode="validation")
     _written_defaults(schema)
     return {

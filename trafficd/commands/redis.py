@@ -15,10 +15,13 @@ then sets `redis.acl_users: true` and holds its role's password in `redis.passwo
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from trafficd import keys
 from trafficd.cli import add_policy_argument, open_policy
-from trafficd.policy.schema import Policy
+
+if TYPE_CHECKING:  # `redis --help` imports no schema
+    from trafficd.policy.schema import Policy
 
 _CONNECT = "+@connection"  # AUTH, HELLO, PING, CLIENT SETINFO (CLIENT KILL is taken away by _NEVER)
 _NEVER = "-@admin -@dangerous"
