@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import r53proxy
 from dns_fixtures import ctx, make_policy
 from kit import eventually_async
+from structlog.testing import capture_logs
 from test_demo_worker import Worker
 
 from trafficd.dev.fakeworker import Behaviour
 from trafficd.dev.loadgen import LoadGen, read_worker_load
+from trafficd.dns.route53.client import route53_client
 from trafficd.dns.route53.provider import Route53Provider, bootstrap
 from trafficd.model import TrafficMatrix, identity_matrix
 from trafficd.policy.schema import Policy
@@ -109,3 +112,39 @@ async def test_load_moves_when_route53_changes(policy: Policy, route53: Any, wor
         assert gen.matrix["us-east"] == drain_us(0.0)["us-east"]
     finally:
         await stop(gen, task)
+
+
+async def test_route53_unreadable_keeps_the_last_weights_and_is_logged_once(
+    moto: Any, hosted_zone: dict[str, str], workers: dict[str, Worker]
+) -> None:
+    """Route 53 refusing every listing (AccessDenied through the proxy): one loadgen.route53_read_failed for the
+    episode while the users keep going where the last weights said; one loadgen.route53_read_recovered after."""
+    proxy = r53proxy.start(moto.upstream_url)
+    try:
+        policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=proxy.url)
+        client = route53_client(policy)
+        bootstrap(policy, client)
+        set_weights(policy, client, drain_us(0.0))
+        urls = {r: [w.url] for r, w in workers.items()}
+        gen = LoadGen(policy, {"us-east": 50.0}, workers=urls, client=client, refresh_s=0.1)
+        with capture_logs() as logs:
+            task = await running(gen)
+            try:
+                await eventually_async(lambda: gen.served[("us-east", "eu-west")] > 0, "users sent to eu-west")
+                proxy.inject("list", "error", times=-1, status=403, code="AccessDenied")
+                lists = proxy.ops.count("list")
+                await eventually_async(lambda: proxy.ops.count("list") >= lists + 5, "5 refused listings")
+                before = gen.served[("us-east", "eu-west")]
+                await eventually_async(lambda: gen.served[("us-east", "eu-west")] > before + 10, "users still sent")
+                proxy.faults.clear()
+                await eventually_async(
+                    lambda: any(e["event"] == "loadgen.route53_read_recovered" for e in logs), "recovered"
+                )
+            finally:
+                await stop(gen, task)
+        failed = [e for e in logs if e["event"] == "loadgen.route53_read_failed"]
+        assert len(failed) == 1 and "AccessDenied" in failed[0]["detail"], failed
+        assert [e["event"] for e in logs].count("loadgen.route53_read_recovered") == 1
+        assert gen.share("us-east")["us-east"] == 0.0  # the last weights read held throughout
+    finally:
+        proxy.stop()

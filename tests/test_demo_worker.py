@@ -144,3 +144,29 @@ async def test_failed_requests_are_not_counted_as_served(http: aiohttp.ClientSes
         assert (await scrape(http, w.url))["vllm:request_success_total:stop"] == 3
     finally:
         await w.runner.cleanup()
+
+
+async def test_a_long_prompt_holds_a_slot_through_its_prefill(http: aiohttp.ClientSession) -> None:
+    """prefill_ms_per_ktok delays the first token by the prompt's length: a ~1,000-token prompt at 1 s per 1,000
+    tokens is seen running, holding its KV-cache share, and answers no sooner than 1 s after it was sent."""
+    w = await start(ttft_ms=1.0, token_ms=1.0, tokens=2, prefill_ms_per_ktok=1000.0, kv_cache_tokens=10_000)
+    body = {**BODY, "messages": [{"role": "user", "content": "x" * 4000}]}
+    try:
+        t0 = time.monotonic()
+
+        async def send() -> float:
+            async with http.post(w.url + "/v1/chat/completions", json=body) as resp:
+                await resp.read()
+                return time.monotonic() - t0
+
+        task = asyncio.create_task(send())
+        m = await eventually_async(lambda: _held(http, w.url), "the long prompt running", timeout_s=5, interval_s=0.02)
+        assert m["vllm:kv_cache_usage_perc"] >= 0.1  # ≥ 1,000 of 10,000 tokens
+        assert await task >= 1.0
+    finally:
+        await w.runner.cleanup()
+
+
+async def _held(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    m = await scrape(http, url)
+    return m if m["vllm:num_requests_running"] == 1 else None
