@@ -254,3 +254,45 @@ def test_global_episode_fails_open_and_needs_fresh_evidence_after() -> None:
     assert all(f == 1.0 for e in evs for f in e.fractions.values())
     assert evs[5].fail_open and not evs[-1].fail_open
     assert evs[-1].state.regions["us-east"].trip_llr.get("latency", 0.0) == 0.0
+
+
+def test_a_breach_verdict_reached_on_evidence_from_a_global_episode_does_not_trip_when_it_ends() -> None:
+    """When a global episode ends, breach evidence gathered during it is forgotten in that very evaluation: the
+    region's breach verdict becomes ok and nothing trips until it has fresh evidence of its own."""
+    p = make_policy()
+    h = thresholds(p, "us-east")["latency"]
+    leaning = RegionState(trip_llr={"latency": 2 * h, "errors": 0.0}, lean_until=-1.0)
+    st = ControllerState(regions={"us-east": leaning}, global_episode=True)
+    ev = evaluate(p, st, frame(slow("us-east", over=0.11)), Overrides(), 0.0)
+    d = ev.decision("us-east")
+    assert not ev.fail_open and d.fraction_after == 1.0
+    assert d.verdict.kind == "ok" and d.verdict.rules == ("after_global_episode",)
+    assert ev.state.regions["us-east"].trip_llr.get("latency", 0.0) == 0.0
+
+
+def test_a_trip_waits_while_most_regions_show_breach_evidence_but_not_for_overwhelming_evidence() -> None:
+    """A region reaching its threshold while every other region shows breach evidence too (a global problem
+    suspected) holds (rule `global`); it trips once the others' evidence is gone, and at once when its own evidence
+    is at the cap (a hard stall)."""
+    p = make_policy()
+    warm = (slow("eu-west", over=0.02), slow("ap-southeast", over=0.02))
+    held, later = run(p, [frame(slow("us-east", over=0.11), *warm), frame(slow("us-east", over=0.11))])
+    assert held.decision("us-east").verdict.kind == "breach" and held.decision("us-east").rule == "global"
+    assert held.decision("us-east").fraction_after == 1.0
+    assert later.decision("us-east").rule == "trip" and later.decision("us-east").fraction_after < 1.0
+    (stall,) = run(p, [frame(slow("us-east", over=0.5), *warm)])
+    assert stall.decision("us-east").rule == "trip" and stall.decision("us-east").fraction_after < 1.0
+
+
+def test_a_re_trip_within_the_flap_window_holds_until_the_window_has_passed() -> None:
+    """At most one drain–restore cycle per `recover.flap_window`: a region tripped again within it of its last
+    restore is not restored before the window has passed, whatever its evidence of health."""
+    p = make_policy(recover={"flap_window": "2m"})
+    evs = run(p, [frame(slow("us-east"))] + [frame()] * 40)
+    restored_at = evs[-1].state.regions["us-east"].restored_at
+    assert states(evs)[-1] == (H, 1.0) and restored_at is not None
+    again = run(p, [frame(slow("us-east"))] + [frame()] * 150, start=41.0, state=evs[-1].state)
+    assert again[0].decision("us-east").rule == "trip"
+    assert any("flapping" in r for r in again[0].decision("us-east").reasons)
+    back = next(e for e in again if e.decision("us-east").fraction_after == 1.0 and e is not again[0])
+    assert back.state.evaluated_at is not None and back.state.evaluated_at >= restored_at + 120.0

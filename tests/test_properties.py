@@ -111,6 +111,7 @@ def states(draw: st.DrawFn, policy: Policy, now: float) -> ControllerState:
             last_step_at=draw(st.one_of(st.none(), st.floats(now - 40, now))),
             trip_times=tuple(draw(st.lists(st.floats(now - 5000, now), max_size=4))),
             hold_down_until=draw(st.one_of(st.none(), st.floats(now - 50, now + 50))),
+            restored_at=draw(st.one_of(st.none(), st.floats(now - 30000, now))),
         )
     fractions = {r: s.serving_fraction for r, s in regions.items()}
     matrix = planner.plan(policy, fractions, planner.headroom(policy, {}))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from trafficd.decide import episode as epi
 from trafficd.decide import evidence as acc
 from trafficd.decide import guards, planner
 from trafficd.decide.decision import Decision, Evaluation, Verdict
@@ -37,7 +38,6 @@ __all__ = [
     "Verdict",
     "evaluate",
     "judge_region",
-    "machine",
 ]
 
 
@@ -90,24 +90,6 @@ def judge_region(policy: Policy, region: str, prev: RegionState, ev: RegionEvide
     return Judged(Verdict(guards.OK, ("within_slo",), (health,), _severity(ev)), state, up.consumed.n)
 
 
-# ---------------------------------------------------------------- global episodes (fail open over time)
-
-
-def _episode(policy: Policy, prev: bool, judged: Mapping[str, Judged], now: float) -> bool:
-    """True while at least `fail_open_share` of the regions leaned towards a breach within the last trip window."""
-    names = policy.region_names
-    leaning = [r for r in names if (judged[r].state.lean_until or 0.0) > now]
-    if not leaning:
-        return False
-    return len(leaning) / len(names) >= policy.guards.fail_open_share - EPS
-
-
-def _forget_breach_evidence(judged: dict[str, Judged]) -> None:
-    """After a global episode every region needs fresh evidence of its own to trip."""
-    for r, j in judged.items():
-        judged[r] = replace(j, state=replace(j.state, trip_llr={}, lean_until=None))
-
-
 # ---------------------------------------------------------------- the state machine
 
 
@@ -130,17 +112,30 @@ def _trip(policy: Policy, prev: RegionState, now: float, rule: str, reasons: tup
     trips = (*keep, now)[-32:]
     hold_s = hold_down_s(policy, trips)
     why = (*reasons, f"trip {len(trips)} within {policy.recover.hold_down_decay:g}s: hold-down {hold_s:g}s")
-    state = replace(prev, phase=Phase.DOWN, recover_llr={}, trip_times=trips, hold_down_until=now + hold_s)
+    until = now + hold_s
+    flap = policy.recover.flap_window
+    if prev.restored_at is not None and flap > 0 and now - prev.restored_at < flap:
+        # At most one drain–restore cycle per flap window: the next restore waits until the window has passed.
+        until = max(until, prev.restored_at + flap)
+        why = (
+            *why,
+            f"flapping: tripped {now - prev.restored_at:g}s after the last restore; no restore before "
+            f"{flap:g}s after it (recover.flap_window)",
+        )
+    state = replace(prev, phase=Phase.DOWN, recover_llr={}, trip_times=trips, hold_down_until=until)
     return _Step(state, -1, rule, why)
 
 
-def _breach_step(policy: Policy, prev: RegionState, v: Verdict, now: float, episode: bool) -> _Step:
+def _breach_step(policy: Policy, prev: RegionState, v: Verdict, now: float, hold: bool, episode: bool) -> _Step:
     if prev.phase == Phase.DOWN:
         # Every breach pushes the hold-down: recovery may start only hold_down after the last breach.
         until = max(prev.hold_down_until or now, now + hold_down_s(policy, prev.trip_times))
         return _Step(replace(prev, hold_down_until=until), -1, "draining", (*v.reasons, "still breaching: shed a step"))
     if episode:
         return _Step(prev, 0, "global", (*v.reasons, "most regions breach at once: a global problem, no trip"))
+    if hold:
+        why = "breach evidence in most regions at once: a global problem is suspected, no trip yet"
+        return _Step(prev, 0, "global", (*v.reasons, why))
     return _trip(policy, prev, now, "trip" if prev.phase == Phase.NORMAL else "retrip", v.reasons)
 
 
@@ -154,12 +149,13 @@ def _down_step(prev: RegionState, v: Verdict, now: float) -> _Step:
     return _Step(state, +1, "recover", (*v.reasons, "back at the healthy rate: one step up"))
 
 
-def _machine(policy: Policy, prev: RegionState, v: Verdict, now: float, episode: bool) -> _Step:
-    """One evaluation of the hysteresis for one region (before guards); `prev` carries the updated evidence."""
+def _machine(policy: Policy, prev: RegionState, v: Verdict, now: float, hold: bool, episode: bool) -> _Step:
+    """One evaluation of the hysteresis for one region (before guards); `prev` carries the updated evidence.
+    `hold`: no new trip (a global episode, or one suspected: episode.py)."""
     if v.kind == guards.UNKNOWN:
         return _Step(prev, 0, "unknown", (*v.reasons, "unknown: hold (evidence kept)"))
     if v.kind == guards.BREACH:
-        return _breach_step(policy, prev, v, now, episode)
+        return _breach_step(policy, prev, v, now, hold, episode)
     if prev.phase == Phase.DOWN:
         return _down_step(prev, v, now)
     if prev.phase == Phase.UP:
@@ -167,13 +163,6 @@ def _machine(policy: Policy, prev: RegionState, v: Verdict, now: float, episode:
     if prev.serving_fraction < 1.0 - EPS:
         return _Step(prev, +1, "restore", (*v.reasons, "not tripped: ramp back to full serving"))
     return _Step(prev, 0, "healthy", v.reasons)
-
-
-def machine(policy: Policy, prev: RegionState, v: Verdict, now: float) -> tuple[RegionState, int, str]:
-    """The phase machine alone, outside a global episode: (state, direction −1/0/+1, rule). For benchmarks that drive
-    one region through the judge's own evidence and phase code (`python -m trafficd.dev bench-decisions`)."""
-    step = _machine(policy, prev, v, now, False)
-    return step.state, step.direction, step.rule
 
 
 def _name(
@@ -222,10 +211,21 @@ def _judge_all(
     names = policy.region_names
     prev = {r: state.regions.get(r, RegionState()) for r in names}
     judged = {r: judge_region(policy, r, prev[r], evidence.get(r), now) for r in names}
-    episode = _episode(policy, state.global_episode, judged, now)
+    episode = epi.global_episode(policy, judged, now)
     if state.global_episode and not episode:
-        _forget_breach_evidence(judged)
-    steps = {r: _machine(policy, judged[r].state, judged[r].verdict, now, episode) for r in names}
+        epi.forget_breach_evidence(judged)
+    suspected = epi.suspected(policy, judged)
+    steps = {
+        r: _machine(
+            policy,
+            judged[r].state,
+            judged[r].verdict,
+            now,
+            episode or (suspected and not epi.overwhelming(policy, r, judged[r])),
+            episode,
+        )
+        for r in names
+    }
     return _Judgement(prev, judged, steps, episode)
 
 
@@ -279,7 +279,7 @@ def _region_after(
     name = _name(policy, step, j.judged[r].verdict, before, after, hand)
     new = step.state
     if new.phase == Phase.UP and after >= 1.0 - EPS:
-        new = replace(new, phase=Phase.NORMAL)
+        new = replace(new, phase=Phase.NORMAL, restored_at=now)  # a drain–restore cycle completed
     moved = abs(after - before) > EPS
     new = replace(
         new,

@@ -38,6 +38,7 @@ class RegionState:
     last_step_at: float | None = None  # when the serving fraction last moved (cooldown)
     trip_times: tuple[float, ...] = ()  # recent trips (hold-down grows with them, each forgotten after decay)
     hold_down_until: float | None = None  # no recovery before this
+    restored_at: float | None = None  # when the last trip ended back at full serving (recover.flap_window)
     since: float | None = None  # when `name` was entered
     reasons: tuple[str, ...] = ()  # why the last evaluation left it here
 
@@ -54,6 +55,7 @@ class RegionState:
             "last_step_at": self.last_step_at,
             "trip_times": list(self.trip_times),
             "hold_down_until": self.hold_down_until,
+            "restored_at": self.restored_at,
             "since": self.since,
             "reasons": list(self.reasons),
         }
@@ -76,6 +78,7 @@ class RegionState:
             last_step_at=opt("last_step_at"),
             trip_times=tuple(float(t) for t in d.get("trip_times", ())),
             hold_down_until=opt("hold_down_until"),
+            restored_at=opt("restored_at"),
             since=opt("since"),
             reasons=tuple(str(r) for r in d.get("reasons", ())),
         )

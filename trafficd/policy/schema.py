@@ -298,6 +298,7 @@ class Recover(Strict):
     hold_down: Duration = 120.0
     hold_down_max: Duration = 1800.0
     hold_down_decay: Duration = 3600.0  # a trip is forgotten after this
+    flap_window: Duration = 21600.0  # at most one drain–restore cycle per this: a re-trip within it waits it out
 
 
 class Ramp(Strict):
