@@ -94,6 +94,9 @@ def test_bench_decisions_quick_runs_and_reports_every_point() -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     conditions = {(r["condition"], r["shape"]) for r in out["rows"]}
-    assert len(conditions) == 18 and ("hard stall", "two-peaked") in conditions
+    kinds = {r["kind"] for r in out["rows"]}
+    assert len(conditions) == 28 and ("hard stall", "two-peaked") in conditions
+    assert kinds == {"false", "detect", "fail_open", "swap", "episode_healthy", "episode_stays"}
     stall = [r for r in out["rows"] if r["condition"] == "hard stall"]
     assert all(r["detected_percent"] == 100.0 and r["p99_s"] <= 30 + 10 + 10 for r in stall)
+    assert all(r["max_drained_exceeded"] == 0 for r in out["rows"] if r["kind"] == "swap")
