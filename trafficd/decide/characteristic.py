@@ -261,12 +261,6 @@ def characteristic(policy: Policy, region: str) -> RegionCharacteristic:
 
 
 MAX_DELAY_S = 900.0  # a breach-rate delay beyond this (15 min) is reported as not meeting the targets
-IGNORED = (
-    ("trip", "evaluations"),
-    ("trip", "fast_rule"),
-    ("recover", "below"),
-    ("recover", "evaluations"),
-)
 
 
 def _duration(s: float) -> str:
@@ -323,7 +317,4 @@ def warnings(policy: Policy) -> list[tuple[tuple[str, ...], str]]:
                     "the budget",
                 )
             )
-    for section, key in IGNORED:
-        if key in getattr(policy, section).model_fields_set:
-            out.append(((section, key), "is ignored by the sequential trip rule (docs/judge.md); remove it"))
     return out

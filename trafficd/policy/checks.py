@@ -21,8 +21,6 @@ from trafficd.policy.values import check_name, is_host_name, is_ip
 from trafficd.policy.values import format_duration as _fmt
 from trafficd.policy.values import format_percent as _pct
 
-MIN_SAMPLES_FOR_P99 = 368  # a distribution-free 95 % interval on the p99 needs at least this many samples
-
 
 def _unknown_region(name: str, regions: list[str]) -> str:
     close = difflib.get_close_matches(name, regions, n=1, cutoff=0.6)
@@ -313,14 +311,6 @@ def warnings(p: Policy) -> list[tuple[Loc, str]]:
                 "previous weights when the next step is judged",
             )
         )
-    if p.windows.min_samples < MIN_SAMPLES_FOR_P99:
-        out.append(
-            (
-                ("windows", "min_samples"),
-                f"({p.windows.min_samples}) is below {MIN_SAMPLES_FOR_P99}, the fewest samples that give a p99 a "
-                "95% confidence interval: expect noisy decisions",
-            )
-        )
     if p.windows.evaluate_every > p.windows.trip:
         out.append((("windows", "evaluate_every"), "is longer than windows.trip: some slices are never judged"))
     if p.probe.deadlines.total <= p.slo.total_p99:
@@ -339,21 +329,7 @@ def warnings(p: Policy) -> list[tuple[Loc, str]]:
                 "a probe that times out never counts as over the TTFT SLO",
             )
         )
-    for name, region in p.regions.items():
-        if not region.workers or region.discovery is not None:
-            continue  # discovered fleets vary in size: nothing to count here
-        expected = int(len(region.workers) * len(p.models_for(name)) * p.windows.trip / p.probe.interval)
-        if expected < p.windows.min_samples:
-            out.append(
-                (
-                    ("regions", name, "workers"),
-                    f"give about {expected} samples per trip window ({len(region.workers)} workers × "
-                    f"{len(p.models_for(name))} models × {_fmt(p.windows.trip)} / {_fmt(p.probe.interval)}), fewer "
-                    f"than windows.min_samples ({p.windows.min_samples}): the region would stay unknown (never "
-                    "judged); probe more often, lengthen windows.trip or list more workers",
-                )
-            )
-    return out + _never_drain_warnings(p) + _capacity_warnings(p)
+    return out + deprecated(p) + _never_drain_warnings(p) + _capacity_warnings(p)
 
 
 def _capacity_warnings(p: Policy) -> list[tuple[Loc, str]]:
@@ -369,6 +345,50 @@ def _capacity_warnings(p: Policy) -> list[tuple[Loc, str]]:
                 )
             )
     return out
+
+
+_SEQUENTIAL = "deprecated: ignored since the sequential trip rule (docs/judge.md)"
+DEPRECATED: tuple[tuple[Loc, str], ...] = (
+    (
+        ("windows", "min_samples"),
+        "evidence accumulates probe by probe, so a window needs no minimum number of samples; remove it "
+        "(`trafficd policy check` prints the detection delay the region's probe rate gives)",
+    ),
+    (
+        ("trip", "evaluations"),
+        "consecutive evaluations no longer count; remove it (how fast a region trips follows from "
+        "trip.healthy_rate, trip.breach_rate and trip.false_trips per trip.false_trip_days)",
+    ),
+    (
+        ("trip", "fast_rule", "over"),
+        "a hard stall trips on its error evidence within the probe deadline + one evaluation; remove it "
+        "(trip.fast_rule.of_last still sizes the recent-probe list `trafficd stats` shows)",
+    ),
+    (
+        ("recover", "below"),
+        "recovery is evidence that the rate is back at trip.healthy_rate, not the p99 value; remove it",
+    ),
+    (
+        ("recover", "evaluations"),
+        "recovery needs evidence of trip.healthy_rate as strong as a trip's, then recover.hold_down; remove it",
+    ),
+)
+
+
+def _is_set(p: Policy, loc: Loc) -> bool:
+    """Whether the policy file wrote this field (not the default)."""
+    node: object = p
+    for key in loc[:-1]:
+        node = getattr(node, str(key), None)
+        if node is None:
+            return False
+    return loc[-1] in getattr(node, "model_fields_set", ())
+
+
+def deprecated(p: Policy) -> list[tuple[Loc, str]]:
+    """Fields of the old point-estimate rule: still accepted (old policies load, a running daemon keeps working),
+    ignored by the judge, and each a warning naming what replaces it."""
+    return [(loc, f"{_SEQUENTIAL}; {what}") for loc, what in DEPRECATED if _is_set(p, loc)]
 
 
 _NEVER = "trafficd can never drain a region"
