@@ -46,6 +46,7 @@ def test_every_listed_scenario_is_present() -> None:
     assert NAMES == [
         "all_breaching_fail_open",
         "capacity_spill_over",
+        "flapping_region_waits_out_the_flap_window",
         "global_episode_then_fresh_evidence",
         "hard_stall_probe_level",
         "healthy_rate_never_drains",
@@ -56,7 +57,9 @@ def test_every_listed_scenario_is_present() -> None:
         "recovery_on_evidence_not_p99",
         "stale_agent",
         "too_few_samples",
+        "ttft_and_errors_on_the_same_evidence",
         "two_of_three_max_drained",
+        "uneven_global_onset_moves_nothing",
         "worse_evidence_takes_the_slot",
     ]
 
@@ -248,3 +251,34 @@ def test_intermittent_staleness_keeps_the_evidence() -> None:
     us = _region(rows, "us-east")
     assert any(r["rule"] == "trip" for r in us)
     assert all(r["serving_fraction"] == r["serving_fraction_before"] for r in us if r["state"] == "unknown")
+
+
+def test_ttft_and_errors_trip_and_recover_on_the_same_evidence() -> None:
+    """TTFT over its SLO trips us-east (trigger ttft) and it recovers on evidence of the healthy rate; errors trip
+    eu-west (trigger errors) the same way."""
+    _, rows = replay("ttft_and_errors_on_the_same_evidence")
+    us, eu = _region(rows, "us-east"), _region(rows, "eu-west")
+    assert next(r for r in us if r["rule"] == "trip")["triggers"] == ["ttft"]
+    assert next(r for r in eu if r["rule"] == "trip")["triggers"] == ["errors"]
+    assert us[-1]["serving_fraction"] == 1.0 and eu[-1]["serving_fraction"] == 1.0
+    assert any(r["rule"] == "recover" for r in us) and any(r["rule"] == "recover" for r in eu)
+
+
+def test_uneven_global_onset_moves_nothing() -> None:
+    """The region that reaches its threshold first waits while the others show evidence too (global problem
+    suspected), the global episode follows: no weight moves at any time."""
+    _, rows = replay("uneven_global_onset_moves_nothing")
+    assert all(r["serving_fraction"] == 1.0 for r in rows)
+    first = next(r for r in _region(rows, "us-east") if r["verdict"] == "breach")
+    assert first["rule"] == "global" and any("global problem is suspected" in x for x in first["reasons"])
+
+
+def test_a_flapping_region_completes_one_cycle_per_flap_window() -> None:
+    """A re-trip 190 s after the first restore is held drained until 10 min after that restore: one drain–restore
+    cycle per recover.flap_window, the hold logged in the trip's reasons."""
+    policy, rows = replay("flapping_region_waits_out_the_flap_window")
+    us = _region(rows, "us-east")
+    restores = [r["t"] for r in us if r["serving_fraction"] == 1.0 and r["serving_fraction_before"] < 1.0]
+    trips = [r for r in us if r["rule"] == "trip"]
+    assert len(trips) == 2 and any("flapping" in x for x in trips[1]["reasons"])
+    assert len(restores) == 2 and restores[1] - restores[0] >= policy.recover.flap_window

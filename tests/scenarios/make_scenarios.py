@@ -15,7 +15,7 @@ REGIONS = ("us-east", "eu-west", "ap-southeast")
 T0 = 1_700_000_000.0
 
 
-def policy(title: str, extra: str = "") -> str:
+def policy(title: str, extra: str = "", slo: str = "total_p99: 3s, error_rate: 1%", recover: str = "") -> str:
     regions = "\n".join(
         f'  {r}:\n    workers: [{{name: w1, url: "http://127.0.0.1:1"}}]\n'
         f"    dns: {{endpoint: {r}.lb.example.com, aws_region: {a}}}\n"
@@ -24,9 +24,9 @@ def policy(title: str, extra: str = "") -> str:
     )
     return (
         f"# scenario {title}\nversion: 1\nservice: scenario\nmodels: [{{name: m}}]\nregions:\n{regions}\n"
-        "slo: {total_p99: 3s, error_rate: 1%}\n"
+        f"slo: {{{slo}}}\n"
         "windows: {evaluate_every: 10s, slice: 10s, trip: 1m, long: 5m, stale_after: 30s}\n"
-        "recover: {hold_down: 30s, hold_down_max: 10m}\n"
+        f"recover: {{hold_down: 30s, hold_down_max: 10m{recover}}}\n"
         "ramp: {max_step: 50%, cooldown: 10s}\n"
         "guards: {min_serving_regions: 1, max_drained: 1, fail_open_share: 75%}\n"
         "dns: {zone_id: Z1, record_name: api.example.com.}\n" + extra
@@ -42,7 +42,7 @@ def window(t: float, region: str, over: float, **kw: object) -> str:
 LOOPBACK = "  # the scenario workers are placeholders on loopback\n"
 
 
-def write(name: str, title: str, lines: list[str], kind: str = "timeline", extra: str = "") -> None:
+def write(name: str, title: str, lines: list[str], kind: str = "timeline", extra: str = "", **policy_kw: str) -> None:
     d = HERE / name
     d.mkdir(exist_ok=True)
     probe = (
@@ -50,7 +50,7 @@ def write(name: str, title: str, lines: list[str], kind: str = "timeline", extra
         if extra
         else "probe: {targets: {allow_loopback: true}}"
     )
-    (d / "policy.yaml").write_text(policy(f"{name}: {title}") + probe + LOOPBACK)
+    (d / "policy.yaml").write_text(policy(f"{name}: {title}", **policy_kw) + probe + LOOPBACK)
     (d / f"{kind}.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -137,6 +137,56 @@ def main() -> None:
         "intermittent_stale_keeps_evidence",
         "us-east at 5 % over with every second evaluation stale: unknown holds but keeps the evidence; it trips",
         lines,
+    )
+
+    more_scenarios()
+
+
+def more_scenarios() -> None:
+    """The bullets added after the first six: TTFT and errors on the same evidence, a staggered global onset, and
+    at most one drain–restore cycle per flap window."""
+    # 7. errors and TTFT use the same machinery: us-east's TTFT over its SLO trips it (trigger ttft) and it recovers
+    # on evidence; later eu-west's errors trip it (trigger errors)
+    lines = []
+    for t in range(0, 700, 10):
+        ttft = 0.10 if t < 60 else 0.0
+        err = 0.10 if 300 <= t < 400 else 0.0
+        lines.append(window(t, "us-east", 0.0, p99_ms=1500, ttft_over_slo=ttft, ttft_p99_ms=900 if ttft else 200))
+        lines.append(window(t, "eu-west", 0.0, p99_ms=1500, err=err, ttft_over_slo=0.0, ttft_p99_ms=200))
+        lines.append(window(t, "ap-southeast", 0.0, p99_ms=1500, ttft_over_slo=0.0, ttft_p99_ms=200))
+    write(
+        "ttft_and_errors_on_the_same_evidence",
+        "us-east 10 % of TTFTs over their SLO for 1 min: trips on ttft, recovers on evidence; eu-west 10 % errors "
+        "from 300 s: trips on errors",
+        lines,
+        slo="total_p99: 3s, ttft_p99: 500ms, error_rate: 1%",
+    )
+    # 8. a global problem whose onset is uneven: us-east at 5 % reaches its threshold first, but the others (1.8 %)
+    # already show evidence: the trip waits (rule global), the episode follows, no weight moves; then healthy
+    lines = []
+    for t in range(0, 600, 10):
+        for r in REGIONS:
+            over = (0.05 if r == "us-east" else 0.018) if t < 300 else 0.0
+            lines.append(window(t, r, over, p99_ms=3300 if over else 1500))
+    write(
+        "uneven_global_onset_moves_nothing",
+        "us-east at 5 % over, the others at 1.8 %, all from 0 s to 300 s: the first to reach its threshold waits "
+        "for the others (a global problem suspected), the global episode follows, no weight ever moves",
+        lines,
+    )
+    # 9. no flapping: us-east breaches twice, 5 minutes apart; the re-trip within recover.flap_window (10 min) of the
+    # first restore holds it drained until the window has passed, although its evidence is healthy long before
+    lines = []
+    for t in range(0, 1500, 10):
+        over = 0.10 if t < 40 or 300 <= t < 340 else 0.0
+        lines.append(window(t, "us-east", over, p99_ms=3600 if over else 1500))
+        lines += [window(t, r, 0.0, p99_ms=1500) for r in REGIONS[1:]]
+    write(
+        "flapping_region_waits_out_the_flap_window",
+        "us-east at 10 % over twice, 5 min apart: one drain–restore cycle, then drained until 10 min after the first "
+        "restore (recover.flap_window), then restored",
+        lines,
+        recover=", flap_window: 10m",
     )
 
 
