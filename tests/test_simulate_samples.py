@@ -75,3 +75,19 @@ def test_probe_level_replay_counts_each_probe_once() -> None:
     for _, ev in simulate.replay_evidence(policy, simulate.replay_samples(policy, samples)):
         consumed += sum(d.consumed_n for d in ev.decisions)
     assert consumed == len(samples)
+
+
+def test_bench_simulate_replays_one_hour_of_three_regions_at_two_probes_per_second() -> None:
+    """`python -m trafficd.dev bench-simulate --runs 1 --json` replays 21,600 probe lines through the real command
+    and reports its wall and CPU time (the speed is the benchmark's figure, not asserted here)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "trafficd.dev", "bench-simulate", "--runs", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    r = out["result"]
+    assert r["lines"] == 21_600 and r["output_rows"] == r["rows"] and r["rows"] // 3 in (360, 361)  # one per 10 s
+    assert r["cpu_median_s"] > 0 and out["machine"]["cpus"]

@@ -24,6 +24,9 @@ DEV_COMMANDS: dict[str, Command] = {
     ),
     "bench-dns": Command("trafficd.dev.bench.dns", "Route 53 records and API requests at 3 / 10 / 30 regions"),
     "bench-probe": Command("trafficd.dev.bench.probe", "measure how much TTFT the probe adds (fidelity benchmark)"),
+    "bench-simulate": Command(
+        "trafficd.dev.bench.simulate", "time `trafficd simulate --samples` on 1 h × 3 regions × 2 probes/s"
+    ),
     "demo": Command("trafficd.dev.demo", "run the local drain-and-restore demo with real components (about a minute)"),
     "fake-worker": Command("trafficd.dev.cli", "run a fake streaming worker speaking every probed API (demo, tests)"),
     "loadgen": Command("trafficd.dev.loadgen", "simulated users per region, sent where Route 53's weights say (demo)"),
