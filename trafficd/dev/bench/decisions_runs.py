@@ -27,39 +27,44 @@ def _max_in_window(times: list[float], width: float) -> int:
     return best
 
 
-def stationary(policy: Policy, p: float, shape: str, hours: float, seed: int) -> dict[str, Any]:
-    """Region A at a constant share `p` over the SLO for `hours`, the others healthy: shifts (A's serving fraction
-    leaving 1), completed drain–restore cycles, the share of A's time below full serving, and the most shifts and
-    cycles in any 6-hour span (sliding) and per fixed 6-hour span."""
+def stationary(policy: Policy, p: float, shape: str, hours: float, seed: int, everywhere: bool) -> dict[str, Any]:
+    """A constant share `p` over the SLO for `hours` region-hours — in region A alone (the others healthy), or with
+    `everywhere` in every region (each region's own series counted: 3 region-hours per hour; used where nothing
+    trips, so the regions do not interact): shifts (the serving fraction leaving 1), completed drain–restore
+    cycles, the share of time below full serving, the most shifts and cycles in any 6-hour span (sliding) of one
+    region, and fixed 6-hour spans with more than one shift."""
     fleet = Fleet(policy, shape, seed)
-    a = policy.region_names[0]
+    names = policy.region_names if everywhere else policy.region_names[:1]
     fleet.warm()
     start = fleet.now
-    steps = round(hours * HOUR_S / fleet.step_s)
-    shifts: list[float] = []
-    cycles: list[float] = []
+    steps = round(hours / len(names) * HOUR_S / fleet.step_s)
+    shifts: dict[str, list[float]] = {r: [] for r in names}
+    cycles: dict[str, list[float]] = {r: [] for r in names}
     below = 0
+    rates = dict.fromkeys(names, p)
     for _ in range(steps):
         before = fleet.fractions()
-        fleet.step({a: p})
+        fleet.step(rates)
         after = fleet.fractions()
         t = (fleet.now - start) / HOUR_S
-        if a in shed(before, after):
-            shifts.append(t)
-        if a in restored(before, after):
-            cycles.append(t)
-        below += after[a] < 1.0 - EPS
-    spans = max(1, int(hours // SPAN_H))
-    per_span = [sum(1 for s in shifts if k * SPAN_H <= s < (k + 1) * SPAN_H) for k in range(spans)]
+        for r in shed(before, after):
+            if r in shifts:
+                shifts[r].append(t)
+        for r in restored(before, after):
+            if r in cycles:
+                cycles[r].append(t)
+        below += sum(1 for r in names if after[r] < 1.0 - EPS)
+    spans = max(1, int(steps * fleet.step_s / HOUR_S // SPAN_H))
+    per_span = [sum(1 for s in shifts[r] if k * SPAN_H <= s < (k + 1) * SPAN_H) for r in names for k in range(spans)]
     return {
         "hours": hours,
-        "shifts": len(shifts),
-        "cycles": len(cycles),
-        "shed_share": below / steps,
-        "spans_6h": spans,
+        "shifts": sum(len(v) for v in shifts.values()),
+        "cycles": sum(len(v) for v in cycles.values()),
+        "shed_share": below / (steps * len(names)),
+        "spans_6h": spans * len(names),
         "spans_over_one_cycle": sum(1 for c in per_span if c > 1),
-        "max_shifts_in_6h": _max_in_window(shifts, SPAN_H),
-        "max_cycles_in_6h": _max_in_window(cycles, SPAN_H),
+        "max_shifts_in_6h": max(_max_in_window(v, SPAN_H) for v in shifts.values()),
+        "max_cycles_in_6h": max(_max_in_window(v, SPAN_H) for v in cycles.values()),
     }
 
 

@@ -6,7 +6,10 @@ trip window, and calls the controller's own `judge.evaluate(policy, state, evide
 evidence, the phase machine, all guards in order (fail open, cooldown, max_drained with its swap,
 min_serving_regions, capacity, never_all_zero) and the planner. What is simplified: the probes of one evaluation
 interval complete into one slice (the store's slices are `windows.slice` long; the default policy's slice equals
-its evaluation interval), counts are drawn per probe with the share `p` over the SLO, and agents are alive.
+its evaluation interval); the evidence carries the trip window's counts (they rank regions for max_drained) but
+only its two newest slices, where the store gives the whole long window — the judge consumes only the slices its
+cursor has not seen, so the statistics are the same, at a fraction of the cost; counts are drawn per probe with
+the share `p` over the SLO; agents are alive.
 
 Latency shapes: *one-peaked* — probes over the SLO are slow successes; *two-peaked* (stall type) — they are
 probes that hit the total deadline: they count as errors too and complete `deadlines.total` after they started.
@@ -72,7 +75,8 @@ class Fleet:
     seed: int
     state: ControllerState = field(init=False)
     probes: dict[str, Probes] = field(init=False)
-    window: dict[str, deque[SliceCounts]] = field(init=False)
+    window: dict[str, deque[SliceCounts]] = field(init=False)  # the trip window's slices
+    sums: dict[str, list[int]] = field(init=False)  # their n, over, errors
     overrides: Overrides = field(default_factory=Overrides)
     k: int = 0  # evaluations so far; now = k × evaluate_every
 
@@ -88,6 +92,7 @@ class Fleet:
             for i, r in enumerate(names)
         }
         self.window = {r: deque(maxlen=keep) for r in names}
+        self.sums = {r: [0, 0, 0] for r in names}
 
     @property
     def step_s(self) -> float:
@@ -103,14 +108,22 @@ class Fleet:
     def _evidence(self, region: str, p: float) -> RegionEvidence:
         n, over, err = self.probes[region].step(self.k, p)
         win = self.window[region]
+        sums = self.sums[region]
+        if len(win) == win.maxlen:
+            old = win[0]
+            sums[0] -= old.n
+            sums[1] -= old.over
+            sums[2] -= old.errors
         win.append(SliceCounts(self.k, n, over, err, 0))
-        total = sum(s.n for s in win)
+        sums[0] += n
+        sums[1] += over
+        sums[2] += err
         return RegionEvidence(
             region,
-            n=total,
-            errors=sum(s.errors for s in win),
-            over_slo_fraction=sum(s.over for s in win) / total if total else 0.0,
-            slices=tuple(win),
+            n=sums[0],
+            errors=sums[2],
+            over_slo_fraction=sums[1] / sums[0] if sums[0] else 0.0,
+            slices=(win[-2], win[-1]) if len(win) > 1 else (win[-1],),
         )
 
     def step(self, rates: dict[str, float]) -> Evaluation:
