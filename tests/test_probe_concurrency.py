@@ -141,7 +141,7 @@ def test_sizer_grows_a_quarter_when_a_round_skips_despite_enough_slots() -> None
 
 def test_a_lagging_event_loop_shrinks_the_slots_even_below_the_need_and_growth_comes_back_slowly() -> None:
     """The loop lags 40 ms (the host is saturated): 100 slots for 120 series shrink by a fifth every
-    LAG_WAIT_ROUNDS + 1 rounds although 150 are needed; at 15 ms nothing moves; under 10 ms they grow back in
+    LAG_WAIT_ROUNDS + 1 rounds although 150 are needed; at 7 ms nothing moves; under 5 ms they grow back in
     10 % steps, spaced the same."""
     sizer = ConcurrencySizer(ceiling=256, limit=100, sized=True)
     for _ in range(256):
@@ -154,8 +154,8 @@ def test_a_lagging_event_loop_shrinks_the_slots_even_below_the_need_and_growth_c
     second = sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.040)
     assert second is not None and second.after == 64
     for _ in range(LAG_WAIT_ROUNDS):
-        sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.015)
-    assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.015) is None  # between: hold, skipping
+        sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.007)
+    assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.007) is None  # between: hold, skipping
     eased = sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.002)
     assert eased is not None and (eased.before, eased.after, eased.reason) == (64, 71, "lag_eased")
     assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.002) is None  # spaced out

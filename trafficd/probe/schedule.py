@@ -48,9 +48,10 @@ SHRINK_AFTER_ROUNDS = 20  # ... for this many rounds in a row (5 s at the defaul
 RECENT_PROBES = 256  # the durations the sizing averages
 START_SLOTS = 64  # before anything is measured: the old fixed default (≤ 3 ms TTFT added at p99 on idle 2 cores)
 # The agent's event-loop lag (probe/stall.py) delays every chunk it reads: measured with bench-probe on 2 cores,
-# a lag (p90 of 2 s of ticks) of ~3 ms went with ≤ 17 ms TTFT added at p99, 13 ms with 46 ms, 74 ms with 228 ms.
-LAG_GROW_BELOW_S = 0.010  # grow only while the loop lags less than this ...
-LAG_SHRINK_ABOVE_S = 0.025  # ... and shrink (by LAG_SHRINK) while it lags more: fidelity before throughput
+# a lag (p90 of 2 s of ticks) of ~3 ms went with ≤ 17 ms TTFT added at p99, 13 ms with 46 ms, 21 ms with 65 ms,
+# 74 ms with 228 ms: roughly 3–4 × the lag, so the 30 ms fidelity target needs it under ~8 ms.
+LAG_GROW_BELOW_S = 0.005  # grow only while the loop lags less than this ...
+LAG_SHRINK_ABOVE_S = 0.010  # ... and shrink (by LAG_SHRINK) while it lags more: fidelity before throughput
 LAG_SHRINK = 0.8
 LAG_MIN_SLOTS = 4
 LAG_WAIT_ROUNDS = 8  # after a lag-driven change, rounds before the next (the lag needs time to answer)
