@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from judgekit import frame, good, make_policy, run, slow
 
 from trafficd.decide import planner
@@ -141,3 +143,39 @@ def test_spill_already_carried_is_not_charged_twice() -> None:
     alloc = planner.allocate(p, fr, planner.headroom(p, ev), previous=previous, last_resort=False)
     assert alloc.moved["eu-west"] == {"us-east": 0.5}
     assert alloc.unplaced["eu-west"] == pytest.approx(0.5)
+
+
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+
+
+@given(
+    loads=st.tuples(*(st.floats(0.0, 500.0) for _ in REGIONS)),
+    rooms=st.tuples(*(st.one_of(st.none(), st.floats(0.0, 500.0)) for _ in REGIONS)),
+    fractions=st.tuples(*(st.sampled_from([0.0, 0.25, 0.5, 1.0]) for _ in REGIONS)),
+    carried=st.floats(0.0, 1.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_new_spill_never_exceeds_a_receivers_headroom(
+    loads: tuple[float, ...], rooms: tuple[float | None, ...], fractions: tuple[float, ...], carried: float
+) -> None:
+    """By volume, the requests/s a receiver gets beyond what it already carried never exceed its spare; rows sum
+    to 1 and a source never serves less than its serving fraction."""
+    p = make_policy(**CAPACITY, regions={"ap-southeast": {"capacity_headroom": "20%"}})
+    ev = {r: live(r, load, room) for r, load, room in zip(REGIONS, loads, rooms, strict=True)}
+    spare = planner.headroom(p, ev)
+    fr = dict(zip(REGIONS, fractions, strict=True))
+    src0 = REGIONS[0]
+    previous = {r: {d: float(d == r) for d in REGIONS} for r in REGIONS}
+    previous[src0] = {src0: 1.0 - carried, REGIONS[1]: carried, REGIONS[2]: 0.0}
+    m = planner.plan(p, fr, spare, previous=previous)
+    charged: dict[str, float] = dict.fromkeys(REGIONS, 0.0)
+    for src in REGIONS:
+        assert sum(m[src].values()) == pytest.approx(1.0)
+        assert m[src][src] >= fr[src] - 1e-9
+        demand = planner.demand_rps(spare.load or {}, previous, src)
+        for dst in REGIONS:
+            if dst != src:
+                charged[dst] += max(0.0, m[src][dst] - previous[src][dst]) * demand
+    for dst in REGIONS:
+        room = spare[dst]
+        assert room is None or charged[dst] <= room + 1e-6 * max(1.0, room)

@@ -78,9 +78,10 @@ class Spare(dict[str, float | None]):
 
 
 def headroom(policy: Policy, evidence: Mapping[str, RegionEvidence]) -> Spare:
-    """Spare capacity per region: by volume (req/s) when some region's live load is known, else by units."""
+    """Spare capacity per region: by volume (req/s) when some region's live load is known and not zero, else by
+    units."""
     live = {r: v for r in policy.region_names if (v := _live_load(evidence.get(r))) is not None}
-    if live:
+    if any(v > 0.0 for v in live.values()):  # idle regions alone give no scale for a region of unknown load
         return _volume_spare(policy, evidence, live)
     return _unit_spare(policy, evidence)
 
