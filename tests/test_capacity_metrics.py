@@ -6,7 +6,7 @@ import pytest
 
 from trafficd.policy.capacity import Capacity, MetricNames
 from trafficd.probe.capacity_metrics import MetricsError, parse
-from trafficd.stats.capacity import WorkerFigures, counter_rate, region_capacity, worker_figures
+from trafficd.stats.capacity import Reading, WorkerFigures, region_capacity, window_rates, worker_figures
 
 VLLM_V1 = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -97,11 +97,14 @@ def test_missing_running_gauge_and_garbage_are_errors() -> None:
         parse("<html>{not: metrics}</html>", Capacity())
 
 
-def test_counter_rate_survives_a_reset() -> None:
-    """The completed rate is the counter's increase per second; a counter that went down restarted from zero."""
-    assert counter_rate((10.0, 100.0), 150.0, 15.0) == 10.0
-    assert counter_rate((10.0, 100.0), 20.0, 15.0) == 4.0
-    assert counter_rate(None, 20.0, 15.0) is None
+def test_rate_window_survives_a_reset() -> None:
+    """The completed rate is the counter's increase per second over the window, with the mean running beside it;
+    a counter that went down was reset and the window restarts there."""
+    steady = [Reading(10.0, 100.0, 4.0), Reading(15.0, 150.0, 6.0), Reading(20.0, 200.0, 8.0)]
+    assert window_rates(steady) == (10.0, 6.0)
+    reset = [Reading(10.0, 100.0, 4.0), Reading(15.0, 5.0, 6.0), Reading(20.0, 25.0, 8.0)]
+    assert window_rates(reset) == (4.0, 7.0)
+    assert window_rates(steady[:1]) == (None, None)
 
 
 def test_headroom_is_spare_slots_times_little_rate() -> None:

@@ -169,13 +169,15 @@ def test_new_spill_never_exceeds_a_receivers_headroom(
     previous[src0] = {src0: 1.0 - carried, REGIONS[1]: carried, REGIONS[2]: 0.0}
     m = planner.plan(p, fr, spare, previous=previous)
     charged: dict[str, float] = dict.fromkeys(REGIONS, 0.0)
+    scale = 1.0  # shares are rounded to 1e-9 (planner.tidy): a charge is exact to 1e-9 × the source's demand
     for src in REGIONS:
         assert sum(m[src].values()) == pytest.approx(1.0)
         assert m[src][src] >= fr[src] - 1e-9
         demand = planner.demand_rps(spare.load or {}, previous, src)
+        scale += demand
         for dst in REGIONS:
             if dst != src:
                 charged[dst] += max(0.0, m[src][dst] - previous[src][dst]) * demand
     for dst in REGIONS:
         room = spare[dst]
-        assert room is None or charged[dst] <= room + 1e-6 * max(1.0, room)
+        assert room is None or charged[dst] <= room + 1e-8 * max(scale, room)

@@ -3,11 +3,12 @@ region's load and headroom figures (stats/capacity.py) beside the samples in Red
 
 The metrics URL is the worker's scheme, host and port with `capacity.metrics_path` (default `/metrics`), fetched
 with aiohttp (`capacity.timeout`, the probe section's TLS settings) and parsed by `capacity_metrics.parse`. The
-completed-request counter's rate is taken between two scrapes of the same worker. A worker whose endpoint cannot
-be read or parsed is logged once per episode (`capacity.scrape_failed`, WARNING; `capacity.scrape_recovered` when
-it answers again) and retried with capped backoff; its last figures age in Redis until the region turns stale and
-the controller falls back to the declared headroom. A failed Redis write is logged once per episode too
-(`capacity.write_failed` / `capacity.write_recovered`); the next scrape writes fresh figures anyway.
+completed-request counter's rate and the mean running are taken over a worker's last six scrapes. A worker whose
+endpoint cannot be read or parsed is logged once per episode (`capacity.scrape_failed`, WARNING;
+`capacity.scrape_recovered` when it answers again) and retried with capped backoff; its last figures age in Redis
+until the region turns stale and the controller falls back to the declared headroom. A failed Redis write is
+logged once per episode too (`capacity.write_failed` / `capacity.write_recovered`); the next scrape writes fresh
+figures anyway.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from trafficd.policy.schema import Policy
 from trafficd.probe.capacity_metrics import MetricsError, parse
 from trafficd.probe.discovery import WorkerRef
 from trafficd.runtime.logs import get_logger
-from trafficd.stats.capacity import WorkerFigures, counter_rate, worker_figures
+from trafficd.stats.capacity import RATE_READINGS, Reading, WorkerFigures, window_rates, worker_figures
 
 log = get_logger("capacity")
 
@@ -59,7 +60,7 @@ class CapacityScraper:
     ) -> None:
         self.policy, self.region, self.workers, self.write, self.clock = policy, region, workers, write, clock
         self.backoff_base_s = backoff_base_s
-        self._counters: dict[str, tuple[float, float]] = {}  # worker → (time, completed counter) of the last scrape
+        self._readings: dict[str, list[Reading]] = {}  # worker → its last RATE_READINGS scrapes (the rate window)
         self._failing: dict[str, str] = {}  # worker → error of the episode in progress
         self._backoff: dict[str, Backoff] = {}
         self._write_failing = False
@@ -126,12 +127,14 @@ class CapacityScraper:
             return None
         self._recovered(w.name, url)
         at = self.clock()
-        rate = counter_rate(self._counters.get(w.name), load.completed_total, at)
+        rate, mean_running = None, None
         if load.completed_total is not None:
-            self._counters[w.name] = (at, load.completed_total)
+            window = [*self._readings.get(w.name, []), Reading(at, load.completed_total, load.running)]
+            self._readings[w.name] = window[-RATE_READINGS:]
+            rate, mean_running = window_rates(self._readings[w.name])
             if rate is None:
                 return None  # the counter's first reading: its rate comes with the next scrape
-        return worker_figures(load.running, load.waiting, load.limit, load.kv_usage, rate, cfg, at)
+        return worker_figures(load.running, load.waiting, load.limit, load.kv_usage, rate, cfg, at, mean_running)
 
     @staticmethod
     async def _fetch(session: aiohttp.ClientSession, url: str, cfg: Capacity) -> str:
@@ -147,7 +150,7 @@ class CapacityScraper:
     def _failed(self, worker: str, url: str, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"[:300]
         wait_s = self._backoff[worker].failed(time.monotonic())
-        self._counters.pop(worker, None)  # a rate across the outage would mix two counters' lives
+        self._readings.pop(worker, None)  # a rate across the outage could mix two counters' lives
         if worker not in self._failing:
             log.warning(
                 "capacity.scrape_failed", region=self.region, worker=worker, url=url, error=error, retry_in_s=wait_s

@@ -2,9 +2,10 @@
 
 Per worker, from one scrape (`WorkerLoad`) and the completed-request counter's rate since the previous one:
 
-    λ  = completed rate (req/s), from counter deltas; a counter that went down was reset and counts from 0
-    N  = requests running, Q = requests waiting
-    μ  = λ / N, each busy slot's completion rate (Little's law: N = λ·W, so μ = 1/W, W the mean request time);
+    λ  = completed rate (req/s) over the last RATE_READINGS scrapes (the counter's increase ÷ the time between
+         the first and the last; a counter that went down was reset and the window restarts there)
+    N  = requests running now, N̄ their mean over the same scrapes, Q = requests waiting now
+    μ  = λ / N̄, each busy slot's completion rate (Little's law: N̄ = λ·W, so μ = 1/W, W the mean request time);
          1 / capacity.request_time while the worker completes nothing or runs nothing (no measurement)
     C  = usable concurrency = min(target × limit, N × kv_target / kv_usage), whichever the worker publishes
          (KV usage grows with the requests it holds: at usage u with N running, kv_target is reached at N·kv_target/u;
@@ -63,15 +64,29 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-def counter_rate(previous: tuple[float, float] | None, total: float | None, at: float) -> float | None:
-    """Requests/s from two readings (time, counter) of a completed-requests counter; a decrease is a reset."""
-    if previous is None or total is None:
-        return None
-    t0, c0 = previous
-    if at - t0 <= 0:
-        return None
-    increase = total - c0 if total >= c0 else total
-    return increase / (at - t0)
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One scrape's counter and running gauge, kept by the scraper for the rate window."""
+
+    at: float
+    completed: float
+    running: float
+
+
+RATE_READINGS = 6  # scrapes the rate and the mean concurrency are taken over (30 s at the default 5 s)
+
+
+def window_rates(readings: list[Reading]) -> tuple[float | None, float | None]:
+    """(λ, N̄) over the readings: completed requests/s from the counter's first to last reading, and the mean
+    running over them. A counter that went down was reset: the window starts again at the reset."""
+    for i in range(len(readings) - 1, 0, -1):
+        if readings[i].completed < readings[i - 1].completed:
+            readings = readings[i:]
+            break
+    if len(readings) < 2 or readings[-1].at <= readings[0].at:
+        return None, None
+    rate = (readings[-1].completed - readings[0].completed) / (readings[-1].at - readings[0].at)
+    return rate, sum(r.running for r in readings) / len(readings)
 
 
 def usable_concurrency(running: float, limit: float | None, kv_usage: float | None, cfg: Capacity) -> float | None:
@@ -95,11 +110,14 @@ def worker_figures(
     rate_rps: float | None,
     cfg: Capacity,
     at: float,
+    mean_running: float | None = None,
 ) -> WorkerFigures:
-    """Load and headroom of one worker (module docstring)."""
+    """Load and headroom of one worker (module docstring); `mean_running` is N̄ over the rate's window (default:
+    the running gauge now)."""
     queued = waiting or 0.0
-    measured = rate_rps is not None and rate_rps > 0 and running > 0
-    per_slot = rate_rps / running if measured and rate_rps is not None else 1.0 / cfg.request_time
+    busy = running if mean_running is None else mean_running
+    measured = rate_rps is not None and rate_rps > 0 and busy > 0
+    per_slot = rate_rps / busy if measured and rate_rps is not None else 1.0 / cfg.request_time
     load = rate_rps if rate_rps is not None else running * per_slot
     cap = usable_concurrency(running, limit, kv_usage, cfg)
     headroom = None if cap is None else max(0.0, cap - running - queued) * per_slot
