@@ -69,3 +69,15 @@ def test_status_shows_load_and_headroom(policy_file: Path, capsys: pytest.Captur
     code, out = run(capsys, "status", "--policy", str(policy_file), "--no-dns", "--json")
     cap = json.loads(out)["regions"]["r1"]["capacity"]
     assert (cap["source"], cap["load_rps"], cap["headroom_rps"]) == ("live", 15.0, 16.0)
+
+
+def test_controller_exports_load_and_headroom() -> None:
+    """A decision with live capacity sets the region's load and headroom gauges (NaN while not live)."""
+    from trafficd.runtime import metrics
+
+    metrics.record_region("cap-a", {"capacity": {"source": "live", "load_rps": 15.0, "headroom_rps": 16.0}})
+    metrics.record_region("cap-b", {"capacity": {"source": "stale", "load_rps": None, "headroom_rps": None}})
+    text = metrics.exposition("controller").decode()
+    assert 'trafficd_region_load_requests_per_second{region="cap-a"} 15.0' in text
+    assert 'trafficd_region_headroom_requests_per_second{region="cap-a"} 16.0' in text
+    assert 'trafficd_region_headroom_requests_per_second{region="cap-b"} NaN' in text

@@ -76,6 +76,18 @@ REGION_OVERRIDE = Gauge(
     "trafficd_region_override", "1 while a manual override (drain, undrain) is in force", ["region", "kind"],
     registry=CONTROLLER,
 )  # fmt: skip
+REGION_LOAD = Gauge(
+    "trafficd_region_load_requests_per_second",
+    "Requests/s the region's workers complete (live capacity; NaN unless live)",
+    ["region"],
+    registry=CONTROLLER,
+)
+REGION_HEADROOM = Gauge(
+    "trafficd_region_headroom_requests_per_second",
+    "Requests/s more the region can take within its capacity targets (live capacity; NaN unless live)",
+    ["region"],
+    registry=CONTROLLER,
+)
 FROZEN = Gauge("trafficd_frozen", "1 while the global freeze is in force", registry=CONTROLLER)
 SHIFTS = Counter(
     "trafficd_weight_shifts_total", "Decisions that moved a region's serving ratio", ["region", "direction"],
@@ -290,6 +302,11 @@ def record_region(region: str, fields: dict[str, Any]) -> None:
         REGION_USERS.labels(region, to).set(float(share))
     age = fields.get("heartbeat_age_s")
     HEARTBEAT_AGE.labels(region).set(nan if age is None else float(age))
+    cap = fields.get("capacity")
+    if cap is not None:  # live capacity configured (docs/capacity.md)
+        load, room = cap.get("load_rps"), cap.get("headroom_rps")
+        REGION_LOAD.labels(region).set(nan if load is None else float(load))
+        REGION_HEADROOM.labels(region).set(nan if room is None else float(room))
 
 
 def record_slo(total_s: float, ttft_s: float | None, error_ratio: float) -> None:
