@@ -100,11 +100,20 @@ def test_missing_running_gauge_and_garbage_are_errors() -> None:
 def test_rate_window_survives_a_reset() -> None:
     """The completed rate is the counter's increase per second over the window, with the mean running beside it;
     a counter that went down was reset and the window restarts there."""
-    steady = [Reading(10.0, 100.0, 4.0), Reading(15.0, 150.0, 6.0), Reading(20.0, 200.0, 8.0)]
-    assert window_rates(steady) == (10.0, 6.0)
+    steady = [Reading(10.0, 100.0, 4.0), Reading(15.0, 150.0, 4.0), Reading(20.0, 200.0, 4.0)]
+    assert window_rates(steady) == (10.0, 4.0, 0.0)
     reset = [Reading(10.0, 100.0, 4.0), Reading(15.0, 5.0, 6.0), Reading(20.0, 25.0, 8.0)]
-    assert window_rates(reset) == (4.0, 7.0)
-    assert window_rates(steady[:1]) == (None, None)
+    assert window_rates(reset) == (4.0, 7.0, 0.4)
+    assert window_rates(steady[:1]) == (None, None, 0.0)
+
+
+def test_a_worker_falling_behind_counts_its_arrivals() -> None:
+    """A slow worker completing 2 req/s while its queue grows by 6 req/s carries a load of 8 req/s (arrivals)."""
+    slow = [Reading(0.0, 0.0, 10.0, 0.0), Reading(5.0, 10.0, 20.0, 20.0)]
+    rate, mean_running, growth = window_rates(slow)
+    assert (rate, growth) == (2.0, 6.0)
+    f = worker_figures(20.0, 20.0, 40.0, None, rate, Capacity(), at=5.0, mean_running=mean_running, backlog_rps=growth)
+    assert f.load_rps == 8.0 and f.headroom_rps == 0.0
 
 
 def test_headroom_is_spare_slots_times_little_rate() -> None:

@@ -127,14 +127,16 @@ class CapacityScraper:
             return None
         self._recovered(w.name, url)
         at = self.clock()
-        rate, mean_running = None, None
+        rate, mean_running, growth = None, None, 0.0
         if load.completed_total is not None:
-            window = [*self._readings.get(w.name, []), Reading(at, load.completed_total, load.running)]
-            self._readings[w.name] = window[-RATE_READINGS:]
-            rate, mean_running = window_rates(self._readings[w.name])
+            reading = Reading(at, load.completed_total, load.running, load.waiting or 0.0)
+            self._readings[w.name] = [*self._readings.get(w.name, []), reading][-RATE_READINGS:]
+            rate, mean_running, growth = window_rates(self._readings[w.name])
             if rate is None:
                 return None  # the counter's first reading: its rate comes with the next scrape
-        return worker_figures(load.running, load.waiting, load.limit, load.kv_usage, rate, cfg, at, mean_running)
+        return worker_figures(
+            load.running, load.waiting, load.limit, load.kv_usage, rate, cfg, at, mean_running, growth
+        )
 
     @staticmethod
     async def _fetch(session: aiohttp.ClientSession, url: str, cfg: Capacity) -> str:

@@ -10,7 +10,8 @@ Per worker, from one scrape (`WorkerLoad`) and the completed-request counter's r
     C  = usable concurrency = min(target × limit, N × kv_target / kv_usage), whichever the worker publishes
          (KV usage grows with the requests it holds: at usage u with N running, kv_target is reached at N·kv_target/u;
          at or over kv_target it takes nothing more)
-    load     = λ (N·μ for a server without a completed counter; with one, nothing is stored before its second reading)
+    load     = λ + max(0, growth of N + Q per second): the requests arriving, even while a slow worker falls behind
+               (N·μ for a server without a completed counter; with one, nothing is stored before its second reading)
     headroom = max(0, C − N − Q) × μ   requests/s it can take before reaching its targets; None when neither a
                limit nor a KV usage is known
 
@@ -71,22 +72,27 @@ class Reading:
     at: float
     completed: float
     running: float
+    waiting: float = 0.0
 
 
 RATE_READINGS = 6  # scrapes the rate and the mean concurrency are taken over (30 s at the default 5 s)
 
 
-def window_rates(readings: list[Reading]) -> tuple[float | None, float | None]:
-    """(λ, N̄) over the readings: completed requests/s from the counter's first to last reading, and the mean
-    running over them. A counter that went down was reset: the window starts again at the reset."""
+def window_rates(readings: list[Reading]) -> tuple[float | None, float | None, float]:
+    """(λ, N̄, backlog growth) over the readings: completed requests/s from the counter's first to last reading,
+    the mean running over them, and how fast the requests in flight (running + waiting) grew, per second. A
+    counter that went down was reset: the window starts again at the reset."""
     for i in range(len(readings) - 1, 0, -1):
         if readings[i].completed < readings[i - 1].completed:
             readings = readings[i:]
             break
     if len(readings) < 2 or readings[-1].at <= readings[0].at:
-        return None, None
-    rate = (readings[-1].completed - readings[0].completed) / (readings[-1].at - readings[0].at)
-    return rate, sum(r.running for r in readings) / len(readings)
+        return None, None, 0.0
+    span = readings[-1].at - readings[0].at
+    rate = (readings[-1].completed - readings[0].completed) / span
+    first, last = readings[0], readings[-1]
+    growth = (last.running + last.waiting - first.running - first.waiting) / span
+    return rate, sum(r.running for r in readings) / len(readings), growth
 
 
 def usable_concurrency(running: float, limit: float | None, kv_usage: float | None, cfg: Capacity) -> float | None:
@@ -111,14 +117,15 @@ def worker_figures(
     cfg: Capacity,
     at: float,
     mean_running: float | None = None,
+    backlog_rps: float = 0.0,
 ) -> WorkerFigures:
     """Load and headroom of one worker (module docstring); `mean_running` is N̄ over the rate's window (default:
-    the running gauge now)."""
+    the running gauge now), `backlog_rps` how fast its requests in flight grew (arrivals beyond completions)."""
     queued = waiting or 0.0
     busy = running if mean_running is None else mean_running
     measured = rate_rps is not None and rate_rps > 0 and busy > 0
     per_slot = rate_rps / busy if measured and rate_rps is not None else 1.0 / cfg.request_time
-    load = rate_rps if rate_rps is not None else running * per_slot
+    load = rate_rps + max(0.0, backlog_rps) if rate_rps is not None else running * per_slot
     cap = usable_concurrency(running, limit, kv_usage, cfg)
     headroom = None if cap is None else max(0.0, cap - running - queued) * per_slot
     return WorkerFigures(at, running, queued, limit, kv_usage, load, headroom, per_slot)
