@@ -309,7 +309,12 @@ def _describe(ev: dict[str, Any]) -> str:
             for c in ev.get("changes", [])
             if c.get("after") and c["after"].get("weight") is not None
         ]
-        return f"{name} change_id={ev.get('change_id')}: " + ", ".join(moved)
+        other = [  # e.g. the writer-epoch TXT record a new leader takes over with (no weight moves)
+            f"{c['after'].get('type')} {c['after'].get('name')} → {' '.join(c['after'].get('values') or [])}"
+            for c in ev.get("changes", [])
+            if c.get("after") and c["after"].get("weight") is None
+        ]
+        return f"{name} change_id={ev.get('change_id')}: " + ", ".join(moved + other)
     return f"{name} " + " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("event", "timestamp", "level"))
 
 
