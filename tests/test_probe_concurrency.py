@@ -161,6 +161,17 @@ def test_a_lagging_event_loop_shrinks_the_slots_even_below_the_need_and_growth_c
     assert sizer.review(series=120, interval_s=0.5, skipped=9, lag_s=0.002) is None  # spaced out
 
 
+def test_after_a_lag_cap_a_smaller_need_is_not_mistaken_for_easing() -> None:
+    """Capped by lag at 64 while more were needed, the need falls to 40 and a round skips: the slots grow by half
+    (skipped_probes), not shrink under a `lag_eased` label."""
+    sizer = ConcurrencySizer(ceiling=256, limit=64, sized=True, lag_capped=True)
+    for _ in range(256):
+        sizer.probe_took(0.2)  # 40 series at 500 ms: 20 by the formula, 40 by the floor (one slot per series)
+    change = sizer.review(series=40, interval_s=0.5, skipped=3, lag_s=0.001)
+    assert change is not None and (change.before, change.after, change.reason) == (64, 96, "skipped_probes")
+    assert not sizer.lag_capped
+
+
 async def test_slots_resize_admits_waiters_and_a_cancelled_waiter_leaks_nothing() -> None:
     """Growing the limit lets waiting holders in at once; a waiter cancelled by its deadline takes no slot."""
     slots = Slots(1)

@@ -301,8 +301,11 @@ class ConcurrencySizer:
     def _grown(self, needed: int, skipped: int) -> tuple[int, str]:
         step = math.ceil(self.limit * GROW_STEP)
         if self.lag_capped:  # back towards the need in 10 % steps, LAG_WAIT_ROUNDS apart
-            self.wait_rounds = LAG_WAIT_ROUNDS
-            return min(self.ceiling, needed, step), "lag_eased"
+            eased = min(self.ceiling, needed, step)
+            if eased > self.limit:
+                self.wait_rounds = LAG_WAIT_ROUNDS
+                return eased, "lag_eased"
+            self.lag_capped = False  # the need fell under the slots: the usual rules again
         grown = min(self.ceiling, max(needed, step))
         if needed > self.limit:
             return grown, "slow_probes"
