@@ -159,3 +159,30 @@ async def test_check_verifies_each_roles_own_user_on_its_own_keys(
     assert [c.status for c in checks if c.name == "acl"] == ["ok"], checks
     checks = await redis_checks(policy, "all", ["r1"])  # one host, one password: the agent's login is refused
     assert "fail" in {c.status for c in checks}, checks
+
+
+async def test_agent_user_writes_its_regions_live_capacity(
+    policy: Policy, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capacity figures go through r1's agent ACL user (HSET + EXPIRE on r1's keys); the controller reads
+    them back; r2's capacity key is refused to r1's agent."""
+    from trafficd.policy.capacity import Capacity, CapacityFields
+    from trafficd.stats import capacity_store
+    from trafficd.stats.capacity import worker_figures
+
+    live = policy.model_copy(update={"capacity": CapacityFields(max_concurrency=10)})
+    now = time.time()
+    fig = {"w1": worker_figures(4.0, 0.0, 10.0, None, 2.0, Capacity(max_concurrency=10), at=now)}
+    agent = client(live, "agent", "r1", monkeypatch)
+    try:
+        await capacity_store.write(agent, live, "r1", fig, now)
+        with pytest.raises(NoPermissionError):
+            await capacity_store.write(agent, live, "r2", fig, now)
+    finally:
+        await agent.aclose()
+    controller = client(live, "controller", None, monkeypatch)
+    try:
+        read = await capacity_store.read(controller, live, now)
+    finally:
+        await controller.aclose()
+    assert (read["r1"].source, read["r1"].load_rps, read["r2"].source) == ("live", 2.0, "missing")
