@@ -153,3 +153,25 @@ def test_figures_round_trip_through_json() -> None:
     f = worker_figures(4.0, 1.0, 10.0, 0.5, 2.0, Capacity(), at=100.0)
     assert WorkerFigures.from_json(f.to_json()) == f
     assert WorkerFigures.from_json(b"{}") is None and WorkerFigures.from_json("nope") is None
+
+
+def test_prometheus_answer_as_load() -> None:
+    """A load query's answer: a scalar, or an instant vector summed; errors, matrices and no sample are refused."""
+    from trafficd.probe.load_query import LoadQueryError, load_from_answer, query_text
+
+    samples = '[{"metric":{"a":"1"},"value":[1,"30.5"]},{"metric":{"a":"2"},"value":[1,"12"]}]'
+    vector = '{"status":"success","data":{"resultType":"vector","result":' + samples + "}}"
+    assert load_from_answer(vector) == 42.5
+    assert load_from_answer('{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}') == 7.0
+    refused = [
+        '{"status":"error","error":"parse error at char 5"}',
+        '{"status":"success","data":{"resultType":"vector","result":[]}}',
+        '{"status":"success","data":{"resultType":"matrix","result":[{"values":[[1,"2"]]}]}}',
+        '{"status":"success","data":{"resultType":"scalar","result":[1,"-3"]}}',
+        '{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}',
+        "<html>",
+    ]
+    for body in refused:
+        with pytest.raises(LoadQueryError):
+            load_from_answer(body)
+    assert query_text('sum(rate(x{region="{region}"}[1m]))', "eu-west") == 'sum(rate(x{region="eu-west"}[1m]))'

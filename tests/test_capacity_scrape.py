@@ -248,3 +248,65 @@ async def test_agent_runs_the_scraper_beside_its_probes(
         stop.set()
         await asyncio.wait_for(task, 10)
         await client.aclose()
+
+
+class FakePrometheus:
+    """Prometheus' /api/v1/query: answers `value` req/s as a one-sample vector, or an error while `failing`."""
+
+    def __init__(self, value: float) -> None:
+        self.value, self.failing = value, False
+        self.queries: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def query(self, request: web.Request) -> web.Response:
+        self.queries.append(request.query["query"])
+        if self.failing:
+            return web.json_response({"status": "error", "error": "query timed out"}, status=503)
+        sample = {"metric": {}, "value": [time.time(), str(self.value)]}
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": [sample]}})
+
+    async def start(self) -> FakePrometheus:
+        app = web.Application()
+        app.router.add_get("/api/v1/query", self.query)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return self
+
+
+async def test_load_query_replaces_the_workers_sum(
+    workers: dict[str, MetricsWorker], redis_url: str, key_prefix: str
+) -> None:
+    """With capacity.load_query the region's load is Prometheus' answer ({region} filled in); a failing query is
+    logged once per episode and the workers' headroom stays in use."""
+    prom = await FakePrometheus(80.0).start()
+    query = 'sum(rate(gateway_requests_total{region="{region}"}[1m]))'
+    policy = two_regions(workers, redis_url, key_prefix, load_query={"url": prom.url, "query": query})
+    client = redis_client(policy.redis)
+    scraper = scraper_for(policy, "us-east", client)
+    try:
+
+        async def queried() -> RegionEvidence | None:
+            await scraper.scrape_once(policy)
+            ev = (await live_evidence(client, policy))["us-east"]
+            return ev if ev.headroom_rps is not None and ev.load_rps == 80.0 else None
+
+        ev = await kit.eventually_async(queried, "us-east's load from the query")
+        assert ev.capacity_source == "live" and ev.headroom_rps == pytest.approx(30.0, rel=0.3)
+        assert prom.queries[0] == 'sum(rate(gateway_requests_total{region="us-east"}[1m]))'
+        with capture_logs() as logs:
+            prom.failing = True
+            for _ in range(3):
+                await scraper.scrape_once(policy)
+            prom.failing = False
+            await scraper.scrape_once(policy)
+        events = [e["event"] for e in logs if e["event"].startswith("capacity.query")]
+        assert events == ["capacity.query_failed", "capacity.query_recovered"]
+    finally:
+        await scraper.close()
+        await client.aclose()
+        if prom.runner is not None:
+            await prom.runner.cleanup()

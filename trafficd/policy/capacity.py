@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from trafficd.policy.values import Duration, Percent, format_duration
+from trafficd.policy.values import Duration, Percent, check_url, format_duration
 
 ServerKind = Literal["vllm", "sglang", "tgi", "generic"]
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
@@ -57,6 +57,14 @@ class MetricNames(_Strict):
     completed: MetricName | None = None  # counter: requests completed (its rate is the load in requests/s)
 
 
+class LoadQuery(_Strict):
+    """A region's load (requests/s) from Prometheus instead of its workers' counters; `{region}` in the query is
+    replaced by the region's name (probe/load_query.py)."""
+
+    url: Annotated[str, AfterValidator(check_url)]  # Prometheus' base URL, e.g. http://prometheus:9090
+    query: str = Field(min_length=1, max_length=2000)  # PromQL giving a scalar or an instant vector (summed)
+
+
 class CapacityFields(_Strict):
     """Every capacity setting, optional: a region or worker override, or the top level before defaults."""
 
@@ -70,6 +78,7 @@ class CapacityFields(_Strict):
     scrape_every: Duration | None = None
     timeout: Duration | None = None
     max_age: Duration | None = None  # worker figures older than this are stale: the declared headroom is used
+    load_query: LoadQuery | None = None  # the region's load from Prometheus (top level or region; not per worker)
 
 
 class Capacity(_Strict):
@@ -85,6 +94,7 @@ class Capacity(_Strict):
     scrape_every: Duration = 5.0
     timeout: Duration = 2.0
     max_age: Duration = 30.0
+    load_query: LoadQuery | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Capacity:

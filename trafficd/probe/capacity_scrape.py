@@ -8,7 +8,8 @@ endpoint cannot be read or parsed is logged once per episode (`capacity.scrape_f
 `capacity.scrape_recovered` when it answers again) and retried with capped backoff; its last figures age in Redis
 until the region turns stale and the controller falls back to the declared headroom. A failed Redis write is
 logged once per episode too (`capacity.write_failed` / `capacity.write_recovered`); the next scrape writes fresh
-figures anyway.
+figures anyway. With `capacity.load_query` the region's load also comes from Prometheus (probe/load_query.py; a
+failure is `capacity.query_failed` once per episode, `capacity.query_recovered`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from trafficd.policy.capacity import Capacity
 from trafficd.policy.schema import Policy
 from trafficd.probe.capacity_metrics import MetricsError, parse
 from trafficd.probe.discovery import WorkerRef
+from trafficd.probe.load_query import LoadQueryError, fetch_load, query_text
 from trafficd.runtime.logs import get_logger
 from trafficd.stats.capacity import RATE_READINGS, Reading, WorkerFigures, window_rates, worker_figures
+from trafficd.stats.capacity_store import QUERY_FIELD
 
 log = get_logger("capacity")
 
@@ -64,6 +67,7 @@ class CapacityScraper:
         self._failing: dict[str, str] = {}  # worker → error of the episode in progress
         self._backoff: dict[str, Backoff] = {}
         self._write_failing = False
+        self._query_failing = False
         self._session: aiohttp.ClientSession | None = None
         self._tls: tuple[Any, ssl.SSLContext | bool] | None = None
 
@@ -95,6 +99,9 @@ class CapacityScraper:
         ]
         results = await asyncio.gather(*(self._scrape(session, policy, w) for w in due))
         figures = {w.name: f for w, f in zip(due, results, strict=True) if f is not None}
+        queried = await self._query(session, policy)
+        if queried is not None:
+            figures[QUERY_FIELD] = queried
         if figures:
             await self._store(policy, figures)
         return figures
@@ -113,6 +120,26 @@ class CapacityScraper:
             self._tls = (tls, ctx)
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=16))
         return self._session
+
+    async def _query(self, session: aiohttp.ClientSession, policy: Policy) -> WorkerFigures | None:
+        """The region's load from `capacity.load_query` (Prometheus), as figures with no headroom; None on failure
+        (logged once per episode as `capacity.query_failed`)."""
+        cfg = policy.capacity_for(self.region)
+        if cfg is None or cfg.load_query is None:
+            return None
+        q = cfg.load_query
+        try:
+            load = await fetch_load(session, q.url, query_text(q.query, self.region), cfg.timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError, LoadQueryError, UnicodeDecodeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            if not self._query_failing:
+                log.warning("capacity.query_failed", region=self.region, url=q.url, error=error)
+            self._query_failing = True
+            return None
+        if self._query_failing:
+            self._query_failing = False
+            log.info("capacity.query_recovered", region=self.region, url=q.url)
+        return WorkerFigures(self.clock(), 0.0, 0.0, None, None, load, None, 0.0)
 
     async def _scrape(self, session: aiohttp.ClientSession, policy: Policy, w: WorkerRef) -> WorkerFigures | None:
         cfg = policy.capacity_for(self.region, w.name)

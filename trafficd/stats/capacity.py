@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from trafficd.policy.capacity import Capacity
@@ -144,8 +144,22 @@ class RegionCapacity:
     kv_usage: float | None = None  # the fullest worker's
 
 
-def region_capacity(figures: Mapping[str, WorkerFigures], now: float, max_age_s: float) -> RegionCapacity:
-    """Sum a region's workers; `stale` when any worker's figures are older than `max_age_s`."""
+def region_capacity(
+    figures: Mapping[str, WorkerFigures], now: float, max_age_s: float, queried: WorkerFigures | None = None
+) -> RegionCapacity:
+    """Sum a region's workers; `stale` when any worker's figures are older than `max_age_s`. A fresh `queried`
+    load (capacity.load_query) replaces the workers' sum, and keeps the load live while their figures are not."""
+    fresh_query = queried if queried is not None and now - queried.at <= max_age_s else None
+    cap = _workers_capacity(figures, now, max_age_s)
+    if fresh_query is None:
+        return cap
+    if cap.source != "live":
+        age = max(0.0, now - fresh_query.at)
+        return RegionCapacity("live", fresh_query.load_rps, None, age, cap.workers, cap.stale_workers)
+    return replace(cap, load_rps=fresh_query.load_rps)
+
+
+def _workers_capacity(figures: Mapping[str, WorkerFigures], now: float, max_age_s: float) -> RegionCapacity:
     if not figures:
         return RegionCapacity("missing")
     ages = {w: max(0.0, now - f.at) for w, f in figures.items()}

@@ -18,6 +18,7 @@ from trafficd.policy.schema import Policy
 from trafficd.stats.capacity import RegionCapacity, WorkerFigures, region_capacity
 
 BUCKETS_KEPT = 3
+QUERY_FIELD = "*load_query"  # the region's load from capacity.load_query (worker names never start with '*')
 
 
 def read_buckets(b: int) -> tuple[int, ...]:
@@ -63,7 +64,8 @@ async def read(client: Any, policy: Policy, now: float) -> dict[str, RegionCapac
                 name = k.decode() if isinstance(k, bytes) else str(k)
                 if fig is not None and (name not in newest or fig.at > newest[name].at):
                     newest[name] = fig
-        out[r] = region_capacity(newest, now, _max_age(policy, r))
+        queried = newest.pop(QUERY_FIELD, None)
+        out[r] = region_capacity(newest, now, _max_age(policy, r), queried)
     return out
 
 
