@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from trafficd.probe.agent import run_agent
 from trafficd.probe.schedule import (
+    GROW_WAIT_ROUNDS,
     LAG_WAIT_ROUNDS,
     SHRINK_AFTER_ROUNDS,
     ConcurrencySizer,
@@ -97,7 +98,8 @@ def gauge(name: str, region: str) -> float | None:
 
 def test_sizer_starts_at_the_ceiling_then_follows_the_measured_durations() -> None:
     """20 series at 200 ms with a ceiling of 40: 40 (not the usual 64) before any measurement; 50 ms probes need
-    7 slots, so one per series (20); 600 ms probes need 75, bounded by the ceiling."""
+    7 slots, so one per series (20); 600 ms probes need 75: half as many again (30), then after GROW_WAIT_ROUNDS
+    the ceiling (40)."""
     sizer = ConcurrencySizer(ceiling=40)
     assert sizer.start() == 40
     assert sizer.review(series=20, interval_s=0.2, skipped=0) is None  # nothing measured yet: unchanged
@@ -108,8 +110,11 @@ def test_sizer_starts_at_the_ceiling_then_follows_the_measured_durations() -> No
     for _ in range(256):
         sizer.probe_took(0.6)
     change = sizer.review(series=20, interval_s=0.2, skipped=0)
-    assert change is not None and (change.before, change.after, change.reason) == (20, 40, "slow_probes")
+    assert change is not None and (change.before, change.after, change.reason) == (20, 30, "slow_probes")
     assert needed_concurrency(20, 0.6, 0.2) == 75 and change.needed == 40
+    assert [sizer.review(series=20, interval_s=0.2, skipped=0) for _ in range(GROW_WAIT_ROUNDS)] == [None] * 4
+    change = sizer.review(series=20, interval_s=0.2, skipped=0)
+    assert change is not None and (change.before, change.after) == (30, 40)
     assert sizer.review(series=20, interval_s=0.2, skipped=5) is None  # at the ceiling: nothing more to give
 
 
@@ -123,6 +128,8 @@ def test_sizer_shrinks_only_after_a_sustained_lull() -> None:
         assert sizer.review(series=20, interval_s=0.2, skipped=0) is None
     assert sizer.review(series=20, interval_s=0.2, skipped=1) is not None  # skipping: grows, count restarts
     grown = sizer.limit
+    for _ in range(GROW_WAIT_ROUNDS):
+        assert sizer.review(series=20, interval_s=0.2, skipped=0) is None  # after a growth: waits, counts nothing
     for _ in range(SHRINK_AFTER_ROUNDS - 1):
         assert sizer.review(series=20, interval_s=0.2, skipped=0) is None
     change = sizer.review(series=20, interval_s=0.2, skipped=0)

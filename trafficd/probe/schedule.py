@@ -16,10 +16,11 @@
   with 25 % headroom, never below one slot per series and at most `probe.max_concurrency`. The mean, not a high
   percentile: one worker stalling at its deadline raises the mean by its share, while a p95 would size every
   series as if it stalled. An agent starts at START_SLOTS (64, the old fixed default, at most the ceiling) and
-  sizes itself when its first round completes; then it grows as soon as a round needs more (by at least 10 % a
-  step, and by half when a round skipped probes although the sizing said it had enough: probes hanging towards
-  their deadline are not measured until they end), and shrinks only after `SHRINK_AFTER_ROUNDS` rounds in a row
-  needed less than two thirds of it, so a short lull does not undo it.
+  sizes itself when its first round completes; then it grows as soon as a round needs more (also when a round
+  skipped probes although the sizing said it had enough: probes hanging towards their deadline are not measured
+  until they end) — by 10 % to 50 % a step, GROW_WAIT_ROUNDS apart, so the loop lag can answer each step — and
+  shrinks only after `SHRINK_AFTER_ROUNDS` rounds in a row needed less than two thirds of it, so a short lull
+  does not undo it.
 * **Fidelity before throughput.** Growth needs the agent's event loop to be responsive (lag under
   LAG_GROW_BELOW_S, `probe/stall.py`); while it lags more than LAG_SHRINK_ABOVE_S the slots shrink by a fifth
   every LAG_WAIT_ROUNDS, even below the need, and come back in 10 % steps once it eases. On a saturated host more
@@ -41,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HEADROOM = 1.25  # slots beyond the average need: durations vary, jitter bunches starts
-GROW_STEP = 1.10  # a growth is at least 10 % (no line per extra slot while durations creep up)
-SKIP_GROWTH = 1.5  # a round skipped probes although the sizing said it had enough: half as many again
+GROW_STEP = 1.10  # a growth is at least 10 % (no line per extra slot while durations creep up) ...
+GROW_MAX = 1.5  # ... and at most half as many again (also when a round skipped with enough slots by the mean)
+GROW_WAIT_ROUNDS = 4  # rounds after a growth before the next: the loop lag (2 s of ticks) shows its effect first
 SHRINK_BELOW = 2 / 3  # shrink only when the need falls under two thirds of the slots ...
 SHRINK_AFTER_ROUNDS = 20  # ... for this many rounds in a row (5 s at the default 250 ms interval)
 RECENT_PROBES = 256  # the durations the sizing averages
@@ -266,7 +268,7 @@ class ConcurrencySizer:
         needed = min(self.ceiling, max(floor, needed_concurrency(series, mean, interval_s)))
         if not self.sized:
             self.sized = True
-            new, reason = (needed if lag_s < LAG_GROW_BELOW_S else min(needed, self.limit)), "measured"
+            new, reason = (self._capped(needed) if lag_s < LAG_GROW_BELOW_S else min(needed, self.limit)), "measured"
         elif lag_s > LAG_SHRINK_ABOVE_S:
             new, reason = self._lagging(needed)
         else:
@@ -306,10 +308,16 @@ class ConcurrencySizer:
                 self.wait_rounds = LAG_WAIT_ROUNDS
                 return eased, "lag_eased"
             self.lag_capped = False  # the need fell under the slots: the usual rules again
-        grown = min(self.ceiling, max(needed, step))
         if needed > self.limit:
-            return grown, "slow_probes"
-        return min(self.ceiling, max(grown, math.ceil(self.limit * SKIP_GROWTH))), "skipped_probes"
+            return self._capped(max(needed, step)), "slow_probes"
+        return self._capped(math.ceil(self.limit * GROW_MAX)), "skipped_probes"
+
+    def _capped(self, wanted: int) -> int:
+        """A growth towards `wanted`, at most GROW_MAX at once and the ceiling; the next waits GROW_WAIT_ROUNDS."""
+        if wanted <= self.limit:
+            return wanted
+        self.wait_rounds = GROW_WAIT_ROUNDS
+        return min(self.ceiling, wanted, math.ceil(self.limit * GROW_MAX))
 
 
 @dataclass
