@@ -266,3 +266,24 @@ async def test_auto_concurrency_never_passes_max_concurrency(worker: TunableWork
     warned = events(logs, "agent.falling_behind")
     assert len(warned) == 1 and warned[0]["concurrency"] == warned[0]["max_concurrency"] == 8
     assert "probe.max_concurrency" in warned[0]["hint"]
+
+
+def test_concurrency_changes_are_info_at_most_every_five_minutes() -> None:
+    """Under a CPU squeeze the sizing adapts every few rounds: the first change in 300 s is INFO, the rest DEBUG."""
+    from trafficd.probe.schedule import CHANGE_INFO_EVERY_S, ConcurrencyControl
+
+    lines: list[tuple[str, int]] = []
+
+    class Log:
+        def info(self, event: str, **kw: Any) -> None:
+            lines.append(("info", kw["changes_at_debug"]))
+
+        def debug(self, event: str, **kw: Any) -> None:
+            lines.append(("debug", kw["changes_at_debug"]))
+
+    now = [0.0]
+    control = ConcurrencyControl("r1", Log(), clock=lambda: now[0])
+    for t in (0.0, 10.0, 20.0, CHANGE_INFO_EVERY_S, CHANGE_INFO_EVERY_S + 1):
+        now[0] = t
+        control._logger()("agent.concurrency_changed", changes_at_debug=control._quiet_changes)
+    assert lines == [("info", 0), ("debug", 0), ("debug", 1), ("info", 2), ("debug", 0)]

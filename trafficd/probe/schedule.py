@@ -25,8 +25,8 @@
   LAG_GROW_BELOW_S, `probe/stall.py`); while it lags more than LAG_SHRINK_ABOVE_S the slots shrink by a fifth
   every LAG_WAIT_ROUNDS, even below the need, and come back in 10 % steps once it eases. On a saturated host more
   probes in flight would measure the host, not the workers; skipped probes only thin the evidence (which holds).
-  Each change is one `agent.concurrency_changed` line and the `trafficd_probe_concurrency{region}` gauge. A
-  fixed number keeps the old behaviour: the agent only warns.
+  Each change is one `agent.concurrency_changed` line (INFO at most every 5 min, DEBUG between) and the
+  `trafficd_probe_concurrency{region}` gauge. A fixed number keeps the old behaviour: the agent only warns.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import math
 import re
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ LAG_SHRINK_ABOVE_S = 0.010  # ... and shrink (by LAG_SHRINK) while it lags more:
 LAG_SHRINK = 0.8
 LAG_MIN_SLOTS = 4
 LAG_WAIT_ROUNDS = 8  # after a lag-driven change, rounds before the next (the lag needs time to answer)
+CHANGE_INFO_EVERY_S = 300.0  # `agent.concurrency_changed` at INFO at most this often (the log budget); DEBUG between
 
 
 class ShardError(ValueError):
@@ -329,6 +331,9 @@ class ConcurrencyControl:
     log: Any
     lag_s: Callable[[], float] = lambda: 0.0  # the event loop's recent lag (StallWatch.lag_s)
     sizer: ConcurrencySizer = field(default_factory=lambda: ConcurrencySizer(ceiling=1))
+    clock: Callable[[], float] = time.monotonic
+    _info_at: float | None = None  # when a change was last logged at INFO
+    _quiet_changes: int = 0  # changes logged at DEBUG since then
 
     def probe_took(self, seconds: float) -> None:
         self.sizer.probe_took(seconds)
@@ -348,6 +353,22 @@ class ConcurrencyControl:
         if slots.limit != sizer.limit:
             slots.resize(sizer.limit)
 
+    def _logger(self) -> Callable[..., Any]:
+        """INFO for the first change in CHANGE_INFO_EVERY_S, DEBUG for the rest: under a CPU squeeze the lag rule
+        adapts every few rounds, and the gauge shows each step. `changes_at_debug` counts the quiet ones since."""
+        now = self.clock()
+        if self._info_at is None or now - self._info_at >= CHANGE_INFO_EVERY_S:
+            self._info_at = now
+            return self._counted(self.log.info, reset=True)
+        return self._counted(self.log.debug, reset=False)
+
+    def _counted(self, emit: Callable[..., Any], *, reset: bool) -> Callable[..., Any]:
+        def log(event: str, **fields: Any) -> None:
+            emit(event, **fields)
+            self._quiet_changes = 0 if reset else self._quiet_changes + 1
+
+        return log
+
     def after_round(self, cfg: Any, slots: Slots, *, round_number: int, series: int, skipped: int) -> None:
         if cfg.concurrency != "auto":
             return
@@ -355,9 +376,10 @@ class ConcurrencyControl:
         if change is None:
             return
         slots.resize(change.after)
-        self.log.info(
+        self._logger()(
             "agent.concurrency_changed",
             region=self.region,
+            changes_at_debug=self._quiet_changes,
             round=round_number,
             concurrency_before=change.before,
             concurrency=change.after,
