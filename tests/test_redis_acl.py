@@ -70,7 +70,7 @@ async def test_agent_writes_its_region_and_is_refused_elsewhere(
         sink = store.SampleSink(agent, policy, agent_id="a1")
         await sink.write([sample("r1", "w1", "m1", time.time(), 100.0) for _ in range(5)])
         await sink.heartbeat("a1", "r1")
-        assert sink.healthy and sink.written_total == 5 and not sink.buffer
+        assert sink.healthy and sink.written_total == 5 and not sink.buffered
         refused = [
             agent.hset(keys.heartbeat_key(p, svc, "r2"), "a1", "1"),
             agent.execute_command("BITFIELD", keys.region_slice_key(p, svc, "r2", 1), "INCRBY", "u32", "0", "1"),

@@ -95,7 +95,7 @@ async def test_buffered_samples_land_once_across_a_cluster_primary_failover(
     sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
     now = time.time()
     await sink.write([sample("r1", "w1", "m1", now - 2 + i / 100, 100.0) for i in range(100)])
-    assert not sink.buffer
+    assert not sink.buffered
     key = keys.heartbeat_key(policy.redis.key_prefix, policy.service, "r1")
     old = cluster.primary_of(key)
     cluster.kill(old)
@@ -129,11 +129,11 @@ async def test_buffered_samples_land_once_across_a_sentinel_failover(fresh_senti
         sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
         now = time.time()
         await sink.write([sample("r1", "w1", "m1", now - 2 + i / 100, 100.0) for i in range(100)])
-        assert not sink.buffer
+        assert not sink.buffered
         old = fresh_sentinels.current_primary()
         fresh_sentinels.kill(old)
         await sink.write([sample("r1", "w1", "m1", now - 1 + i / 100, 100.0) for i in range(50)])
-        assert len(sink.buffer) == 50  # the primary is gone: buffered, not lost
+        assert sink.buffered == 50  # the primary is gone: buffered, not lost
         await eventually_async(lambda: fresh_sentinels.current_primary() != old, "the replica promoted", timeout_s=30.0)
 
         async def flushed() -> bool:

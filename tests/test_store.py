@@ -257,7 +257,7 @@ async def test_redis_outage_buffers_bounded_reports_unreadable_and_flushes_on_re
             await sink.write(newer)  # during backoff: buffered, 20 oldest dropped
             await sink.heartbeat("a", "r1")
             assert time.monotonic() - started < 3.0
-            assert (len(sink.buffer), sink.dropped_total) == (50, 20)
+            assert (sink.buffered, sink.dropped_total) == (50, 20)
             ev = await view.evidence(time.time())
             assert all(e.unreadable and e.n == 0 for e in ev.values()) and set(ev) == {"r1", "r2"}
             await view.evidence(time.time())  # a second evaluation inside the same outage
@@ -315,7 +315,7 @@ async def test_flush_writes_the_buffer_at_once_after_redis_returns(
     redis_server.stop()
     try:
         await sink.write([sample("r1", "w1", "m1", now - 1, 100.0) for _ in range(5)])
-        assert len(sink.buffer) == 5 and not sink.healthy
+        assert sink.buffered == 5 and not sink.healthy
         assert not await sink.flush()
     finally:
         redis_server.start()

@@ -14,6 +14,8 @@ prefix `{p}:{svc}:{r}:`, which is what a region's agent ACL user may write (`tra
     {p}:{svc}:{r}:newest                      hash    worker|model → newest sample stamp of its latest batch
     {p}:{svc}:{r}:recent                      list    last m probes of the region, newest first: "1:<stamp>"
     {p}:{svc}:{r}:hb                          hash    agent id → last heartbeat (unix s, Redis-corrected clock)
+    {p}:{svc}:{r}:b:{slice}                   hash    batch id → samples: the batches an agent wrote in that
+                                                      slice, so a batch retried after a lost reply lands once
     {p}:{svc}:{r}:cap:{bucket}                hash    worker → JSON load/headroom figures (stats/capacity.py) of
                                                       its scrapes in that time bucket (capacity.max_age long); the
                                                       reader takes each worker's newest over four buckets
@@ -73,6 +75,11 @@ def recent_key(prefix: str, service: str, region: str) -> str:
 
 def heartbeat_key(prefix: str, service: str, region: str) -> str:
     return f"{region_base(prefix, service, region)}:hb"
+
+
+def batch_key(prefix: str, service: str, region: str, slice_id: int) -> str:
+    """Hash: batch id → samples, one field per sample batch written in that slice (a retried batch lands once)."""
+    return f"{region_base(prefix, service, region)}:b:{slice_id}"
 
 
 def capacity_key(prefix: str, service: str, region: str, bucket: int) -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # `redis --help` imports no schema
 _CONNECT = "+@connection"  # AUTH, HELLO, PING, CLIENT SETINFO (CLIENT KILL is taken away by _NEVER)
 _NEVER = "-@admin -@dangerous"
 # What SampleSink sends: one MULTI/EXEC per region per flush, TIME to judge its own clock.
-_AGENT_COMMANDS = "+multi +exec +discard +bitfield +hset +hincrby +expire +lpush +ltrim +time +ping"
+_AGENT_COMMANDS = "+multi +exec +discard +bitfield +hset +hincrby +hexists +expire +lpush +ltrim +time +ping"
 # Readers and writers of whole values; EVAL for the lease scripts (which name their keys, so ACL checks them).
 _SERVICE_COMMANDS = "+@read +@write +@transaction +eval +evalsha +time"
 

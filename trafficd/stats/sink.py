@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,6 +47,17 @@ CLOCK_CHECK_EVERY_S = 5.0  # how often the sink measures its agent's clock again
 RESTAMP_ABOVE_S = 1.0  # an agent clock further than this from Redis's has its stamps corrected
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One region's samples written in one MULTI/EXEC, marked in Redis by `batch_id` under `marker_key`."""
+
+    region: str
+    samples: list[Sample]
+    batch_id: str
+    marker_key: str
+    slice_id: int
+
+
 class SampleSink:
     """Agents' writer: one pipelined MULTI/EXEC per region per flush; buffers while Redis is unreachable.
 
@@ -53,6 +66,11 @@ class SampleSink:
     onto Redis's clock before they are written (`store.agent_clock_skewed`, metric
     trafficd_agent_clock_offset_seconds). A skewed agent therefore never writes stamps from the future into the
     region's shared keys, and the region's other agents are unaffected.
+
+    Each batch writes its id into the region's batch marker (keys.batch_key) in the same transaction. A batch
+    whose MULTI/EXEC failed is "unsure": the reply may have been lost after Redis applied it (a primary dying
+    mid-reply, a timeout). It is retried first, and only when its marker is absent, so it lands exactly once
+    (`store.batch_already_written` when the marker shows it had landed).
     """
 
     def __init__(
@@ -84,6 +102,9 @@ class SampleSink:
         self._flushed_in_outage = 0
         self._lock = asyncio.Lock()
         self._ttl_set: dict[str, int] = {}  # key → slice id when its EXPIRE was sent (pruned as slices pass)
+        self._unsure: Batch | None = None  # a batch whose write failed: it may have landed
+        self._batch_prefix, self._batch_seq = f"{agent_id or 'agent'}:{os.urandom(4).hex()}", 0
+        self.duplicates_avoided = 0
         self.log = get_logger("store")
 
     def use_policy(self, policy: Policy) -> None:
@@ -98,6 +119,11 @@ class SampleSink:
         self.total_ms, self.ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
         self.ttl_s, self.recent_m = ttl_s(policy), recent_m(policy)
         self.index_ttl_s = self.ttl_s + math.ceil(keys.EPOCH_SLICES * self.slice_s)
+
+    @property
+    def buffered(self) -> int:
+        """Samples not yet known written: the queue and the unsure batch."""
+        return len(self.buffer) + (len(self._unsure.samples) if self._unsure else 0)
 
     @property
     def healthy(self) -> bool:
@@ -118,7 +144,7 @@ class SampleSink:
             pass  # let a flush in flight finish first
         self._backoff.retry_at = 0.0
         await self._flush()
-        return not self.buffer
+        return not self.buffered
 
     async def heartbeat(self, agent_id: str, region: str) -> None:
         """Record that the agent is alive (and flush anything buffered); never raises for Redis trouble."""
@@ -140,6 +166,8 @@ class SampleSink:
         if self._lock.locked():
             return  # the running flush picks up what was just queued
         async with self._lock:
+            if not await self._settled():
+                return
             while self.buffer and self._backoff.ready(time.monotonic()):
                 batch = [self.buffer.popleft() for _ in range(min(self.max_batch, len(self.buffer)))]
                 by_region: dict[str, list[Sample]] = defaultdict(list)
@@ -147,18 +175,18 @@ class SampleSink:
                     by_region[sample.region].append(sample)
                 regions = list(by_region)
                 for i, region in enumerate(regions):
+                    one = self._batch(region, by_region[region])
                     try:
                         await self._judge_clock()
-                        await self._send(region, by_region[region])  # one MULTI/EXEC: all or nothing
+                        await self._send(one)  # one MULTI/EXEC: all or nothing
                     except TRANSIENT as exc:
-                        unsent = [x for r in regions[i:] for x in by_region[r]]
+                        self._unsure = one  # may have landed: retried first, only if its marker is absent
+                        unsent = [x for r in regions[i + 1 :] for x in by_region[r]]
                         self.buffer.extendleft(reversed(unsent))  # back in front, then trim the oldest
                         self._trim()
                         self._failed(exc, "write")
                         return
-                    self.written_total += len(by_region[region])
-                    if self._outage_since is not None:
-                        self._flushed_in_outage += len(by_region[region])
+                    self._written(len(one.samples))
             if not self.buffer and self._outage_since is not None:
                 self.log.info(
                     "store.buffer_flushed",
@@ -169,6 +197,41 @@ class SampleSink:
                 )
                 self._outage_since, self._flushed_in_outage, self._dropped_unlogged = None, 0, 0
                 self._backoff.succeeded()
+
+    def _batch(self, region: str, samples: list[Sample]) -> Batch:
+        self._batch_seq += 1
+        sid = slice_of(self.clock(), self.slice_s)
+        marker = keys.batch_key(self.prefix, self.service, region, sid)
+        return Batch(region, samples, f"{self._batch_prefix}:{self._batch_seq}", marker, sid)
+
+    def _written(self, n: int) -> None:
+        self.written_total += n
+        if self._outage_since is not None:
+            self._flushed_in_outage += n
+
+    async def _settled(self) -> bool:
+        """Resolve the unsure batch, if any: skip it when its marker shows it landed, else send it again."""
+        one = self._unsure
+        if one is None:
+            return True
+        if not self._backoff.ready(time.monotonic()):
+            return False
+        try:
+            landed = bool(await self.client.hexists(one.marker_key, one.batch_id))
+            if landed:
+                self.duplicates_avoided += len(one.samples)
+                self.log.info(
+                    "store.batch_already_written", region=one.region, samples=len(one.samples), batch=one.batch_id
+                )
+            else:
+                await self._judge_clock()
+                await self._send(one)
+        except TRANSIENT as exc:
+            self._failed(exc, "write")
+            return False
+        self._unsure = None
+        self._written(len(one.samples))
+        return True
 
     def _shift_s(self) -> float:
         return self.offset_s if self.restamping else 0.0
@@ -201,6 +264,13 @@ class SampleSink:
         self.restamping = skewed
 
     def _trim(self) -> None:
+        unsure = self._unsure
+        excess = self.buffered - self.max_buffer
+        if unsure is not None and excess > 0:  # its samples are the oldest: they go first
+            cut = min(excess, len(unsure.samples))
+            self._unsure = replace(unsure, samples=unsure.samples[cut:]) if cut < len(unsure.samples) else None
+            self.dropped_total += cut
+            self._dropped_unlogged += cut
         while len(self.buffer) > self.max_buffer:
             self.buffer.popleft()
             self.dropped_total += 1
@@ -222,7 +292,7 @@ class SampleSink:
             retry_in_s=round(retry_in, 3),
         )
         (self.log.info if first else self.log.debug)(
-            "store.samples_buffered", buffered=len(self.buffer), max_buffer=self.max_buffer
+            "store.samples_buffered", buffered=self.buffered, max_buffer=self.max_buffer
         )
         if self._dropped_unlogged:
             self.log.warning(
@@ -240,9 +310,12 @@ class SampleSink:
             pipe.expire(key, ttl_s)
             self._ttl_set[mark] = sid
 
-    async def _send(self, region: str, samples: Sequence[Sample]) -> None:
+    async def _send(self, batch: Batch) -> None:
         """Write one region's samples in one MULTI/EXEC (one region = one hash slot): all or nothing."""
+        region, samples = batch.region, batch.samples
         pipe = self.client.pipeline(transaction=True)
+        pipe.hset(batch.marker_key, batch.batch_id, len(samples))
+        self._expire_once(pipe, batch.marker_key, self.ttl_s, batch.slice_id)
         cells: dict[tuple[str, int], list[Sample]] = defaultdict(list)
         newest: dict[str, float] = {}
         flags: list[tuple[float, str]] = []

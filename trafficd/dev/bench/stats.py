@@ -140,7 +140,7 @@ async def ingest(client: Any, policy: Policy, total: int, rng: random.Random) ->
                 await sink.write([s])
 
         await asyncio.gather(*(worker() for _ in range(tasks)))
-        while sink.buffer:
+        while sink.buffered:
             await sink.write([])
 
     async def sequential_single() -> None:
