@@ -195,17 +195,26 @@ def check_invariants(
     for r in REGIONS:
         if after[r] < prev[r] - EPS:
             assert abs(ev.matrix[r][r] - after[r]) < 1e-6
+    # an unknown receiver keeps the spill-over it already takes (unknown holds) and is given no new share
+    held = {r for r in REGIONS if ev.decision(r).state_after == RegionStateName.UNKNOWN}
+    for src in REGIONS:
+        old = (before.matrix or {}).get(src, {})
+        for dst in held - {src}:
+            assert ev.matrix[src][dst] <= old.get(dst, 0.0) + 1e-9
     if any(after[r] < prev[r] - EPS for r in REGIONS):
         spare = planner.headroom(policy, evidence or {})
-        received, scale = _spill_received(spare, before, ev)
+        received, scale = _spill_received(spare, before, ev, held)
         for dst in REGIONS:
             cap = spare[dst]
             assert cap is None or received[dst] <= cap + 1e-6 * max(scale, cap)
 
 
-def _spill_received(spare: planner.Spare, before: ControllerState, ev: Evaluation) -> tuple[dict[str, float], float]:
+def _spill_received(
+    spare: planner.Spare, before: ControllerState, ev: Evaluation, held: set[str]
+) -> tuple[dict[str, float], float]:
     """What each receiver takes from the others: shares (by units), or requests/s of new spill (by volume: spill
-    it already carried is in its measured headroom); and the scale of the figures (shares are rounded to 1e-9)."""
+    it already carried is in its measured headroom; and for a held, unknown receiver, whose held shares are not
+    charged against a spare it can no longer report); and the scale of the figures (shares are rounded to 1e-9)."""
     received = dict.fromkeys(REGIONS, 0.0)
     scale = 1.0
     for src in REGIONS:
@@ -214,7 +223,7 @@ def _spill_received(spare: planner.Spare, before: ControllerState, ev: Evaluatio
         scale += demand
         for dst in REGIONS:
             if dst != src:
-                new = ev.matrix[src][dst] - (old.get(dst, 0.0) if spare.by_volume else 0.0)
+                new = ev.matrix[src][dst] - (old.get(dst, 0.0) if spare.by_volume or dst in held else 0.0)
                 received[dst] += max(0.0, new) * demand
     return received, scale
 
