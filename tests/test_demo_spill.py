@@ -16,23 +16,14 @@ from kit import eventually
 
 from trafficd.dev.demo import DEMO_USERS
 from trafficd.dev.services import LOOPBACK
-from trafficd.dev.stack import REGIONS, Timing, set_worker, started_stack
+from trafficd.dev.stack import REGIONS, TEST_TIMING, set_worker, started_stack
 from trafficd.dns.route53 import client as r53client
 from trafficd.dns.route53.provider import Route53Provider
 from trafficd.policy.schema import load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-FAST = Timing(
-    probe_interval="150ms",
-    trip_window="4s",
-    long_window="20s",
-    min_samples=12,
-    hold_down="3s",
-    cooldown="1s",
-    stale_after="4s",
-    slow_ttft_ms=3800.0,
-)
+FAST = TEST_TIMING
 KV_TOKENS = 100_000
 PINNED_TOKENS = 93_000  # one long prompt's share of the KV cache: 93 %, over the 90 % kv_target
 

@@ -21,23 +21,14 @@ from kit import eventually
 
 from trafficd.control.lease import lease_key
 from trafficd.dev.demo import DEMO_USERS, run_demo
-from trafficd.dev.stack import REGIONS, Timing, set_worker, started_stack
+from trafficd.dev.stack import REGIONS, TEST_TIMING, set_worker, started_stack
 from trafficd.dns.route53 import client as r53client
 from trafficd.dns.route53 import provider as route53
 from trafficd.policy.schema import load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-FAST = Timing(
-    probe_interval="150ms",
-    trip_window="4s",
-    long_window="20s",
-    min_samples=12,
-    hold_down="3s",
-    cooldown="1s",
-    stale_after="4s",
-    slow_ttft_ms=3800.0,
-)
+FAST = TEST_TIMING
 
 
 def test_slow_region_is_drained_then_restored(redis_url: str, tmp_path: Path) -> None:

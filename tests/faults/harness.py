@@ -21,7 +21,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from trafficd.control.lease import lease_key
-from trafficd.dev.stack import Stack, Timing, set_worker, started_stack
+from trafficd.dev.stack import TEST_TIMING, Stack, Timing, set_worker, started_stack
 from trafficd.dns.route53.provider import own_weights
 from trafficd.policy.schema import Policy, load_policy
 from trafficd.stats import store
@@ -30,16 +30,7 @@ from .auditor import Auditor, Window, report
 
 LINES: list[str] = []  # one line per scenario, printed at the end of the run (conftest.py)
 
-FAST = Timing(
-    probe_interval="150ms",
-    trip_window="4s",
-    long_window="20s",
-    min_samples=12,
-    hold_down="3s",
-    cooldown="1s",
-    stale_after="4s",
-    slow_ttft_ms=3800.0,
-)
+FAST = TEST_TIMING
 
 
 def wait(what: str, predicate: Callable[[], bool], timeout_s: float = 40.0) -> float:

@@ -72,6 +72,19 @@ class Timing:
     restore_timeout_s: float = 90.0
 
 
+# The end-to-end tests' and the fault suite's pace: shorter windows than the demo's, the same stack.
+TEST_TIMING = Timing(
+    probe_interval="150ms",
+    trip_window="4s",
+    long_window="20s",
+    min_samples=12,
+    hold_down="3s",
+    cooldown="1s",
+    stale_after="4s",
+    slow_ttft_ms=3800.0,
+)
+
+
 def demo_policy_yaml(
     *,
     redis_url: str,
