@@ -285,5 +285,5 @@ def test_concurrency_changes_are_info_at_most_every_five_minutes() -> None:
     control = ConcurrencyControl("r1", Log(), clock=lambda: now[0])
     for t in (0.0, 10.0, 20.0, CHANGE_INFO_EVERY_S, CHANGE_INFO_EVERY_S + 1):
         now[0] = t
-        control._logger()("agent.concurrency_changed", changes_at_debug=control._quiet_changes)
+        control.log_change()
     assert lines == [("info", 0), ("debug", 0), ("debug", 1), ("info", 2), ("debug", 0)]

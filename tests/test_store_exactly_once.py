@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import kit
@@ -71,61 +73,67 @@ def policy_at(url: str, prefix: str) -> Policy:
     return kit.as_loaded(kit.two_region_doc(url, prefix, windows=windows)).policy
 
 
-async def test_a_batch_applied_whose_reply_was_lost_is_not_written_twice(
-    proxy: tuple[ReplyEatingProxy, str], redis_url: str, key_prefix: str
-) -> None:
+@dataclass
+class Sides:
+    """A sink writing through the proxy, and a reader straight to Redis (for what really landed)."""
+
+    proxy: ReplyEatingProxy
+    sink: store.SampleSink
+    reader: Any
+    direct: Policy
+    key_prefix: str
+
+    async def landed(self) -> int:
+        return (await store.StatsView(self.reader, self.direct).evidence(time.time()))["r1"].n
+
+
+@pytest.fixture
+async def sides(proxy: tuple[ReplyEatingProxy, str], redis_url: str, key_prefix: str) -> AsyncIterator[Sides]:
+    p, url = proxy
+    via_proxy, direct = policy_at(url, key_prefix), policy_at(redis_url, key_prefix)
+    client, reader = store.redis_client(via_proxy.redis), store.redis_client(direct.redis)
+    sink = store.SampleSink(client, via_proxy, agent_id="a1", retry_base_s=0.05, retry_cap_s=0.1)
+    await sink.heartbeat("a1", "r1")  # the clock is judged now, so the next write sends only the batch
+    yield Sides(p, sink, reader, direct, key_prefix)
+    await client.aclose()
+    await reader.aclose()
+
+
+def five_samples() -> list[Sample]:
+    now = time.time()
+    return [Sample("r1", "w1", "m1", now - 0.5, True, None, 100.0) for _ in range(5)]
+
+
+async def test_a_batch_applied_whose_reply_was_lost_is_not_written_twice(sides: Sides) -> None:
     """Redis applies the MULTI/EXEC, the reply never arrives: the retry finds the batch's marker and skips it."""
-    p, url = proxy
-    via_proxy, direct = policy_at(url, key_prefix), policy_at(redis_url, key_prefix)
-    client, reader = store.redis_client(via_proxy.redis), store.redis_client(direct.redis)
-    sink = store.SampleSink(client, via_proxy, agent_id="a1", retry_base_s=0.05, retry_cap_s=0.1)
-    try:
-        await sink.heartbeat("a1", "r1")  # the clock is judged now, so the next write sends only the batch
-        now = time.time()
-        samples = [Sample("r1", "w1", "m1", now - 0.5, True, None, 100.0) for _ in range(5)]
-        p.eating = True
-        with structlog.testing.capture_logs() as logs:
-            write = asyncio.create_task(sink.write(samples))
+    sink = sides.sink
+    sides.proxy.eating = True
+    with structlog.testing.capture_logs() as logs:
+        write = asyncio.create_task(sink.write(five_samples()))
 
-            async def applied() -> bool:
-                return bool([k async for k in reader.scan_iter(match=f"{key_prefix}:*:b:*")])
+        async def applied() -> bool:
+            return bool([k async for k in sides.reader.scan_iter(match=f"{sides.key_prefix}:*:b:*")])
 
-            await kit.eventually_async(applied, "Redis applied the batch", timeout_s=10.0, interval_s=0.02)
-            p.cut()
-            await asyncio.wait_for(write, 10.0)
-            assert sink.buffered == 5 and not sink.healthy  # unsure: it may or may not have landed
-            p.eating = False
-            assert await sink.flush()
-        assert sink.duplicates_avoided == 5 and sink.written_total == 5
-        assert [e["samples"] for e in logs if e["event"] == "store.batch_already_written"] == [5]
-        r1 = (await store.StatsView(reader, direct).evidence(time.time()))["r1"]
-        assert r1.n == 5
-    finally:
-        await client.aclose()
-        await reader.aclose()
+        await kit.eventually_async(applied, "Redis applied the batch", timeout_s=10.0, interval_s=0.02)
+        sides.proxy.cut()
+        await asyncio.wait_for(write, 10.0)
+        assert sink.buffered == 5 and not sink.healthy  # unsure: it may or may not have landed
+        sides.proxy.eating = False
+        assert await sink.flush()
+    assert sink.duplicates_avoided == 5 and sink.written_total == 5
+    assert [e["samples"] for e in logs if e["event"] == "store.batch_already_written"] == [5]
+    assert await sides.landed() == 5
 
 
-async def test_a_batch_that_never_reached_redis_is_sent_again_once(
-    proxy: tuple[ReplyEatingProxy, str], redis_url: str, key_prefix: str
-) -> None:
+async def test_a_batch_that_never_reached_redis_is_sent_again_once(sides: Sides) -> None:
     """A write cut before Redis saw it has no marker: the retry sends it, and it counts once."""
-    p, url = proxy
-    via_proxy, direct = policy_at(url, key_prefix), policy_at(redis_url, key_prefix)
-    client, reader = store.redis_client(via_proxy.redis), store.redis_client(direct.redis)
-    sink = store.SampleSink(client, via_proxy, agent_id="a1", retry_base_s=0.05, retry_cap_s=0.1)
-    try:
-        await sink.heartbeat("a1", "r1")
-        await p.stop()  # nothing listens: the write fails before Redis sees it
-        now = time.time()
-        await sink.write([Sample("r1", "w1", "m1", now - 0.5, True, None, 100.0) for _ in range(5)])
-        assert sink.buffered == 5
-        sink.client = reader  # the agent reconnects (here: straight to Redis)
-        with structlog.testing.capture_logs() as logs:
-            assert await sink.flush()
-        assert sink.duplicates_avoided == 0 and sink.written_total == 5
-        assert not [e for e in logs if e["event"] == "store.batch_already_written"]
-        r1 = (await store.StatsView(reader, direct).evidence(time.time()))["r1"]
-        assert r1.n == 5
-    finally:
-        await client.aclose()
-        await reader.aclose()
+    sink = sides.sink
+    await sides.proxy.stop()  # nothing listens: the write fails before Redis sees it
+    await sink.write(five_samples())
+    assert sink.buffered == 5
+    sink.client = sides.reader  # the agent reconnects (here: straight to Redis)
+    with structlog.testing.capture_logs() as logs:
+        assert await sink.flush()
+    assert sink.duplicates_avoided == 0 and sink.written_total == 5
+    assert not [e for e in logs if e["event"] == "store.batch_already_written"]
+    assert await sides.landed() == 5

@@ -353,21 +353,18 @@ class ConcurrencyControl:
         if slots.limit != sizer.limit:
             slots.resize(sizer.limit)
 
-    def _logger(self) -> Callable[..., Any]:
-        """INFO for the first change in CHANGE_INFO_EVERY_S, DEBUG for the rest: under a CPU squeeze the lag rule
-        adapts every few rounds, and the gauge shows each step. `changes_at_debug` counts the quiet ones since."""
+    def log_change(self, **fields: Any) -> None:
+        """One `agent.concurrency_changed`: INFO for the first change in CHANGE_INFO_EVERY_S, DEBUG for the rest
+        (under a CPU squeeze the lag rule adapts every few rounds; the gauge shows each step). `changes_at_debug`
+        counts the quiet ones since the last INFO line."""
         now = self.clock()
-        if self._info_at is None or now - self._info_at >= CHANGE_INFO_EVERY_S:
-            self._info_at = now
-            return self._counted(self.log.info, reset=True)
-        return self._counted(self.log.debug, reset=False)
-
-    def _counted(self, emit: Callable[..., Any], *, reset: bool) -> Callable[..., Any]:
-        def log(event: str, **fields: Any) -> None:
-            emit(event, **fields)
-            self._quiet_changes = 0 if reset else self._quiet_changes + 1
-
-        return log
+        loud = self._info_at is None or now - self._info_at >= CHANGE_INFO_EVERY_S
+        emit = self.log.info if loud else self.log.debug
+        emit("agent.concurrency_changed", region=self.region, changes_at_debug=self._quiet_changes, **fields)
+        if loud:
+            self._info_at, self._quiet_changes = now, 0
+        else:
+            self._quiet_changes += 1
 
     def after_round(self, cfg: Any, slots: Slots, *, round_number: int, series: int, skipped: int) -> None:
         if cfg.concurrency != "auto":
@@ -376,10 +373,7 @@ class ConcurrencyControl:
         if change is None:
             return
         slots.resize(change.after)
-        self._logger()(
-            "agent.concurrency_changed",
-            region=self.region,
-            changes_at_debug=self._quiet_changes,
+        self.log_change(
             round=round_number,
             concurrency_before=change.before,
             concurrency=change.after,
