@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -152,3 +154,12 @@ def two_region_doc(
         models=[{"name": m} for m in models],
         **sections,
     )
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON events of a daemon's log file (none yet if it does not exist; a torn last line is skipped)."""
+    out = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out

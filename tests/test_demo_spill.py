@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import eventually
+from kit import eventually, log_events
 
 from trafficd.dev.demo import DEMO_USERS
 from trafficd.dev.services import LOOPBACK
@@ -28,18 +28,10 @@ KV_TOKENS = 100_000
 PINNED_TOKENS = 93_000  # one long prompt's share of the KV cache: 93 %, over the 90 % kv_target
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_bytes().splitlines() if path.exists() else []:
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
 def _judged(log: Path, region: str) -> list[dict[str, Any]]:
     return [
         e
-        for e in _events(log)
+        for e in log_events(log)
         if e.get("region") == region and e.get("event") in ("controller.region_judged", "controller.weights_shifted")
     ]
 

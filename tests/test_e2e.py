@@ -6,18 +6,15 @@ never drift apart: a slow region must be drained in Route 53 and restored once i
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from kit import eventually
+from kit import eventually, log_events
 
 from trafficd.control.lease import lease_key
 from trafficd.dev.demo import DEMO_USERS, run_demo
@@ -75,18 +72,10 @@ def _wait(what: str, predicate: Callable[[], object], timeout_s: float) -> None:
     eventually(predicate, what, timeout_s=timeout_s, interval_s=0.2)
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_bytes().splitlines() if path.exists() else []:
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
 def _last_state(path: Path, region: str) -> str | None:
     judged = [
         e
-        for e in _events(path)
+        for e in log_events(path)
         if e.get("event") in ("controller.region_judged", "controller.weights_shifted") and e.get("region") == region
     ]
     return str(judged[-1]["state_after"]) if judged else None
@@ -140,7 +129,7 @@ def test_dead_agent_holds_and_a_standby_controller_finishes_the_drain(redis_url:
             lambda: route53.own_weights(policy, r53)["eu-west"] == floor,
             40,
         )
-        taken = _events(logs[other])
+        taken = log_events(logs[other])
         assert any(e.get("event") == "controller.state_loaded" for e in taken)  # continued, did not restart
         assert _capacity_bit(logs[other])
         assert route53.own_weights(policy, r53) == {"us-east": 255, "eu-west": floor, "ap-southeast": 255}
@@ -148,7 +137,7 @@ def test_dead_agent_holds_and_a_standby_controller_finishes_the_drain(redis_url:
 
 def _capacity_bit(log: Path) -> bool:
     """The new leader's last eu-west decision holds at serving 0.4 because of the capacity guard."""
-    judged = [e for e in _events(log) if e.get("region") == "eu-west" and "serving_fraction_after" in e]
+    judged = [e for e in log_events(log) if e.get("region") == "eu-west" and "serving_fraction_after" in e]
     return (
         bool(judged) and "capacity" in judged[-1]["guards"] and abs(judged[-1]["serving_fraction_after"] - 0.4) < 1e-6
     )

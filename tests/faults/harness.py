@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 
 import boto3
 import redis
+from kit import log_events as events
 from redis.sentinel import Sentinel
 
 from trafficd.control.lease import lease_key
@@ -40,14 +40,6 @@ def wait(what: str, predicate: Callable[[], bool], timeout_s: float = 40.0) -> f
         assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
         time.sleep(0.2)
     return time.time()
-
-
-def events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_bytes().splitlines() if path.exists() else []:
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
 
 
 @dataclass
