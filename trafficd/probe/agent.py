@@ -30,19 +30,20 @@ import os
 import random
 import socket
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trafficd.errors import ConfigError
-from trafficd.model import REASONS, Sample
+from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.policy.schema import Probe as ProbeConfig
 from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
+from trafficd.probe.outbox import Outbox, SampleSinkLike
 from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
+from trafficd.probe.rounds import Round, SeriesHealth, log_completed, log_discarded
 from trafficd.probe.schedule import ConcurrencyControl, Shard, SkipWatch, Slots
 from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
@@ -51,19 +52,11 @@ from trafficd.runtime.logs import get_logger
 
 log = get_logger("agent")
 
-FLUSH_EVERY_S = 0.25
 STOP_GRACE_S = 2.0  # in-flight probes get this long to finish when the agent stops
-MAX_PENDING = 100_000  # samples kept for the sink while its write keeps failing
 
 
 class AgentConfigError(ConfigError):
     """The agent cannot probe as configured (API key unreadable, CA file unreadable): exit 78."""
-
-
-class SampleSinkLike(Protocol):
-    async def write(self, samples: Sequence[Sample]) -> None: ...
-
-    async def heartbeat(self, agent_id: str, region: str) -> None: ...
 
 
 class PolicySource(Protocol):
@@ -90,17 +83,6 @@ class _ProberSlot:
     retired: bool = False
 
 
-@dataclass
-class _Round:
-    number: int
-    started: float
-    policy_hash: str
-    workers: int
-    models: int
-    outcomes: Counter[str] = field(default_factory=Counter)
-    stalled: list[tuple[str, float, str]] = field(default_factory=list)  # (series, stall_s, kind) discarded
-
-
 class Agent:
     def __init__(
         self,
@@ -120,9 +102,9 @@ class Agent:
         self._slot: _ProberSlot | None = None
         self._discovery: Discovery | None = None
         self._discovery_task: asyncio.Task[Any] | None = None
-        self._pending: list[Sample] = []
+        self.outbox = Outbox(sink, region, agent_id)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._failing: dict[tuple[str, str], str] = {}
+        self.health = SeriesHealth()
         self._models_checked: tuple[int, list[tuple[str, str, str]]] | None = None
         self._models_warned: set[tuple[str, ...]] = set()  # model problems already logged (once per episode)
         self._checked_list: list[WorkerRef] | None = None  # the discovered list last checked (a refresh replaces it)
@@ -233,7 +215,7 @@ class Agent:
             discovery=discovery.name if discovery else None,
             shard=str(self.shard),
         )
-        flusher = self._spawn(self._flush_loop(stop))
+        flusher = self._spawn(self.outbox.flush_loop(stop))
         number = 0
         next_at = loop.time()
         try:
@@ -249,7 +231,7 @@ class Agent:
                 self._check_models(policy, workers, slot)
                 number += 1
                 self._spawn(self._round(number, loaded, workers, slot))
-                await self._heartbeat()
+                await self.outbox.heartbeat()
                 next_at += policy.probe.interval
                 next_at = max(next_at, loop.time())  # fell behind (e.g. a slow reload): no burst of rounds
                 with contextlib.suppress(TimeoutError):
@@ -262,7 +244,7 @@ class Agent:
         policy = loaded.policy
         loop = asyncio.get_running_loop()
         models = policy.models_for(self.region)
-        rnd = _Round(number, loop.time(), loaded.hash, len(workers), len(models))
+        rnd = Round(number, loop.time(), loaded.hash, len(workers), len(models))
         spread_s = policy.probe.jitter * policy.probe.interval
         slot_deadline = rnd.started + policy.probe.interval
         targets = self._my_targets(policy, workers, [m.name for m in models])
@@ -275,20 +257,8 @@ class Agent:
         finally:
             slot.users -= 1
             await self._close_if_idle(slot)
-        if rnd.stalled:
-            log.warning(
-                "agent.samples_discarded_stall",
-                region=self.region,
-                round=number,
-                discarded=len(rnd.stalled),
-                series=sorted({series for series, _, _ in rnd.stalled}),
-                stall_ms=round(max(d for _, d, _ in rnd.stalled) * 1000.0, 1),
-                kind=rnd.stalled[0][2],
-                discarded_total=self.discarded_stall_total,
-            )
-        ok = rnd.outcomes.get("ok", 0)
+        log_discarded(self.region, rnd, self.discarded_stall_total)
         skipped = rnd.outcomes.get("skipped", 0)
-        failed = sum(n for outcome, n in rnd.outcomes.items() if outcome in REASONS)
         duration_ms = (loop.time() - rnd.started) * 1000.0
         self.report.round_completed(rnd.outcomes, len(targets), duration_ms, rnd.policy_hash)
         self.skips.round_done(
@@ -302,20 +272,7 @@ class Agent:
             lag_s=self.stalls.lag_s(),
         )
         self.concurrency.after_round(slot.cfg, slot.sem, round_number=number, series=len(targets), skipped=skipped)
-        log.debug(
-            "agent.round_completed",
-            region=self.region,
-            round=number,
-            policy_hash=rnd.policy_hash,
-            workers=rnd.workers,
-            models=rnd.models,
-            probes=len(targets),
-            ok=ok,
-            failed=failed,
-            skipped=skipped,
-            outcomes=dict(sorted(rnd.outcomes.items())),
-            duration_ms=round(duration_ms, 1),
-        )
+        log_completed(self.region, rnd, len(targets), duration_ms)
         metrics.loop_completed()
 
     def _my_targets(self, policy: Policy, workers: Sequence[WorkerRef], models: Sequence[str]) -> list[Target]:
@@ -324,7 +281,7 @@ class Agent:
 
     async def _probe_one(
         self,
-        rnd: _Round,
+        rnd: Round,
         target: Target,
         delay_s: float,
         slot_deadline: float,
@@ -350,7 +307,7 @@ class Agent:
         if not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
             self._record(rnd, result)
 
-    def _discard_if_stalled(self, rnd: _Round, s: Sample, started: float, ended: float) -> bool:
+    def _discard_if_stalled(self, rnd: Round, s: Sample, started: float, ended: float) -> bool:
         """A probe whose measurement overlaps a local stall measured the agent, not the worker: drop and count it."""
         stall = self.stalls.overlapping(started, ended)
         if stall is None:
@@ -361,60 +318,23 @@ class Agent:
         metrics.SAMPLES_DISCARDED_STALL.labels(s.region).inc()
         return True
 
-    def _record(self, rnd: _Round, result: ProbeResult) -> None:
+    def _record(self, rnd: Round, result: ProbeResult) -> None:
         s = result.sample
         outcome = "ok" if s.ok else str(s.reason)
         rnd.outcomes[outcome] += 1
         metrics.record_probe(s)
-        self._pending.append(s)
-        key = (s.worker, s.model)
-        before = self._failing.get(key)
-        if s.ok and before is not None:
-            del self._failing[key]
-            log.info("agent.series_recovered", region=s.region, worker=s.worker, model=s.model, was=before)
-        elif not s.ok and before != s.reason:
-            self._failing[key] = str(s.reason)
-            log.warning(
-                "agent.series_failed",
-                region=s.region,
-                worker=s.worker,
-                model=s.model,
-                reason=s.reason,
-                status=s.status,
-                total_ms=round(s.total_ms, 1),
-                url=result.url,
-                server_message=result.server_message,
-                detail=result.detail,
-            )
+        self.outbox.add(s)
+        self.health.saw(result)
 
     # ---------------------------------------------------------------- output
 
-    async def _heartbeat(self) -> None:
-        try:
-            await self.sink.heartbeat(self.agent_id, self.region)
-        except Exception as exc:  # the sink's own errors; the loop must go on
-            log.warning("agent.heartbeat_failed", region=self.region, error=f"{type(exc).__name__}: {exc}")
+    @property
+    def pending(self) -> list[Sample]:
+        """Samples not handed to the sink yet."""
+        return self.outbox.pending
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            await self.sink.write(batch)
-        except Exception as exc:  # keep them for the next flush (bounded)
-            self._pending = (batch + self._pending)[-MAX_PENDING:]
-            log.warning(
-                "agent.write_failed",
-                region=self.region,
-                samples=len(batch),
-                error=f"{type(exc).__name__}: {exc}",
-            )
-
-    async def _flush_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
-            await self.flush()
+        await self.outbox.flush()
 
     async def _shutdown(self, flusher: asyncio.Task[Any]) -> None:
         self._stopping = True

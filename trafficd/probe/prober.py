@@ -26,92 +26,23 @@ import itertools
 import json
 import ssl
 import time
-from dataclasses import dataclass, field
 
 import aiohttp
 
-from trafficd.errors import ConfigError
 from trafficd.model import Sample
-from trafficd.policy.schema import Ask, Deadlines, Policy, Probe
+from trafficd.policy.schema import Ask, Probe
 from trafficd.probe.apis import Chunk, Dialect, dialect
 from trafficd.probe.apis.base import error_text
 from trafficd.probe.credentials import Secret, auth_headers
-from trafficd.probe.discovery import WorkerRef
 from trafficd.probe.prompts import prompt_text
-from trafficd.probe.scrub import BODY_BYTES, MESSAGE_CHARS, scrub, server_message
+from trafficd.probe.responses import Failed, empty_detail, read_some, reason_for_status, status_detail
+from trafficd.probe.scrub import MESSAGE_CHARS, scrub, server_message
 from trafficd.probe.sse import NdjsonParser, SseError, SseParser
+from trafficd.probe.target import ProbeConfigError, ProbeResult, Target, series_target
 from trafficd.probe.timing import Conn, Run, sample_of, trace_config
 from trafficd.probe.urls import Endpoint, endpoint
 
-
-class ProbeConfigError(ConfigError):
-    """The prober cannot be set up (e.g. the CA file cannot be read): a configuration error, not a sample."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One series to probe: a worker (URL, optional IP to connect to), one model, and what to ask it."""
-
-    region: str
-    worker: str
-    model: str
-    url: str  # base URL (with or without /v1) or the API's full endpoint URL
-    address: str | None = None  # connect here; TLS still verifies the URL's host name
-    deadlines: Deadlines = field(default_factory=Deadlines)
-    ask: Ask | None = None  # API, lengths, answer rules; None: the prober's `probe` section defaults
-
-
-def series_target(policy: Policy, region: str, worker: WorkerRef, model: str) -> Target:
-    """The target of one series: the worker, the model, their deadlines and what to ask (API, lengths, rules)."""
-    return Target(
-        region=region,
-        worker=worker.name,
-        model=model,
-        url=worker.url,
-        address=worker.address,
-        deadlines=policy.deadlines_for(region, model),
-        ask=policy.ask_for(region, model, worker.api),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    sample: Sample
-    detail: str = ""  # why it failed, for humans (`trafficd probe`, logs); never the API key or the prompt
-    url: str = ""  # the URL requested
-    server_message: str = ""  # the server's error message, scrubbed, ≤ 200 characters
-
-
-class _Failed(Exception):
-    def __init__(self, reason: str, detail: str, message: str = "") -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.message = message
-
-
-def _reason_for_status(status: int) -> str:
-    if status == 429:
-        return "http_429"
-    if status >= 500:
-        return "http_5xx"
-    return "http_4xx"  # 4xx, and 1xx/3xx: the request as configured cannot be served
-
-
-def status_detail(resp: aiohttp.ClientResponse, message: str) -> str:
-    text = f"HTTP {resp.status}"
-    if 300 <= resp.status < 400:
-        text += f" redirect to {resp.headers.get('Location', '(no Location)')} (not followed)"
-    return f"{text}: {message}" if message else text
-
-
-def empty_detail(run: Run, ask: Ask) -> str:
-    if not run.reasoning:
-        return "the answer had no content"
-    return (
-        f"the answer had no content after {run.reasoning} reasoning tokens (max_tokens {ask.max_tokens}): "
-        "mark the model `reasoning: true` or raise its max_tokens"
-    )
+__all__ = ["ProbeConfigError", "ProbeResult", "Prober", "Target", "read_some", "series_target", "status_detail"]
 
 
 class _Probe:
@@ -249,7 +180,7 @@ class Prober:
             if not cm.expired():
                 return self._failure(p, "connect_error", "timed out")
             return self._deadline(p)
-        except _Failed as exc:
+        except Failed as exc:
             return self._failure(p, exc.reason, exc.detail, exc.message)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if retry and run.status is None and run.conn is not None and run.conn.reused:
@@ -275,7 +206,7 @@ class Prober:
                 run.rearm()
             if not 200 <= resp.status < 300:
                 message = server_message(await read_some(resp), self._secret, p.prompt)
-                raise _Failed(_reason_for_status(resp.status), status_detail(resp, message), message)
+                raise Failed(reason_for_status(resp.status), status_detail(resp, message), message)
             if p.dialect.framing == "sse" and resp.content_type != "text/event-stream":
                 await self._non_stream(resp, p)
             await self._stream(resp, p)
@@ -289,8 +220,8 @@ class Prober:
             is_error = False
         if is_error:
             message = server_message(body, self._secret, p.prompt)
-            raise _Failed("error_body", f"HTTP {resp.status} with an error object: {message}", message)
-        raise _Failed("malformed_stream", f"not an event stream (Content-Type {resp.content_type})")
+            raise Failed("error_body", f"HTTP {resp.status} with an error object: {message}", message)
+        raise Failed("malformed_stream", f"not an event stream (Content-Type {resp.content_type})")
 
     async def _stream(self, resp: aiohttp.ClientResponse, p: _Probe) -> None:
         loop = asyncio.get_running_loop()
@@ -308,7 +239,7 @@ class Prober:
                     if self._on_event(p, d.interpret(ev), now):
                         break
             except SseError as exc:
-                raise _Failed("malformed_stream", str(exc)) from None
+                raise Failed("malformed_stream", str(exc)) from None
             if run.done_at is not None:
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     await self._drain(resp, run)
@@ -316,7 +247,7 @@ class Prober:
             if not data:
                 if run.finished_at is not None:
                     return
-                raise _Failed("no_done", f"the stream ended without {d.terminal} or a finish reason")
+                raise Failed("no_done", f"the stream ended without {d.terminal} or a finish reason")
             if events:
                 run.rearm()
 
@@ -325,7 +256,7 @@ class Prober:
         run = p.run
         if chunk.error is not None:
             message = scrub(chunk.error, self._secret, p.prompt)[:MESSAGE_CHARS]
-            raise _Failed(
+            raise Failed(
                 "error_body",
                 f"the stream carried an error: {message}" if message else "the stream carried an error",
                 message,
@@ -396,16 +327,3 @@ class Prober:
 
 
 _RETRY = object()
-
-
-async def read_some(resp: aiohttp.ClientResponse, within_s: float = 1.0, limit: int = BODY_BYTES) -> bytes:
-    """Up to `limit` bytes of a (non-stream) body, for its error message; what arrived within `within_s`."""
-    body = b""
-    with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
-        async with asyncio.timeout(within_s):
-            while len(body) < limit:
-                data = await resp.content.readany()
-                if not data:
-                    break
-                body += data
-    return body[:limit]

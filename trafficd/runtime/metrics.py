@@ -194,7 +194,7 @@ class _AgentCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         sink = getattr(self.agent, "sink", None)
-        buffered = len(getattr(sink, "buffer", ())) + len(getattr(self.agent, "_pending", ()))
+        buffered = len(getattr(sink, "buffer", ())) + len(getattr(self.agent, "pending", ()))
         yield GaugeMetricFamily(
             "trafficd_samples_buffered", "Samples waiting to be written to Redis (agent and sink buffers)", buffered
         )
