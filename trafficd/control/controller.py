@@ -2,7 +2,7 @@
 
 One evaluation (`Controller._evaluate`) reads like its docstring, one named step each:
     adapters for the policy in force → lead (lease) or stand by → inputs (state, evidence, overrides)
-    → judge + guards + plan (pure) → log one decision per region → apply (Route 53, unless held)
+    → judge + guards + plan (pure) → log one decision per region → apply (Route 53, unless held: `apply.py`)
     → commit (save the state only when Route 53 shows the plan) → one summary event.
 
 Nothing is written before the lease is held and the state is known: a new leader takes the stored state aligned
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trafficd.control import overrides, presence, start
+from trafficd.control import apply, overrides, presence, start
 from trafficd.control import state_store as controller_state
 from trafficd.control.blind import BlindWatch
 from trafficd.control.lease import Lease
@@ -32,7 +32,7 @@ from trafficd.control.threads import Interrupted, in_thread
 from trafficd.control.watch import watch_once
 from trafficd.decide import judge
 from trafficd.decide.state import ControllerState
-from trafficd.dns.provider import DnsProvider, ReconcileContext, ReconcileResult, Status
+from trafficd.dns.provider import DnsProvider, ReconcileResult
 from trafficd.dns.select import provider_for
 from trafficd.model import Overrides, RegionEvidence, TrafficMatrix
 from trafficd.policy.schema import LoadedPolicy, Policy
@@ -42,9 +42,6 @@ from trafficd.runtime.reload import PolicyHolder
 from trafficd.runtime.report import ControllerReport
 from trafficd.stats import store
 from trafficd.stats.reader import RedisStatsReader, StatsReader
-
-DEADLINE_MARGIN_S = 0.5  # a reconcile returns this long before the lease's local expiry
-TAKING_OVER = "taking_over"  # a reconcile replaced by taking the writer epoch: no weight is sent
 
 
 def _policy_provider(policy: Policy, writer: str) -> DnsProvider:
@@ -153,7 +150,7 @@ class Controller:
         if inputs is None:
             return
         if inputs.fresh:
-            await self._start(loaded, inputs)
+            await apply.hold_at_start(self, loaded, inputs)
             return
         evaluation = judge.evaluate(policy, inputs.state, inputs.evidence, inputs.overrides, now)
         self.evaluations += 1
@@ -167,7 +164,7 @@ class Controller:
             evaluation_id=evaluation_id,
         )
         await self.blind.update(evaluation.decisions, self.stats, policy.windows.stale_after, now)
-        result = await self._apply(loaded, evaluation, inputs, evaluation_id)
+        result = await apply.apply_plan(self, loaded, evaluation, inputs, evaluation_id)
         held = await self._commit(loaded, inputs.state, evaluation, result, evaluation_id)
         await self.report.evaluated(
             self.client,
@@ -233,108 +230,10 @@ class Controller:
         self.log.info("controller.state_loaded", regions=sorted(state.regions), aligned_with_dns=changed)
         return state
 
-    async def _apply(
-        self, loaded: LoadedPolicy, evaluation: judge.Evaluation, inputs: Inputs, evaluation_id: str
-    ) -> ReconcileResult | None:
-        """Reconcile DNS with the plan, fenced by our writer epoch and within the lease (module docstring)."""
-        frozen = inputs.overrides.freeze is not None
-        try:  # renew right before sending: the send must end before what is left of the lease
-            held = await self.lease.ensure()
-        except Exception:
-            held = False
-        if not held:
-            self.log.warning(
-                "controller.lease_lapsed_before_write", evaluation_id=evaluation_id, token=self.lease.token
-            )
-            self._state, self.epoch = None, None
-            return None
-        context = ReconcileContext(
-            evaluation_id=evaluation_id,
-            policy_hash=loaded.hash,
-            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
-            epoch=self.epoch,
-            frozen=frozen,
-            writer=self.controller_id,
-        )
-        try:
-            if self.epoch is None and not frozen:
-                return await self._take_over(context)
-            result: ReconcileResult = await in_thread(lambda: self.dns.reconcile(evaluation.matrix, context=context))
-        except Interrupted:
-            self.log.warning("controller.reconcile_interrupted", evaluation_id=evaluation_id, token=self.lease.token)
-            return None
-        except Exception as exc:  # the provider translates API errors; anything else is a bug: log, go on
-            self.log.error(
-                "controller.reconcile_failed",
-                evaluation_id=evaluation_id,
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-            )
-            return None
-        if result.status == Status.FENCED and not frozen:
-            await self._fenced(result, evaluation_id)
-        return result
-
-    async def _start(self, loaded: LoadedPolicy, inputs: Inputs) -> None:
-        """The first evaluation as leader judges nothing and sends no weight: it takes the writer epoch in DNS."""
-        context = ReconcileContext(
-            evaluation_id=f"{self.lease.token}-start",
-            policy_hash=loaded.hash,
-            deadline_s=self.lease.expires_at - DEADLINE_MARGIN_S,
-            cause="takeover",
-            frozen=inputs.overrides.freeze is not None,
-            writer=self.controller_id,
-        )
-        if not context.frozen:  # frozen: no write of any kind, the epoch is taken after the freeze
-            try:
-                await self._take_over(context)
-            except Exception as exc:
-                self.log.error("controller.takeover_failed", error=type(exc).__name__, detail=str(exc)[:300])
-        self.log.info(
-            "controller.held_at_start", policy_hash=loaded.hash, epoch=self.epoch, serving=inputs.state.fractions()
-        )
-        metrics.loop_completed()
-
-    async def _take_over(self, context: ReconcileContext) -> ReconcileResult:
-        """Bump the writer epoch in DNS before writing anything else: a deposed writer's batches now fail."""
-        result: ReconcileResult = await in_thread(lambda: self.dns.take_over(context=context))
-        if result.status == Status.APPLIED:
-            self.epoch = result.epoch
-            self.log.info(
-                "controller.epoch_taken",
-                evaluation_id=context.evaluation_id,
-                epoch=result.epoch,
-                lease_token=self.lease.token,
-            )
-        else:
-            self.log.warning(
-                "controller.takeover_failed",
-                evaluation_id=context.evaluation_id,
-                dns=str(result.status),
-                error=result.error,
-            )
-        return ReconcileResult(Status.PENDING, error=TAKING_OVER)
-
-    async def _fenced(self, result: ReconcileResult, evaluation_id: str) -> None:
-        """Route 53 refused a batch built on a stale read: never resend it; re-read and re-judge next time.
-
-        If the writer epoch moved (another writer took over), this controller no longer holds it: it takes a new
-        one only while it still holds the lease, at its next evaluation, and sends nothing in that evaluation.
-        """
-        try:
-            seen: int | None = await in_thread(self.dns.read_epoch)
-        except Exception:
-            seen = None
-        deposed = seen != self.epoch
-        self.log.warning(
-            "controller.fenced",
-            evaluation_id=evaluation_id,
-            epoch=self.epoch,
-            epoch_seen=seen,
-            deposed=deposed,
-            error=result.error,
-        )
-        self._state = None  # the next evaluation re-aligns with what DNS holds, and sends nothing
+    def realign(self, *, deposed: bool) -> None:
+        """Forget the state: the next evaluation re-aligns with what DNS holds and sends nothing; `deposed`: this
+        controller no longer holds the writer epoch and takes a new one first (`apply.py`)."""
+        self._state = None
         if deposed:
             self.epoch = None
 
