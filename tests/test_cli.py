@@ -5,6 +5,7 @@ configuration that cannot work."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -221,14 +222,34 @@ def test_fast_commands_import_only_what_they_use(tmp_path: Path, redis_url: str,
     assert _imported_after(["status", "--no-dns", "--policy", str(policy)], HEAVY) == ["pydantic", "redis"]
 
 
-# Commands whose module still imports the policy schema, redis-py or aiohttp at its top (their --help pays for it)
-HEAVY_HELP = {"drain", "freeze", "probe", "simulate", "undrain", "unfreeze"}
+def _command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and sub-command of `parser` (`status`, `policy`, `policy check`, …)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [(*path, name), *_command_paths(sub, (*path, name))]
+    return found
 
 
-def test_command_help_imports_no_heavy_library() -> None:
-    """`trafficd COMMAND --help` builds the command's arguments without a heavy library (except HEAVY_HELP)."""
-    for name in sorted(set(cli.COMMANDS) - HEAVY_HELP):
-        assert _imported_after([name, "--help"], HEAVY) == [], name
+def test_every_command_help_imports_no_heavy_library() -> None:
+    """`trafficd COMMAND [ACTION] --help`, for every command and action, imports none of the heavy libraries."""
+    paths = _command_paths(cli.build_parser())
+    assert {p[0] for p in paths} == set(cli.COMMANDS) and len(paths) > len(cli.COMMANDS)
+    # one interpreter runs them in turn: modules only accumulate, so the first --help that imports one is named
+    code = (
+        "import sys, contextlib, io, json\n"
+        "from trafficd import cli\n"
+        f"for path in {paths!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        cli.main([*path, '--help'])\n"
+        f"    print(json.dumps([' '.join(path), sorted(m for m in {HEAVY!r} if m in sys.modules)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    imported = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(imported) == len(paths), result.stdout + result.stderr
+    for command, modules in imported:
+        assert modules == [], f"trafficd {command} --help imports {', '.join(modules)}"
 
 
 def test_static_help_texts_match_the_registered_commands() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from trafficd.commands import simulate
+from trafficd.commands import simulate_replay as simulate
 from trafficd.policy.schema import Policy, load_policy
 
 SCENARIOS = Path(__file__).parent / "scenarios"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficd.commands import simulate
+from trafficd.commands import simulate_replay as simulate
 from trafficd.commands.simulate_input import InputError, read_samples
 from trafficd.policy.schema import load_policy
 

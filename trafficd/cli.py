@@ -40,12 +40,12 @@ COMMANDS: dict[str, Command] = {
     "history": Command(
         "trafficd.commands.history", "decisions, guards, overrides and Route 53 changes, with their reasons"
     ),
-    "drain": Command("trafficd.control.overrides", "drain a region (ramped) until the override expires"),
+    "drain": Command("trafficd.commands.overrides", "drain a region (ramped) until the override expires"),
     "files": Command(
         "trafficd.commands.files", "list, print or install the example policies, systemd units and IAM policy"
     ),
     "freeze": Command(
-        "trafficd.control.overrides", "global kill switch: no serving fraction moves until unfreeze or expiry"
+        "trafficd.commands.overrides", "global kill switch: no serving fraction moves until unfreeze or expiry"
     ),
     "policy": Command("trafficd.commands.policy", "check, show, diff policy files; print the JSON Schema"),
     "probe": Command("trafficd.commands.probe", "probe a worker by hand and print each probe's timings"),
@@ -61,9 +61,9 @@ COMMANDS: dict[str, Command] = {
         "leader, region states and why, weights, overrides (exit 3: no leader, 4: a region unknown)",
     ),
     "undrain": Command(
-        "trafficd.control.overrides", "cancel a drain; with --for, keep the region serving whatever the probes say"
+        "trafficd.commands.overrides", "cancel a drain; with --for, keep the region serving whatever the probes say"
     ),
-    "unfreeze": Command("trafficd.control.overrides", "lift the freeze"),
+    "unfreeze": Command("trafficd.commands.overrides", "lift the freeze"),
 }
 
 # Commands of `trafficd-dev` (source checkouts with the dev extra): named here only to point there.

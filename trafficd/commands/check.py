@@ -10,7 +10,6 @@ failed, 78 when the policy itself is invalid (nothing else can be checked then).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
@@ -18,6 +17,8 @@ from trafficd.cli import add_policy_argument
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from trafficd.policy.schema import load_policy  # here, not at the top: `check --help` needs no schema
     from trafficd.runtime import preflight
 

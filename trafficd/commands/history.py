@@ -12,7 +12,6 @@ Exit codes: 0 shown (also when nothing happened), 1 Redis unreadable, 2 bad argu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import sys
@@ -118,6 +117,8 @@ def as_json(entries: list[audit.Entry]) -> list[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from redis.exceptions import RedisError
 
     policy = open_policy(args)  # bad policy 78, unknown region 2 (trafficd.cli)

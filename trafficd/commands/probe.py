@@ -12,26 +12,20 @@ worker's model list and says on stderr which models it does not list. The API ke
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from trafficd.policy.schema import (
-    REASONING_MAX_TOKENS,
-    Ask,
-    Deadlines,
-    PolicyError,
-    Probe,
-    load_policy,
-    parse_duration,
-)
+from trafficd.errors import EX_CONFIG
 from trafficd.probe.apis import DIALECTS, dialect
-from trafficd.probe.credentials import SecretError, load_api_key
-from trafficd.probe.models import list_models
-from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target
-from trafficd.runtime.reload import EX_CONFIG
+
+if TYPE_CHECKING:
+    from trafficd.policy.schema import Ask, Deadlines, Probe
+    from trafficd.probe.prober import Prober, ProbeResult
+
+# `probe --help` imports the dialect table only (its choices); the handler imports the policy schema (pydantic)
+# and the prober (aiohttp).
 
 
 def _r(v: float | None) -> float | None:
@@ -81,6 +75,8 @@ _ASK_FLAGS = ("api", "max_tokens", "prompt_tokens", "ttft_from")
 
 def _settings(args: argparse.Namespace) -> tuple[Probe, dict[str, Deadlines], dict[str, Ask]]:
     """Probe settings, per-model deadlines and what to ask each model, from the policy (if any) and the flags."""
+    from trafficd.policy.schema import REASONING_MAX_TOKENS, Ask, Probe, load_policy
+
     probe = Probe()
     per_model: dict[str, Deadlines] = {}
     asks: dict[str, Ask] = {}
@@ -115,6 +111,8 @@ def _settings(args: argparse.Namespace) -> tuple[Probe, dict[str, Deadlines], di
 
 async def _check_models(prober: Prober, args: argparse.Namespace, asks: dict[str, Ask]) -> None:
     """Say on stderr which models the worker does not list (or that its list cannot be read)."""
+    from trafficd.probe.models import list_models
+
     for model, ask in asks.items():
         found = await list_models(prober, args.url, args.address, ask.api)
         if found.models is None:
@@ -125,6 +123,12 @@ async def _check_models(prober: Prober, args: argparse.Namespace, asks: dict[str
 
 
 async def run_probes(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from trafficd.policy.schema import PolicyError
+    from trafficd.probe.credentials import SecretError, load_api_key
+    from trafficd.probe.prober import ProbeConfigError, Prober, Target
+
     try:
         cfg, deadlines, asks = _settings(args)
         secret = load_api_key(cfg.auth)
@@ -152,6 +156,8 @@ async def run_probes(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    import asyncio
+
     try:
         return asyncio.run(run_probes(args, sys.stdout))
     except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as `head` expects
@@ -161,6 +167,8 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _duration(value: str) -> float:
+    from trafficd.policy.values import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:

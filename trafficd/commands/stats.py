@@ -9,7 +9,6 @@ policy (or Redis password unusable).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
@@ -105,6 +104,8 @@ async def _collect(policy: Policy, now: float) -> tuple[dict[str, RegionDetail],
 
 
 def _stats(args: argparse.Namespace) -> int:
+    import asyncio
+
     policy = open_policy(args)  # bad policy 78, unknown region 2; an unusable Redis password 78 (trafficd.cli)
     detail, capacity = asyncio.run(_collect(policy, time.time()))
     if args.region is not None:

@@ -68,7 +68,7 @@ def _process(policy: Path, samples: Path, runs: int) -> dict[str, Any]:
 
 _SPLIT = """
 import json, sys, time
-from trafficd.commands.simulate import sample_rows
+from trafficd.commands.simulate_replay import sample_rows
 from trafficd.commands.simulate_input import read_samples
 from trafficd.policy.schema import load_policy
 policy = load_policy(sys.argv[1]).policy
