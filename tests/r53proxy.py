@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trafficd.dev.route53_proxy import AcceptedBatch, Fault, Route53Proxy, judge_batch
+from trafficd.dev.route53_proxy import AcceptedBatch, Fault, Route53Proxy
+from trafficd.dev.route53_rules import judge_batch
 
 __all__ = ["AcceptedBatch", "Fault", "Route53Proxy", "judge_batch", "start"]
 

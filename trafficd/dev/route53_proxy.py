@@ -4,7 +4,8 @@ and injects faults (tests, the demo stack, the fault suite's auditor).
 moto (5.2.5) stores records but does not check what Route 53 checks: a DELETE must match the existing record
 exactly, a CREATE must not find one, a batch is all or nothing; moto's DELETE removes every record sharing a
 SetIdentifier, and its CREATE after an identical earlier CREATE fails. So the proxy judges every
-ChangeResourceRecordSets itself, against the zone as moto lists it now, under one lock:
+ChangeResourceRecordSets itself (the rules: `route53_rules.py`), against the zone as moto lists it now, under one
+lock:
 
 * DELETE of a record that is absent → InvalidChangeBatch "Tried to delete resource record set [name='…',
   type='…', set-identifier='…'] but it was not found"; with other values (weight, TTL, values, alias, region)
@@ -41,8 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
-from trafficd.dns.fence import EPOCH_PREFIX
-from trafficd.dns.names import normalize_name, normalize_value
+from trafficd.dev.route53_rules import RecordKey, epochs, judge_batch, parse_rrset, record_key, xml_child, xml_text
 
 NS = "https://route53.amazonaws.com/doc/2013-04-01/"
 ERROR_XML = (
@@ -50,9 +50,7 @@ ERROR_XML = (
     "<Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
 )
 _WRITER = re.compile(r"trafficd-writer/(\S+)")
-_EPOCH = re.compile(r'"?' + re.escape(EPOCH_PREFIX) + r'(\d+)"?')
 
-RecordKey = tuple[str, str, str]
 # moto server picks the service from the credential scope: the proxy's own calls say "route53"
 _MOTO_AUTH = {
     "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/route53/aws4_request, "
@@ -82,92 +80,6 @@ class AcceptedBatch:
     epoch_before: int | None  # the epoch the batch deletes (== epoch when asserted, epoch-1 at takeover)
     comment: str
     changes: tuple[tuple[str, dict[str, Any]], ...]  # (action, record fields)
-
-
-def _strip(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _text(node: ET.Element, name: str) -> str | None:
-    for child in node:
-        if _strip(child.tag) == name:
-            return child.text or ""
-    return None
-
-
-def _child(node: ET.Element, name: str) -> ET.Element | None:
-    return next((c for c in node if _strip(c.tag) == name), None)
-
-
-def parse_rrset(node: ET.Element) -> dict[str, Any]:
-    """A ResourceRecordSet element → the fields Route 53 compares (normalized), plus the raw XML."""
-    rtype = _text(node, "Type") or ""
-    values_node = _child(node, "ResourceRecords")
-    values = [] if values_node is None else [_text(v, "Value") or "" for v in values_node]
-    alias = _child(node, "AliasTarget")
-    ttl, weight = _text(node, "TTL"), _text(node, "Weight")
-    return {
-        "name": normalize_name(_text(node, "Name") or ""),
-        "type": rtype,
-        "set_identifier": _text(node, "SetIdentifier") or "",
-        "weight": int(weight) if weight is not None else None,
-        "region": _text(node, "Region"),
-        "ttl": int(ttl) if ttl is not None else None,
-        "values": sorted(normalize_value(rtype, v) for v in values),
-        "alias_target": normalize_name(_text(alias, "DNSName") or "") if alias is not None else None,
-        "xml": ET.tostring(node, encoding="unicode"),
-    }
-
-
-def _key(r: dict[str, Any]) -> RecordKey:
-    return (r["name"], r["type"], r["set_identifier"])
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    fields = ("weight", "region", "ttl", "values", "alias_target")
-    return all(a[f] == b[f] for f in fields)
-
-
-def _describe(r: dict[str, Any]) -> str:
-    sid = f", set-identifier='{r['set_identifier']}'" if r["set_identifier"] else ""
-    return f"[name='{r['name']}', type='{r['type']}'{sid}]"
-
-
-def judge_batch(zone: dict[RecordKey, dict[str, Any]], changes: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Route 53's checks, in order, on a copy of the zone: the messages of every change it would refuse."""
-    state = dict(zone)
-    problems = []
-    for action, r in changes:
-        k = _key(r)
-        if action == "DELETE":
-            if k not in state:
-                problems.append(f"Tried to delete resource record set {_describe(r)} but it was not found")
-            elif not _same(state[k], r):
-                problems.append(
-                    f"Tried to delete resource record set {_describe(r)} but the values provided do not match "
-                    "the current values"
-                )
-            else:
-                del state[k]
-        elif action == "CREATE":
-            if k in state:
-                problems.append(f"Tried to create resource record set {_describe(r)} but it already exists")
-            else:
-                state[k] = r
-        else:  # UPSERT
-            state[k] = r
-    return problems
-
-
-def _epochs(changes: list[tuple[str, dict[str, Any]]]) -> tuple[int | None, int | None]:
-    created = deleted = None
-    for action, r in changes:
-        if r["type"] == "TXT" and len(r["values"]) == 1 and (m := _EPOCH.fullmatch(r["values"][0])):
-            if action == "DELETE":
-                deleted = int(m.group(1))
-            else:
-                created = int(m.group(1))
-    return created, deleted
 
 
 @dataclass
@@ -253,13 +165,13 @@ class Route53Proxy:
         while True:
             _, data, _ = self.forward("GET", f"/2013-04-01/hostedzone/{zone_id}/rrset?{query}", None, _MOTO_AUTH)
             root = ET.fromstring(data)
-            sets = _child(root, "ResourceRecordSets")
+            sets = xml_child(root, "ResourceRecordSets")
             for node in sets if sets is not None else []:
                 r = parse_rrset(node)
-                out.setdefault(_key(r), r)
-            if _text(root, "IsTruncated") != "true":
+                out.setdefault(record_key(r), r)
+            if xml_text(root, "IsTruncated") != "true":
                 return out
-            query = f"maxitems=300&name={_text(root, 'NextRecordName')}&type={_text(root, 'NextRecordType')}"
+            query = f"maxitems=300&name={xml_text(root, 'NextRecordName')}&type={xml_text(root, 'NextRecordType')}"
             if query in seen:
                 return out
             seen.add(query)
@@ -267,14 +179,14 @@ class Route53Proxy:
     def change(self, zone_id: str, body: bytes, user_agent: str) -> tuple[int, bytes]:
         """Judge a batch like Route 53, apply its net effect to moto, record it; (status, XML body)."""
         root = ET.fromstring(body)
-        batch = _child(root, "ChangeBatch")
+        batch = xml_child(root, "ChangeBatch")
         assert batch is not None
-        comment = _text(batch, "Comment") or ""
+        comment = xml_text(batch, "Comment") or ""
         changes = []
-        for ch in _child(batch, "Changes") or []:
-            rrset = _child(ch, "ResourceRecordSet")
+        for ch in xml_child(batch, "Changes") or []:
+            rrset = xml_child(ch, "ResourceRecordSet")
             assert rrset is not None
-            changes.append((_text(ch, "Action") or "", parse_rrset(rrset)))
+            changes.append((xml_text(ch, "Action") or "", parse_rrset(rrset)))
         writer = m.group(1) if (m := _WRITER.search(user_agent)) else None
         with self._lock:
             zone = self.zone_now(zone_id)
@@ -288,7 +200,7 @@ class Route53Proxy:
                 return status, data
             change_id = f"C{next(self._ids):013d}"
             self._changes[change_id] = self.clock() + self.pending_s
-            created, deleted = _epochs(changes)
+            created, deleted = epochs(changes)
             fields = tuple((a, {k: v for k, v in r.items() if k != "xml"}) for a, r in changes)
             self.accepted_batches.append(
                 AcceptedBatch(time.time(), zone_id, change_id, writer, created, deleted, comment, fields)
@@ -301,9 +213,9 @@ class Route53Proxy:
         final = dict(zone)
         for action, r in changes:
             if action == "DELETE":
-                final.pop(_key(r), None)
+                final.pop(record_key(r), None)
             else:
-                final[_key(r)] = r
+                final[record_key(r)] = r
         net = [("DELETE", zone[k]["xml"]) for k in zone if k not in final]
         net += [("UPSERT", r["xml"]) for k, r in final.items() if k not in zone or zone[k]["xml"] != r["xml"]]
         if not net:
