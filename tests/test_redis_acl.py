@@ -147,7 +147,7 @@ async def test_check_verifies_each_roles_own_user_on_its_own_keys(
 ) -> None:
     """`trafficd check` with acl_users logs in as the role's user and checks that role's commands on its keys:
     the agent of r1 passes as itself, and the same host's password cannot pass the controller's check."""
-    from trafficd.runtime.preflight import redis_checks
+    from trafficd.runtime.preflight_redis import redis_checks
 
     monkeypatch.setenv("TRAFFICD_TEST_REDIS_PASSWORD", PASSWORDS["agent"])
     checks = await redis_checks(policy, "agent", ["r1"])

@@ -12,6 +12,8 @@ Each check gives one `Check(name, status, detail)`, status ok / warn / fail:
     workers       (agent) one probe to each listed worker
     models        (agent) each worker lists each probed model (a missing one fails, an unreadable list warns)
 
+The Redis ones (redis, acl, clock) are in `preflight_redis.py`; this module runs them with the rest.
+
 The daemons run the cheap part at start, before READY: `agent_start` (secrets) and `controller_start` (secrets,
 AWS credentials, zone readable). A configuration that cannot work raises `PreflightError` (exit 78).
 """
@@ -19,42 +21,14 @@ AWS credentials, zone readable). A configuration that cannot work raises `Prefli
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from trafficd import keys
 from trafficd.errors import ConfigError
 from trafficd.policy.schema import Policy
 
-REDIS_MIN_VERSION = (6, 2)  # GETDEL (overrides) needs 6.2
 Status = Literal["ok", "warn", "fail"]
 Role = Literal["agent", "controller", "all"]
-
-# The commands each role sends, with a key of that role (queued in a discarded MULTI: Redis answers NOPERM).
-ROLE_COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "agent": (
-        ("multi",),
-        ("exec",),
-        ("hset", "{k}", "f", "v"),
-        ("hincrby", "{k}", "f", "1"),
-        ("expire", "{k}", "1"),
-        ("bitfield", "{k}", "GET", "u16", "0"),
-        ("lpush", "{k}", "v"),
-        ("ltrim", "{k}", "0", "1"),
-        ("time",),
-    ),
-    "controller": (
-        ("get", "{k}"),
-        ("mget", "{k}"),
-        ("hgetall", "{k}"),
-        ("lrange", "{k}", "0", "1"),
-        ("set", "{k}", "v"),
-        ("getdel", "{k}"),
-        ("eval", "return 1", "1", "{k}"),
-        ("time",),
-    ),
-}
 
 
 class PreflightError(ConfigError):
@@ -74,7 +48,7 @@ class Check:
         return asdict(self)
 
 
-def _roles(role: Role) -> tuple[str, ...]:
+def roles_of(role: Role) -> tuple[str, ...]:
     return ("agent", "controller") if role == "all" else (role,)
 
 
@@ -91,7 +65,7 @@ def secret_checks(policy: Policy, role: Role) -> list[Check]:
         out.append(Check("secrets", "ok", "Redis password " + ("readable" if _has_password(policy) else "not used")))
     except ConfigError as exc:
         out.append(Check("secrets", "fail", str(exc)))
-    if "agent" in _roles(role):
+    if "agent" in roles_of(role):
         out.append(_api_key_check(policy))
     return out
 
@@ -118,140 +92,6 @@ def _api_key_check(policy: Policy) -> Check:
     return Check(
         "secrets", "ok", "worker API key " + ("readable" if auth.api_key_env or auth.api_key_file else "not used")
     )
-
-
-# ---------------------------------------------------------------- Redis and the clock
-
-
-async def redis_checks(policy: Policy, role: Role, regions: list[str] | None = None) -> list[Check]:
-    from trafficd.stats.client import client_for, redis_client
-
-    regions = regions or policy.region_names
-    try:
-        if policy.redis.acl_users:  # log in as this host's role (the password this host holds is that role's)
-            first, region = _role_users(policy, role, regions)[0]
-            client = client_for(policy, first, region)
-        else:
-            client = redis_client(policy.redis)
-    except ConfigError:
-        return [Check("redis", "fail", "not tried: the Redis password cannot be read")]
-    try:
-        return await _redis_checks(client, policy, role, regions)
-    except Exception as exc:  # unreachable, wrong password, TLS: say what happened, once
-        return [Check("redis", "fail", f"{policy.redis.url}: {type(exc).__name__}: {exc}"[:300])]
-    finally:
-        await client.aclose()
-
-
-async def _redis_checks(client: Any, policy: Policy, role: Role, regions: list[str]) -> list[Check]:
-    started = time.time()
-    await client.ping()
-    version = await _server_version(client)
-    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    wanted = ".".join(map(str, REDIS_MIN_VERSION))
-    out = [
-        Check(
-            "redis",
-            "ok" if numbers >= REDIS_MIN_VERSION else "fail",
-            f"{policy.redis.url} reachable, version {version}"
-            + ("" if numbers >= REDIS_MIN_VERSION else f" < {wanted}"),
-        )
-    ]
-    for r, region in _role_users(policy, role, regions):
-        out.append(await _acl_check_as(client, policy, r, region))
-    out.append(await _clock_check(client, policy, started))
-    return out
-
-
-async def _server_version(client: Any) -> str:
-    """The server's version: from INFO, or from HELLO for a user that may not run INFO (a role's ACL user)."""
-    from redis.exceptions import NoPermissionError
-
-    try:
-        info = await client.info("server")
-        return str(info.get("redis_version", "0"))
-    except NoPermissionError:
-        hello = await client.execute_command("HELLO")
-        if isinstance(hello, list):
-            hello = dict(zip(hello[::2], hello[1::2], strict=False))
-        version = hello.get(b"version", hello.get("version", b"0"))
-        return version.decode() if isinstance(version, bytes) else str(version)
-
-
-def _role_users(policy: Policy, role: Role, regions: list[str]) -> list[tuple[str, str | None]]:
-    """The (role, region) pairs whose Redis permissions this host needs: an agent's per region, the controller's."""
-    pairs: list[tuple[str, str | None]] = []
-    for r in _roles(role):
-        pairs += [(r, region) for region in regions] if r == "agent" else [(r, None)]
-    return pairs
-
-
-def _role_key(policy: Policy, role: str, region: str | None) -> str:
-    """A key of the kind this role writes (inside its ACL key pattern, `trafficd redis acl`), never really written."""
-    p, svc = policy.redis.key_prefix, policy.service
-    if role == "agent" and region is not None:
-        return f"{keys.region_base(p, svc, region)}:trafficd-check"
-    return f"{keys.service_base(p, svc)}:controller:trafficd-check"
-
-
-async def _acl_check_as(shared: Any, policy: Policy, role: str, region: str | None) -> Check:
-    """The role's commands on the role's keys, as the user the role logs in as (with `redis.acl_users` the role's
-    own user, on a connection of its own; otherwise the shared connection's user).
-
-    A role's user may not run `ACL DRYRUN` (an admin command), so the commands are queued inside MULTI and the
-    transaction is DISCARDed: Redis checks each queued command against the ACL and answers NOPERM at once, and
-    nothing runs."""
-    from trafficd.stats.client import client_for
-
-    client = client_for(policy, role, region) if policy.redis.acl_users else shared
-    who = role if region is None else f"{role} of {region}"
-    key = _role_key(policy, role, region)
-    try:
-        denied = await _queued_denials(client, [[w.replace("{k}", key) for w in c] for c in ROLE_COMMANDS[role]])
-    except Exception as exc:
-        return Check("acl", "fail", f"{who}: {type(exc).__name__}: {exc}"[:300])
-    finally:
-        if client is not shared:
-            await client.aclose()
-    if denied:
-        return Check("acl", "fail", f"{who}: may not run {', '.join(denied)} on {key}")
-    user = keys.acl_username(policy.service, role, region) if policy.redis.acl_users else "the shared user"
-    return Check("acl", "ok", f"{who}: {user} may run its commands on {key}")
-
-
-async def _queued_denials(client: Any, commands: list[list[str]]) -> list[str]:
-    """The commands Redis refuses to queue (NOPERM) in a MULTI that is then discarded."""
-    from redis.exceptions import ResponseError
-
-    conn = await client.connection_pool.get_connection()
-    denied = []
-    try:
-        await conn.send_command("MULTI")
-        await conn.read_response()
-        for words in commands:
-            if words[0] in ("multi", "exec"):
-                continue
-            await conn.send_command(*words)
-            try:
-                await conn.read_response()
-            except ResponseError as exc:
-                if "NOPERM" in str(exc) or "permission" in str(exc).lower():
-                    denied.append(words[0].upper())
-        await conn.send_command("DISCARD")
-        await conn.read_response()
-    finally:
-        await client.connection_pool.release(conn)
-    return denied
-
-
-async def _clock_check(client: Any, policy: Policy, before: float) -> Check:
-    t0 = time.time()
-    seconds, micros = await client.time()
-    t1 = time.time()
-    offset = (int(seconds) + int(micros) / 1e6) - (t0 + t1) / 2
-    limit = policy.windows.max_clock_skew
-    status: Status = "ok" if abs(offset) <= limit / 2 else "warn" if abs(offset) <= limit else "fail"
-    return Check("clock", status, f"offset against Redis {round(offset * 1000):+d} ms (max_clock_skew {limit:g}s)")
 
 
 # ---------------------------------------------------------------- AWS and the zone (controller)
@@ -356,14 +196,16 @@ async def model_checks(policy: Policy, regions: list[str]) -> list[Check]:
 
 
 async def run_checks(policy: Policy, *, role: Role, regions: list[str], probes: bool) -> list[Check]:
+    from trafficd.runtime.preflight_redis import redis_checks  # it imports this module: imported here, not on top
+
     out = secret_checks(policy, role)
     out += await redis_checks(policy, role, regions)
-    if "controller" in _roles(role):
+    if "controller" in roles_of(role):
         aws = aws_credentials_check()
         out.append(aws)
         if aws.status == "ok":
             out += await asyncio.to_thread(zone_checks, policy, records=True)
-    if "agent" in _roles(role) and probes and all(c.status != "fail" for c in out if c.name == "secrets"):
+    if "agent" in roles_of(role) and probes and all(c.status != "fail" for c in out if c.name == "secrets"):
         out += await worker_checks(policy, regions)
         out += await model_checks(policy, regions)
     return out
