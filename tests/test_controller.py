@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ctlkit import REGIONS, policy_text
+from ctlkit import REGIONS, bootstrapped, feed
 from kit import eventually_async
 from structlog.testing import capture_logs
 
 from trafficd.control.controller import Controller
 from trafficd.dev.services import RedisServer
 from trafficd.dns.route53 import client as r53client
-from trafficd.dns.route53 import provider as route53
 from trafficd.dns.route53.provider import own_weights
-from trafficd.model import Sample
 from trafficd.policy.schema import load_policy
 from trafficd.runtime.reload import PolicyHolder
 from trafficd.stats import store
@@ -29,29 +27,8 @@ from trafficd.stats import store
 
 @pytest.fixture
 def setup(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path) -> Any:
-    path = tmp_path / "policy.yaml"
-    path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
-    loaded = load_policy(path)
-    client = r53client.route53_client(loaded.policy)
-    route53.bootstrap(loaded.policy, client)
-    return path, loaded, client
-
-
-async def feed(loaded: Any, latency_ms: dict[str, float], n: int = 20) -> None:
-    """Write `n` samples per region (real SampleSink) with the given total latency, plus heartbeats."""
-    policy = loaded.policy
-    client = store.redis_client(policy.redis)
-    sink = store.SampleSink(client, policy)
-    now = time.time()
-    samples = [
-        Sample(region=r, worker=f"{r}-w1", model="m", t=now - 0.5 - i * 0.01, ok=True, reason=None, total_ms=ms)
-        for r, ms in latency_ms.items()
-        for i in range(n)
-    ]
-    await sink.write(samples)
-    for r in latency_ms:
-        await sink.heartbeat("test-agent", r)
-    await client.aclose()
+    path, loaded = bootstrapped(tmp_path, redis_url, key_prefix, hosted_zone, moto.url)
+    return path, loaded, r53client.route53_client(loaded.policy)
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -62,7 +39,7 @@ async def test_breaching_region_is_shifted_in_route53_with_inputs_logged(setup: 
     """A region over the SLO loses half its own weight in one evaluation; the decision event carries its inputs."""
     path, loaded, r53 = setup
     ctl = Controller(PolicyHolder(path, loaded))
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # taking the lease and the writer epoch: judges nothing, sends no weight
     with capture_logs() as logs:
         await ctl.evaluate_once()
@@ -81,7 +58,7 @@ async def test_dry_run_decides_and_logs_but_writes_no_dns(setup: Any) -> None:
     """With --dry-run the same shift is decided and logged (dry_run=true) but Route 53 keeps every weight."""
     path, loaded, r53 = setup
     ctl = Controller(PolicyHolder(path, loaded), dry_run=True)
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     with capture_logs() as logs:
         await ctl.evaluate_once()
     await ctl.shutdown()
@@ -95,9 +72,9 @@ async def test_standby_controller_writes_nothing_while_another_leads(setup: Any)
     path, loaded, r53 = setup
     leader = Controller(PolicyHolder(path, loaded), controller_id="a")
     standby = Controller(PolicyHolder(path, loaded), controller_id="b")
-    await feed(loaded, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
     await leader.evaluate_once()
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     with capture_logs() as logs:
         await standby.evaluate_once()
     assert not events(logs, "controller.weights_shifted") and not events(logs, "controller.region_judged")
@@ -116,7 +93,7 @@ async def test_redis_outage_holds_and_writes_nothing(setup: Any, redis_server: R
     """With Redis down the controller logs controller.redis_unavailable, makes no decision and leaves DNS alone."""
     path, loaded, r53 = setup
     ctl = Controller(PolicyHolder(path, loaded))
-    await feed(loaded, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 200.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()
     redis_server.stop()
     try:
@@ -134,7 +111,7 @@ async def test_state_survives_a_new_leader(setup: Any) -> None:
     """A second controller taking over continues from the stored state (eu-west keeps draining, not reset)."""
     path, loaded, r53 = setup
     first = Controller(PolicyHolder(path, loaded), controller_id="a")
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await first.evaluate_once()
     await first.evaluate_once()
     await first.shutdown()
@@ -154,7 +131,7 @@ async def test_reloaded_policy_is_used_and_its_hash_logged(setup: Any) -> None:
     path, loaded, r53 = setup
     holder = PolicyHolder(path, loaded)
     ctl = Controller(holder)
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # takes the lease and the writer epoch
     path.write_text(path.read_text().replace("max_drained: 1}", "max_drained: 1, never_drain: [eu-west]}"))
     assert holder.reload() is True
@@ -175,7 +152,7 @@ async def test_dns_plan_shows_what_the_controller_would_change_now(setup: Any, c
     from trafficd.cli import build_parser
 
     path, loaded, r53 = setup
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     args = build_parser().parse_args(["dns", "plan", "--policy", str(path), "--json"])
     capsys.readouterr()
     with capture_logs():
@@ -196,7 +173,7 @@ async def test_status_shows_leader_states_weights_and_overrides(setup: Any, caps
 
     path, loaded, _ = setup
     ctl = Controller(PolicyHolder(path, loaded), controller_id="ctl-a")
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()
     await ctl.evaluate_once()
     client = store.redis_client(loaded.policy.redis)
@@ -254,7 +231,7 @@ async def test_a_plan_route53_refused_is_held_and_not_walked_past(setup: Any, mo
     path.write_text(path.read_text().replace("max_step: 50%", "max_step: 25%"))
     loaded = load_policy(path)
     ctl = Controller(PolicyHolder(path, loaded))
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # builds the adapters, takes the lease
     await ctl.evaluate_once()  # shifts eu-west to 0.75
     assert own_weights(loaded.policy, r53)["eu-west"] == round(255 * 0.75)

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ctlkit import feed
 from structlog.testing import capture_logs
-from test_controller import events, feed, setup  # noqa: F401 - the fixture is used by name
+from test_controller import events, setup  # noqa: F401 - the fixture is used by name
 
 from trafficd import keys
 from trafficd.control import presence
@@ -45,7 +46,7 @@ async def test_a_start_with_no_stored_state_keeps_a_drained_region_drained(setup
     eu-west comes back only through the normal recovery, one max_step (50 %) at a time — never 0 → 255."""
     path, loaded, r53 = setup
     _drain_eu_in_route53(loaded, r53)
-    await feed(loaded, HEALTHY)
+    await feed(loaded.policy, HEALTHY)
     ctl = Controller(PolicyHolder(path, loaded))
     with capture_logs() as logs:
         await ctl.evaluate_once()
@@ -67,7 +68,7 @@ async def test_a_start_with_no_stored_state_keeps_a_drained_region_drained(setup
 async def test_dry_run_takes_no_lease_saves_no_state_and_shows_as_a_watcher(setup: Any) -> None:  # noqa: F811
     """A dry-run controller beside nobody: no lease, no stored state, no DNS write; status lists it as a watcher."""
     path, loaded, r53 = setup
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     ctl = Controller(PolicyHolder(path, loaded), controller_id="watcher-1", dry_run=True)
     with capture_logs() as logs:
         await ctl.evaluate_once()
@@ -92,7 +93,7 @@ async def test_dry_run_takes_no_lease_saves_no_state_and_shows_as_a_watcher(setu
 async def test_dry_run_judges_from_the_leaders_stored_state(setup: Any) -> None:  # noqa: F811
     """With a leader's stored state (eu-west at 0.5) the dry-run's next step starts there, and it stores nothing."""
     path, loaded, _ = setup
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     leader = Controller(PolicyHolder(path, loaded), controller_id="leader")
     await leader.evaluate_once()
     await leader.evaluate_once()  # eu-west 1.0 → 0.5, stored
@@ -184,7 +185,7 @@ async def test_stop_during_a_route53_backoff_returns_within_five_seconds(setup: 
     holder = PolicyHolder(path, loaded)
     provider = _ThrottledProvider.bootstrapped(loaded.policy)
     ctl = Controller(holder, ports=Ports(dns=lambda policy, writer: provider))
-    await feed(loaded, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
+    await feed(loaded.policy, {"us-east": 200.0, "eu-west": 5000.0, "ap-southeast": 200.0})
     await ctl.evaluate_once()  # takes the lease and the epoch; nothing sent at start
     stop = asyncio.Event()
     with capture_logs() as logs:

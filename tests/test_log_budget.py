@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ctlkit import policy_text
+from ctlkit import bootstrapped, feed
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
 from trafficd.control.controller import Controller
-from trafficd.dns.route53 import client as r53client
-from trafficd.dns.route53 import provider as route53
-from trafficd.model import Sample
-from trafficd.policy.schema import load_policy
 from trafficd.probe.agent import run_agent
 from trafficd.runtime.agent_report import AgentReport
 from trafficd.runtime.reload import PolicyHolder
-from trafficd.stats import store
 
 BUDGET_PER_HOUR = 60
 PRODUCTION_EVALUATE_EVERY_S = 10.0
@@ -39,29 +33,9 @@ def loud(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e.get("log_level") in LOUD]
 
 
-async def feed(policy: Any, latency_ms: dict[str, float], n: int = 20) -> None:
-    client = store.redis_client(policy.redis)
-    sink = store.SampleSink(client, policy)
-    now = time.time()
-    await sink.write(
-        [
-            Sample(region=r, worker=f"{r}-w1", model="m", t=now - 0.2 - i * 0.01, ok=True, reason=None, total_ms=ms)
-            for r, ms in latency_ms.items()
-            for i in range(n)
-        ]
-    )
-    for r in latency_ms:
-        await sink.heartbeat("test-agent", r)
-    await client.aclose()
-
-
 @pytest.fixture
 def loaded(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path) -> Any:
-    path = tmp_path / "policy.yaml"
-    path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
-    loaded = load_policy(path)
-    route53.bootstrap(loaded.policy, r53client.route53_client(loaded.policy))
-    return path, loaded
+    return bootstrapped(tmp_path, redis_url, key_prefix, hosted_zone, moto.url)
 
 
 async def test_idle_controller_writes_at_most_60_info_lines_an_hour(loaded: Any) -> None:

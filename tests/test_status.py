@@ -8,24 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ctlkit import policy_text
-from test_log_budget import feed
+from ctlkit import bootstrapped, feed
 
 from trafficd import cli
 from trafficd.control.controller import Controller
-from trafficd.dns.route53 import client as r53client
-from trafficd.dns.route53 import provider as route53
-from trafficd.policy.schema import load_policy
 from trafficd.runtime.reload import PolicyHolder
 
 
 @pytest.fixture
 def loaded(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: Any, tmp_path: Path) -> Any:
-    path = tmp_path / "policy.yaml"
-    path.write_text(policy_text(redis_url, key_prefix, hosted_zone, moto.url))
-    lp = load_policy(path)
-    route53.bootstrap(lp.policy, r53client.route53_client(lp.policy))
-    return path, lp
+    return bootstrapped(tmp_path, redis_url, key_prefix, hosted_zone, moto.url)
 
 
 def status(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
