@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from ctlkit import policy_text
 
+from trafficd import bootstrap
 from trafficd.dev.services import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,8 @@ def redis_with_password() -> Iterator[RedisServer]:
 
 
 def test_the_wheel_is_a_production_install(venv: Path) -> None:
-    """The wheel runs `trafficd --version`, has the data files, and has no development package (trafficd.dev)."""
+    """The wheel runs `trafficd --version`, installs every data file pyproject lists, and has no development
+    package (trafficd.dev)."""
     exe = venv / "bin" / "trafficd"
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True, env=CLEAN_ENV)
     assert out.stdout.startswith("trafficd ")
@@ -78,10 +80,8 @@ def test_the_wheel_is_a_production_install(venv: Path) -> None:
     assert missing.returncode != 0 and "No module named 'trafficd.dev'" in missing.stderr
     dev = subprocess.run([str(venv / "bin" / "trafficd-dev"), "demo"], capture_output=True, text=True, env=CLEAN_ENV)
     assert dev.returncode == 78 and "not part of the production install" in dev.stderr
-    share = venv / "share" / "trafficd"
-    for name in ("policies/example.yaml", "systemd/trafficd-agent@.service", "docs/iam-policy.json"):
-        assert (share / name).is_file(), name
-    assert (venv / "share" / "doc" / "trafficd" / "README.md").is_file()  # the units' Documentation=
+    for name in bootstrap.data_files():  # policies, units, the AWS drop-in, IAM policy, README (Documentation=)
+        assert (venv / name).is_file(), name
 
 
 def _unit(path: Path) -> dict[str, list[str]]:

@@ -1,9 +1,13 @@
 """Packaging: the dependency ranges in pyproject.toml and the exact versions in constraints.txt (what CI installs
-with, `bootstrap`) agree, and the metadata needs no project URL (trafficd has no public home)."""
+with, `bootstrap`) agree, the metadata needs no project URL (trafficd has no public home), and CI's wheel check
+wants every data file pyproject lists."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -44,3 +48,37 @@ def test_the_dist_check_asks_for_no_project_url() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "urls" not in project and project["license"] == {"text": "MIT"}
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def _dists(out: Path, data: list[str]) -> None:
+    """A wheel holding `data` as its data files and an sdist holding what bootstrap.IN_SDIST asks for."""
+    meta = (
+        "Metadata-Version: 2.1\nName: trafficd\nVersion: 0.1.0\nSummary: s\nLicense: MIT\nAuthor: a\n"
+        "Requires-Python: >=3.11\nClassifier: Typing :: Typed\nDescription-Content-Type: text/markdown\n\n# trafficd\n"
+    )
+    with zipfile.ZipFile(out / "trafficd-0.1.0-py3-none-any.whl", "w") as whl:
+        whl.writestr("trafficd-0.1.0.dist-info/METADATA", meta)
+        for name in data:
+            whl.writestr(f"trafficd-0.1.0.data/data/{name}", "x")
+    with tarfile.open(out / "trafficd-0.1.0.tar.gz", "w:gz") as sdist:
+        for name in bootstrap.IN_SDIST:
+            member = tarfile.TarInfo(f"trafficd-0.1.0/{name}{'x' if name.endswith('/') else ''}")
+            sdist.addfile(member, io.BytesIO(b""))
+
+
+def test_the_dist_check_wants_every_data_file_pyproject_lists(tmp_path: Path) -> None:
+    """CI's wheel check (bootstrap.dist_problems) passes a wheel with every listed data file and names one left out."""
+    data = bootstrap.data_files()
+    assert {"share/trafficd/policies/example.yaml", "share/trafficd/docs/iam-policy.json"} <= set(data)
+    assert {
+        "share/trafficd/systemd/trafficd-agent@.service",
+        "share/trafficd/systemd/trafficd-controller.service",
+    } <= set(data)
+    (tmp_path / "ok").mkdir()
+    _dists(tmp_path / "ok", data)
+    assert bootstrap.dist_problems(tmp_path / "ok") == []
+    (tmp_path / "short").mkdir()
+    _dists(tmp_path / "short", [d for d in data if not d.endswith("aws-credentials.conf")])
+    assert bootstrap.dist_problems(tmp_path / "short") == [
+        "wheel lacks the data file share/trafficd/systemd/trafficd-controller.service.d/aws-credentials.conf"
+    ]

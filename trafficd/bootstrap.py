@@ -149,6 +149,14 @@ REQUIRED_METADATA = ("Name", "Version", "Summary", "License", "Author", "Require
 IN_SDIST = ("trafficd/dev/demo.py", "tests/test_install.py", "constraints.txt", "LICENSE", "systemd/", "policies/")
 
 
+def data_files() -> list[str]:
+    """Where pyproject's [tool.setuptools.data-files] puts each file, relative to the install prefix."""
+    import tomllib
+
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    return [f"{target}/{Path(source).name}" for target, sources in table.items() for source in sources]
+
+
 def dist_problems(out: Path) -> list[str]:
     """What `twine check` checks, without twine (it pulls rich, which structlog then imports in every process):
     the metadata fields and the README as the long description, plus this project's rules — trafficd.dev and the
@@ -168,8 +176,8 @@ def dist_problems(out: Path) -> list[str]:
     if meta.get("Description-Content-Type") != "text/markdown" or "trafficd" not in (meta.get_payload() or ""):
         problems.append("wheel METADATA: the README is not the markdown long description")
     problems += [f"wheel contains {n}" for n in names if n.startswith("trafficd/dev/")]
-    for data in ("systemd/trafficd-agent@.service", "policies/example.yaml", "docs/iam-policy.json"):
-        if not any(n.endswith(f"data/share/trafficd/{data}") for n in names):
+    for data in data_files():  # every file pyproject lists: policies, units, the AWS drop-in, IAM, README, LICENSE
+        if not any(n.endswith(f".data/data/{data}") for n in names):
             problems.append(f"wheel lacks the data file {data}")
     with tarfile.open(sdists[0]) as sdist:
         members = [m.split("/", 1)[1] for m in sdist.getnames() if "/" in m]
