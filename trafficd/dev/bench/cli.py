@@ -1,4 +1,4 @@
-"""CLI start-up benchmark: `python -m trafficd.dev bench-cli [--runs N] [--json]`.
+"""CLI start-up benchmark: `python -m trafficd.dev bench-cli [--runs N] [--install wheel|source|both] [--json]`.
 
 Runs each command N times as a new process (as an operator's shell does) and prints the best, the median and the
 worst wall time, and the median CPU time (user + system, which a loaded machine inflates less than it queues wall
@@ -6,6 +6,11 @@ time): `--help`, `--version`, `policy check` of the example policy, `status --he
 against a throw-away redis-server (start, policy, Redis reads, output), and the whole `status` with its Route 53
 read (boto3) against a local moto server. The target is ≤ 0.3 s for `--help`,
 `policy check` and `status` on an idle machine; the machine (CPUs, load average) is printed with the figures.
+
+Two installs (`--install`, default both): `wheel` is what an operator runs, the `trafficd` console script of this
+checkout's wheel installed in a fresh venv with only its runtime dependencies (installed.py); `source` is
+`python -m trafficd` from this checkout in the development venv (its editable-install finder, and the development
+libraries that redis-py imports when present: opentelemetry).
 
 Each command runs once untimed first, with Python's bytecode cache on (in a temporary PYTHONPYCACHEPREFIX, even
 when PYTHONDONTWRITEBYTECODE is set): an installed wheel is byte-compiled by pip at install, so compiling trafficd's
@@ -27,10 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trafficd.dev.bench import installed
 from trafficd.dev.services import MotoServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "policies" / "example.yaml"
+INSTALLS = ("wheel", "source")
+HOW = {
+    "wheel": "wheel (`trafficd` console script, fresh venv, runtime dependencies only):",
+    "source": "source (`python -m trafficd`, development venv, editable install):",
+}
 
 
 def _hosted_zone(moto_url: str) -> str:
@@ -55,18 +66,19 @@ def _policy(redis_url: str, directory: Path, moto_url: str, zone_id: str) -> Pat
     return path
 
 
-def _environment(pycache: Path) -> dict[str, str]:
+def _environment(pycache: Path, install: str) -> dict[str, str]:
     """This process's environment with the bytecode cache on, in `pycache` (see the module docstring), and the
-    local Route 53's throw-away credentials."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    local Route 53's throw-away credentials; for the wheel, no PYTHONPATH (the installed trafficd runs)."""
+    drop = {"PYTHONDONTWRITEBYTECODE", *(("PYTHONPATH",) if install == "wheel" else ())}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_EC2_METADATA_DISABLED="true")
     return env
 
 
-def _time(argv: list[str], runs: int, env: dict[str, str]) -> dict[str, Any]:
+def _time(trafficd: list[str], argv: list[str], runs: int, env: dict[str, str]) -> dict[str, Any]:
     walls, cpus = [], []
-    command = [sys.executable, "-m", "trafficd", *argv]
+    command = [*trafficd, *argv]
     done = subprocess.run(command, capture_output=True, check=False, env=env)  # untimed: writes the bytecode
     code = done.returncode
     for _ in range(runs):
@@ -96,44 +108,70 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(runs: int) -> list[dict[str, Any]]:
+def _commands(policy: str) -> list[list[str]]:
+    return [
+        ["--help"],
+        ["--version"],
+        ["policy", "check", str(EXAMPLE)],
+        ["status", "--help"],
+        ["status", "--no-dns", "--policy", policy],
+        ["status", "--policy", policy],  # and the Route 53 read (boto3, local moto)
+    ]
+
+
+def run(runs: int, installs: tuple[str, ...] = INSTALLS) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="trafficd-bench-cli-") as tmp:
         redis, moto = RedisServer().start(), MotoServer()
         try:
-            env = _environment(Path(tmp) / "pycache")
-            os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+            os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
             moto.start()
             policy = str(_policy(redis.url, Path(tmp), moto.url, _hosted_zone(moto.url)))
-            return [
-                _time(["--help"], runs, env),
-                _time(["--version"], runs, env),
-                _time(["policy", "check", str(EXAMPLE)], runs, env),
-                _time(["status", "--help"], runs, env),
-                _time(["status", "--no-dns", "--policy", policy], runs, env),
-                _time(["status", "--policy", policy], runs, env),  # and the Route 53 read (boto3, local moto)
-            ]
+            rows = []
+            for install in installs:
+                if install == "wheel":
+                    trafficd = [str(installed.install(Path(tmp) / "install") / "bin" / "trafficd")]
+                else:
+                    trafficd = [sys.executable, "-m", "trafficd"]
+                env = _environment(Path(tmp) / f"pycache-{install}", install)
+                rows += [{"install": install, **_time(trafficd, argv, runs, env)} for argv in _commands(policy)]
+            return rows
         finally:
             moto.stop()
             redis.stop()
 
 
 def _command(args: argparse.Namespace) -> int:
-    rows = run(args.runs)
+    before = machine()
+    rows = run(args.runs, INSTALLS if args.install == "both" else (args.install,))
+    after = machine()
     if args.json:
-        print(json.dumps({"machine": machine(), "results": rows}, indent=2))
+        print(json.dumps({"machine": before, "load_average_after": after["load_average"], "results": rows}, indent=2))
         return 0
-    m = machine()
-    print(f"machine: {m['cpus']} CPUs, load average {m['load_average']}, Python {m['python']}, {m['platform']}")
-    for r in rows:
-        print(
-            f"{r['command']:<45} wall min {r['min_s']:.3f} s, median {r['median_s']:.3f} s, max {r['max_s']:.3f} s; "
-            f"CPU median {r['cpu_median_s']:.3f} s (exit {r['exit']})"
-        )
+    m = before
+    print(
+        f"machine: {m['cpus']} CPUs, load average {m['load_average']} before, {after['load_average']} after; "
+        f"Python {m['python']}, {m['platform']}"
+    )
+    for install in INSTALLS:
+        if any(r["install"] == install for r in rows):
+            print(HOW[install])
+        for r in (r for r in rows if r["install"] == install):
+            print(
+                f"  {r['command']:<45} wall min {r['min_s']:.3f} s, median {r['median_s']:.3f} s, "
+                f"max {r['max_s']:.3f} s; CPU median {r['cpu_median_s']:.3f} s (exit {r['exit']})"
+            )
     return 0
 
 
 def _parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10, help="processes per command (default 10)")
+    p.add_argument(
+        "--install",
+        choices=[*INSTALLS, "both"],
+        default="both",
+        help="wheel: the console script of this checkout's wheel in a fresh venv (what an operator runs); "
+        "source: python -m trafficd in the development venv (default both)",
+    )
     p.add_argument("--json", action="store_true")
     return p
 
