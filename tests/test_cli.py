@@ -5,6 +5,7 @@ configuration that cannot work."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -339,3 +340,28 @@ def test_fake_worker_runs_from_the_dev_entry_point(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _record(seen: dict[str, tuple[int, ...]], command: str) -> int:
+    seen[command] = gc.get_threshold()
+    return 0
+
+
+def test_commands_collect_garbage_late_and_daemons_at_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command runs with the raised gen-0 threshold, a daemon with the caller's; main restores the caller's."""
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def parser(argv: list[str]) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.add_argument("--log-level", default=None)
+        sub = p.add_subparsers(dest="command", required=True)
+        for name, daemon in (("cmd", False), ("daemon", True)):
+            sub.add_parser(name).set_defaults(func=lambda args: _record(seen, args.command), logs_to_stdout=daemon)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    caller = gc.get_threshold()
+    assert cli.main(["cmd"]) == 0 and cli.main(["daemon"]) == 0
+    assert seen["cmd"] == (max(caller[0], cli.COMMAND_GC_THRESHOLD), *caller[1:])
+    assert seen["daemon"] == caller
+    assert gc.get_threshold() == caller
