@@ -89,6 +89,16 @@ class Faults:
     def slow(self, region: str, slow: bool = True) -> None:
         set_worker(self.ports[region], ttft_ms=FAST.slow_ttft_ms if slow else FAST.normal_ttft_ms)
 
+    def draining(self, region: str, timeout_s: float = 60) -> float:
+        """Wait until Route 53 shows `region` below full weight (its drain has begun); returns when."""
+        return wait(f"{region} draining", lambda: (self.weights()[region] or 255) < 255, timeout_s)
+
+    def leader_and_standby(self) -> tuple[str, str]:
+        """The names of the leading controller and of the other one ("controller" and "controller-b")."""
+        first = self.leader()
+        assert first is not None
+        return first, "controller-b" if first == "controller" else "controller"
+
     def healthy_and_led(self) -> None:
         wait("a leader and every region judged", lambda: self.leader() is not None and self._judged_all(), 60)
 

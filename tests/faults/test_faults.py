@@ -61,10 +61,8 @@ def test_leader_paused_past_its_lease_cannot_write_after_the_takeover(tmp_path: 
         f.controller("controller-b")
         f.healthy_and_led()
         f.slow("eu-west")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
-        first = f.leader()
-        assert first is not None
-        other = "controller-b" if first == "controller" else "controller"
+        f.draining("eu-west")
+        first, other = f.leader_and_standby()
         f.signal(first, signal.SIGSTOP)
         wait("the standby to take the lease", lambda: f.leader() == other, 30)
         wait("the new leader to write", lambda: any(b.writer == f.writer_of(other) for b in f.proxy.accepted_batches))
@@ -81,10 +79,8 @@ def test_leader_killed_mid_drain_the_standby_continues_in_steps(tmp_path: Path) 
         f.controller("controller-b")
         f.healthy_and_led()
         f.slow("eu-west")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
-        first = f.leader()
-        assert first is not None
-        other = "controller-b" if first == "controller" else "controller"
+        f.draining("eu-west")
+        first, other = f.leader_and_standby()
         f.signal(first, signal.SIGKILL)
         wait("the standby to lead", lambda: f.leader() == other, 30)
         wait("eu-west drained", lambda: f.weights()["eu-west"] == 0, 60)
@@ -98,7 +94,7 @@ def test_dry_run_beside_the_leader_never_writes_and_shows_in_status(tmp_path: Pa
         f.controller("dry", "--dry-run")
         f.healthy_and_led()
         f.slow("eu-west")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        f.draining("eu-west")
         status = _cli("status", "--policy", str(f.policy_file), "--json", "--no-dns")
         data = json.loads(status.stdout)
         assert [w["id"] for w in data["dry_run_watchers"]] == [f.writer_of("dry")]
@@ -226,7 +222,7 @@ def test_sigterm_during_throttling_backoff_exits_within_5s(tmp_path: Path) -> No
         assert code == 0 and took < 5.0, took
         f.proxy.faults.clear()
         f.controller("controller-2")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        f.draining("eu-west")
         assert f.audit("sigterm_in_throttle_backoff", f"exited in {took:.1f}s") == []
 
 
@@ -285,7 +281,7 @@ def test_redis_down_then_back_writes_nothing_meanwhile(tmp_path: Path) -> None:
     with fault_stack(tmp_path) as f:
         f.healthy_and_led()
         f.slow("eu-west")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        f.draining("eu-west")
         assert f.stack.redis is not None
         f.stack.redis.stop()
         down = time.time()
@@ -371,7 +367,7 @@ def test_slow_redis_writes_nothing_unsafe(tmp_path: Path) -> None:
     with fault_stack(tmp_path) as f:
         f.healthy_and_led()
         f.slow("eu-west")
-        wait("eu-west draining", lambda: (f.weights()["eu-west"] or 255) < 255, 60)
+        f.draining("eu-west")
         busy = redis_lib.Redis.from_url(f.policy.redis.url, socket_timeout=10)
         spin = (
             "local t = redis.call('TIME'); local e = t[1] * 1e6 + t[2] + 1.9e6 "
