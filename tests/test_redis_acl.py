@@ -141,6 +141,18 @@ def test_acl_command_prints_one_user_per_region_and_role(
     assert f" ~{p}:{{svc}}:override:* " in lines[3]
 
 
+def test_check_tries_every_data_command_the_agent_user_is_granted(policy: Policy) -> None:
+    """`trafficd check` queues each data command the agent's ACL user is granted (HEXISTS included, which the
+    sink sends to settle a retried batch), so an ACL written without one fails the check, not the agent later."""
+    from trafficd.commands.redis import acl_rules
+    from trafficd.runtime.preflight_redis import ROLE_COMMANDS
+
+    rules = acl_rules(policy)[keys.acl_username(policy.service, "agent", "r1")]
+    granted = {w[1:] for rule in rules for w in rule.split() if w.startswith("+") and not w.startswith("+@")}
+    checked = {command[0] for command in ROLE_COMMANDS["agent"]}
+    assert granted - {"discard", "ping"} == checked  # DISCARD ends the check's own MULTI; PING is the connection's
+
+
 @pytest.mark.usefixtures("admin")
 async def test_check_verifies_each_roles_own_user_on_its_own_keys(
     policy: Policy, monkeypatch: pytest.MonkeyPatch

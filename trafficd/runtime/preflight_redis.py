@@ -27,6 +27,7 @@ ROLE_COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("exec",),
         ("hset", "{k}", "f", "v"),
         ("hincrby", "{k}", "f", "1"),
+        ("hexists", "{k}", "f"),
         ("expire", "{k}", "1"),
         ("bitfield", "{k}", "GET", "u16", "0"),
         ("lpush", "{k}", "v"),
