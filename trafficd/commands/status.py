@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # Start-up time is part of this command's job (on-call runs it first; target 0.3 s, `bench-cli`): the module
 # imports only what `status --help` needs; the handler imports the policy schema, redis-py and the Redis readers,
-# and Route 53 (boto3) only without --no-dns.
+# and Route 53 (boto3; the zone listing, not the provider and its DNS verification) only without --no-dns.
 
 EX_NO_LEADER = 3
 EX_REGION_UNKNOWN = 4
@@ -124,11 +124,11 @@ def exit_code(data: dict[str, Any]) -> int:
 def _dns_weights(policy: Policy) -> dict[str, int | None] | str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from trafficd.dns.route53.client import route53_client
-    from trafficd.dns.route53.provider import own_weights
+    from trafficd.dns import records
+    from trafficd.dns.route53.client import list_zone, route53_client  # not the provider: it brings dnspython
 
     try:
-        return own_weights(policy, route53_client(policy))
+        return records.own_weights(policy, list_zone(route53_client(policy), policy.dns.zone_id)[0])
     except (BotoCoreError, ClientError) as exc:
         return f"unreadable: {exc}"
 
