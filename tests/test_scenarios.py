@@ -209,7 +209,8 @@ def test_hard_stall_moves_weight_within_deadline_plus_one_evaluation() -> None:
     lines = (SCENARIOS / "hard_stall_probe_level" / "samples.jsonl").read_text().splitlines()
     onset = min(d["t"] for d in map(json.loads, lines) if not d["ok"])  # the first probe that hung
     first = next(r for r in us if r["serving_fraction"] < 1.0)
-    assert first["rule"] == "trip" and set(first["triggers"]) == {"latency", "errors"}
+    # the latency evidence comes when each hung probe passes the 3 s SLO; their errors only at the 30 s deadline
+    assert first["rule"] == "trip" and set(first["triggers"]) == {"latency"}
     assert onset < first["t"] <= onset + policy.probe.deadlines.total + policy.windows.evaluate_every
     assert all(r["serving_fraction"] == 1.0 for r in rows if r["region"] != "us-east")
 

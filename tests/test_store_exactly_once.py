@@ -17,6 +17,7 @@ import structlog
 from trafficd.model import Sample
 from trafficd.policy.schema import Policy
 from trafficd.stats import store
+from trafficd.stats.records import records_of
 
 
 class ReplyEatingProxy:
@@ -137,3 +138,30 @@ async def test_a_batch_that_never_reached_redis_is_sent_again_once(sides: Sides)
     assert sink.duplicates_avoided == 0 and sink.written_total == 5
     assert not [e for e in logs if e["event"] == "store.batch_already_written"]
     assert await sides.landed() == 5
+
+
+async def test_an_early_record_retried_after_a_lost_reply_then_its_final_record_count_once(sides: Sides) -> None:
+    """A stalled probe's early record (n, over) lands but its reply is lost: the retry skips it, and the final
+    record adds only the error and the latency: n 1, over 1, errors 1."""
+    sink = sides.sink
+    now = time.time()
+    stalled = Sample("r1", "w1", "m1", now - 3.6, False, "total_timeout", 3500.0)
+    early, final = records_of(stalled, sides.direct.slo_threshold_ms, sides.direct.ttft_threshold_ms)
+    assert early.early and not final.early
+    sides.proxy.eating = True
+    write = asyncio.create_task(sink.write([early]))
+
+    async def applied() -> bool:
+        return bool([k async for k in sides.reader.scan_iter(match=f"{sides.key_prefix}:*:b:*")])
+
+    await kit.eventually_async(applied, "Redis applied the early record", timeout_s=10.0, interval_s=0.02)
+    sides.proxy.cut()
+    await asyncio.wait_for(write, 10.0)
+    sides.proxy.eating = False
+    assert await sink.flush()
+    assert sink.duplicates_avoided == 1
+    await sink.write([final])
+    assert await sink.flush()
+    ev = (await store.StatsView(sides.reader, sides.direct).evidence(time.time()))["r1"]
+    assert (ev.n, ev.errors, ev.over_slo_fraction) == (1, 1, 1.0)
+    assert ev.p99_ms is not None and ev.p99_ms >= 3500.0 * 0.99

@@ -45,6 +45,11 @@ class Sample:
     reasoning_tokens: int = 0  # events with reasoning text, reported apart
     connect_ms: float | None = None  # connection set-up (None when a pooled connection was reused)
     status: int | None = None  # HTTP status, None when no response
+    # A probe still running past an SLO threshold is reported then (docs/stats.md "Early records"): `early`
+    # marks such a record (counts only: it is not finished, so no error and no latency yet); `counted` says what
+    # the probe's earlier records counted (sketch.COUNTED_*), which its later records never count again.
+    early: bool = False
+    counted: int = 0
 
 
 class RegionStateName(enum.StrEnum):

@@ -10,6 +10,9 @@ state, both sums of the Bernoulli log-likelihood ratio of the breach rate agains
 A region breaches when any signal's trip_llr reaches its h, and has recovered when every signal's recover_llr
 has. Each slice is consumed once: the cursor remembers the newest slice seen and how many of its probes were
 already counted, so a slice still filling up is counted in parts and overlapping windows count nothing twice.
+A probe that ran past an SLO threshold is counted in n when it passed it and its error when it ended, possibly in
+a later slice (docs/stats.md "Early records"): a part's counts may exceed its n, and the sum stays exact because
+each part adds k·over + (n − k)·within, linear in the counts.
 Unknown evidence (stale, unreadable) consumes nothing and keeps both statistics: the slices it skipped are
 consumed when evidence is fresh again (as long as they are still in the long window).
 """
@@ -69,7 +72,7 @@ def new_parts(state: RegionState, slices: Iterable[SliceCounts]) -> tuple[list[C
         d = _delta(state.cursor, done, s)
         if d is None:
             continue
-        if d.n > 0:
+        if d.n or d.over or d.errors or d.ttft_over:  # a part may hold only counts of probes counted in n earlier
             parts.append(d)
         newest = s
     if newest is None:
@@ -98,7 +101,9 @@ def update(policy: Policy, region: str, prev: RegionState, ev: RegionEvidence) -
         for c in range(4):
             total[c] += row[c]
         for i, col in enumerate(cols):
-            k = min(row[0], row[col])
+            # Linear in the counts, so a probe counted in n in one part and over its threshold in a later one
+            # (an error known at its deadline) adds exactly its one term: within first, then over − within.
+            k = row[col]
             inc = k * j.over[i] + (row[0] - k) * j.within[i]
             cap = 2.0 * j.h[i]
             trip[i] = min(cap, max(0.0, trip[i] + inc))

@@ -39,6 +39,7 @@ from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
 from trafficd.policy.schema import Probe as ProbeConfig
 from trafficd.probe.credentials import SecretError, load_api_key
+from trafficd.probe.crossing import probe_reporting_early, since
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.outbox import Outbox, SampleSinkLike
@@ -245,6 +246,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         models = policy.models_for(self.region)
         rnd = Round(number, loop.time(), loaded.hash, len(workers), len(models))
+        rnd.slo_ms = (policy.slo_threshold_ms, policy.ttft_threshold_ms)
         spread_s = policy.probe.jitter * policy.probe.interval
         slot_deadline = rnd.started + policy.probe.interval
         targets = self._my_targets(policy, workers, [m.name for m in models])
@@ -299,12 +301,13 @@ class Agent:
             rnd.outcomes["skipped"] += 1
             return
         started = time.monotonic()
-        try:
-            result = await slot.prober.probe_detailed(target)
+        stalled = since(started, self.stalls.overlapping)
+        try:  # reported over the SLO when it passes the threshold, not when it ends (probe/crossing.py)
+            result, early = await probe_reporting_early(slot.prober, target, rnd.slo_ms, self.outbox.add, stalled)
         finally:
             sem.release()
         self.concurrency.probe_took(time.monotonic() - started)
-        if not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
+        if early or not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
             self._record(rnd, result)
 
     def _discard_if_stalled(self, rnd: Round, s: Sample, started: float, ended: float) -> bool:
@@ -312,8 +315,7 @@ class Agent:
         stall = self.stalls.overlapping(started, ended)
         if stall is None:
             return False
-        rnd.outcomes["discarded_stall"] += 1
-        rnd.stalled.append((f"{s.worker}|{s.model}", stall.duration_s, stall.kind))
+        rnd.discard(s, stall)
         self.discarded_stall_total += 1
         metrics.SAMPLES_DISCARDED_STALL.labels(s.region).inc()
         return True

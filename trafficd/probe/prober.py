@@ -26,6 +26,7 @@ import itertools
 import json
 import ssl
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -148,11 +149,15 @@ class Prober:
         """One probe of one target; a worker's failure is a failed Sample, never an exception."""
         return (await self.probe_detailed(target)).sample
 
-    async def probe_detailed(self, target: Target) -> ProbeResult:
+    async def probe_detailed(self, target: Target, on_start: Callable[[Run, float], None] | None = None) -> ProbeResult:
+        """One probe with its detail; `on_start(run, t_wall)` sees the probe's timing state from its t0 on (the
+        agent's SLO-threshold timers, probe/crossing.py)."""
         session = self.session
         ask = target.ask or self._default_ask
         d = dialect(ask.api)
         p = _Probe(target, ask, d, asyncio.get_running_loop().time(), self._prompt(ask))
+        if on_start is not None:
+            on_start(p.run, p.t_wall)
         try:
             ep = self.endpoint(target.url, target.address, d)
         except ValueError as exc:  # an unusable URL or address: nothing is sent

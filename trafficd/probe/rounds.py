@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from trafficd.model import REASONS
+from trafficd.model import REASONS, Sample
+from trafficd.probe.stall import Stall
 from trafficd.probe.target import ProbeResult
 from trafficd.runtime.logs import get_logger
 
@@ -22,6 +23,12 @@ class Round:
     models: int
     outcomes: Counter[str] = field(default_factory=Counter)
     stalled: list[tuple[str, float, str]] = field(default_factory=list)  # (series, stall_s, kind) discarded
+    slo_ms: tuple[float, float | None] = (float("inf"), None)  # the total and TTFT SLO thresholds (early records)
+
+    def discard(self, s: Sample, stall: Stall) -> None:
+        """A probe that overlapped a local stall measured the agent: counted as discarded, not written."""
+        self.outcomes["discarded_stall"] += 1
+        self.stalled.append((f"{s.worker}|{s.model}", stall.duration_s, stall.kind))
 
 
 def log_discarded(region: str, rnd: Round, discarded_total: int) -> None:

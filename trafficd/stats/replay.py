@@ -1,28 +1,26 @@
 """Probe-level replay (pure): samples → slices → the controller's window code → `RegionEvidence`, as Redis would.
 
 `SampleReplay` plays the part of the agents' writer and of the controller's view at once, with the same code:
-each sample goes into the slice of its completion time (t + total_ms, like `stats.sink`), its counts are
-`Sketch.from_samples` (the increments the agent writes), and every evaluation runs `RegionWindow.plan` / `commit`
-on the slice index exactly as `StatsView` does with what it reads from Redis, then `region_evidence`. Agents are
-assumed alive (heartbeats fresh): a region goes stale only when its newest sample is older than `stale_after`.
-Samples are delivered when they complete (no flush delay).
+each probe becomes the records the agent writes (`records.records_of`: an early record at each SLO threshold it
+runs past, then its final record), each filed in the slice of the moment it is written (like `stats.sink`), its
+counts are `Sketch.from_samples` (the increments the agent writes), and every evaluation runs
+`RegionWindow.plan` / `commit` on the slice index exactly as `StatsView` does with what it reads from Redis, then
+`region_evidence`. Agents are assumed alive (heartbeats fresh): a region goes stale only when its newest record is
+older than `stale_after`.
+Records are delivered when they are written (no flush delay).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from trafficd.model import RegionEvidence, Sample
 from trafficd.policy.schema import Policy
+from trafficd.stats.records import records_of, stamp
 from trafficd.stats.sketch import Sketch
 from trafficd.stats.window import RegionWindow, WindowSpec, region_evidence, slice_of
-
-
-def completion(s: Sample) -> float:
-    """When a sample is written: its start plus its total time (the slice it lands in, as in the sink)."""
-    return s.t + s.total_ms / 1000.0
 
 
 @dataclass
@@ -44,8 +42,9 @@ class SampleReplay:
         self.regions = {r: _Region(RegionWindow(r, self.spec)) for r in policy.region_names}
 
     def add(self, sample: Sample) -> None:
+        """One record (`records.records_of`), filed in the slice of its stamp."""
         reg = self.regions[sample.region]
-        done = completion(sample)
+        done = stamp(sample)
         reg.pending[slice_of(done, self.spec.slice_s)].append(sample)
         reg.newest = done if reg.newest is None else max(reg.newest, done)
 
@@ -84,17 +83,18 @@ def evaluation_times(policy: Policy, first_t: float, last_t: float) -> Iterator[
 
 
 def replay_samples(policy: Policy, samples: Sequence[Sample]) -> Iterator[tuple[float, dict[str, RegionEvidence]]]:
-    """Evidence at every evaluation for samples sorted by completion time."""
+    """Evidence at every evaluation for finished probes (any order): each becomes its records, written in time."""
     if not samples:
         return
     rp = SampleReplay(policy)
-    ordered: Iterable[Sample] = sorted(samples, key=completion)
-    it = iter(ordered)
+    total_ms, ttft_ms = policy.slo_threshold_ms, policy.ttft_threshold_ms
+    ordered = sorted((r for s in samples for r in records_of(s, total_ms, ttft_ms)), key=stamp)
+    it: Iterator[Sample] = iter(ordered)
     nxt = next(it, None)
     first = min(s.t for s in samples)
-    last = max(completion(s) for s in samples)
+    last = stamp(ordered[-1])
     for now in evaluation_times(policy, first, last):
-        while nxt is not None and completion(nxt) <= now:
+        while nxt is not None and stamp(nxt) <= now:
             rp.add(nxt)
             nxt = next(it, None)
         yield now, rp.evidence(now)

@@ -310,6 +310,15 @@ class SampleSink:
             pipe.expire(key, ttl_s)
             self._ttl_set[mark] = sid
 
+    def _recent_entry(self, s: Sample) -> bool | None:
+        """A probe's entry in the recent list (over the SLO or failed), from the one record that decides it: the
+        record counting it over the SLO, else its final record; None for its other records."""
+        if sketch.counts_of(s, self.total_ms, self.ttft_ms) & sketch.COUNTED_TOTAL:
+            return True
+        if s.early or s.counted & sketch.COUNTED_TOTAL:
+            return None
+        return not s.ok
+
     async def _send(self, batch: Batch) -> None:
         """Write one region's samples in one MULTI/EXEC (one region = one hash slot): all or nothing."""
         region, samples = batch.region, batch.samples
@@ -328,8 +337,9 @@ class SampleSink:
             series = keys.series_id(s.worker, s.model)
             cells[(series, slice_of(done, self.slice_s))].append(s)
             newest[series] = max(newest.get(series, done), done)
-            over = (not s.ok) or s.total_ms > self.total_ms
-            flags.append((done, f"{int(over)}:{done:.3f}"))
+            over = self._recent_entry(s)
+            if over is not None:
+                flags.append((done, f"{int(over)}:{done:.3f}"))
         # Order matters for readers: newest (the series list) → slices → index (the change signal).
         newest_key = keys.newest_key(self.prefix, self.service, region)
         pipe.hset(newest_key, mapping={k: repr(v) for k, v in newest.items()})
@@ -353,8 +363,9 @@ class SampleSink:
             self._expire_once(pipe, ikey, self.index_ttl_s, sid)
         recent_key = keys.recent_key(self.prefix, self.service, region)
         flags.sort()
-        pipe.lpush(recent_key, *[f for _, f in flags[-self.recent_m :]])
-        pipe.ltrim(recent_key, 0, self.recent_m - 1)
+        if flags:  # a batch of early records and final ones of probes already listed adds no entry
+            pipe.lpush(recent_key, *[f for _, f in flags[-self.recent_m :]])
+            pipe.ltrim(recent_key, 0, self.recent_m - 1)
         for key in (newest_key, recent_key):  # refreshed once per slice
             self._expire_once(pipe, key, self.ttl_s, region_sid, marker=f"{key}@{region_sid}")
         await pipe.execute()

@@ -77,20 +77,40 @@ def ttft_value_ms(sample: Sample) -> float:
     return sample.ttft_ms if sample.ttft_ms is not None else sample.total_ms
 
 
+COUNTED_N, COUNTED_TOTAL, COUNTED_TTFT = 1, 2, 4  # `Sample.counted`: what a probe's earlier records counted
+
+
+def counts_of(sample: Sample, total_threshold_ms: float, ttft_threshold_ms: float | None) -> int:
+    """What a record of a probe counts (COUNTED_* bits): n, and each signal over its threshold, unless an
+    earlier record of the probe counted it already."""
+    bits = COUNTED_N
+    if sample.total_ms > total_threshold_ms:
+        bits |= COUNTED_TOTAL
+    if ttft_threshold_ms is not None and ttft_value_ms(sample) > ttft_threshold_ms:
+        bits |= COUNTED_TTFT
+    return bits & ~sample.counted
+
+
 def increments(samples: Iterable[Sample], total_threshold_ms: float, ttft_threshold_ms: float | None) -> Counter[int]:
-    """Word index → increment for a batch of samples of one series and one slice (what BITFIELD adds)."""
+    """Word index → increment for a batch of records of one series and one slice (what BITFIELD adds).
+
+    A probe is one record, or (when it ran past an SLO threshold) early records and a final one: n and each
+    over-count once in all of them, the error and the two histogram buckets in the final record only."""
     words: Counter[int] = Counter()
     for s in samples:
-        words[W_N] += 1
+        bits = counts_of(s, total_threshold_ms, ttft_threshold_ms)
+        if bits & COUNTED_N:
+            words[W_N] += 1
+        if bits & COUNTED_TOTAL:
+            words[W_OVER_TOTAL] += 1
+        if bits & COUNTED_TTFT:
+            words[W_OVER_TTFT] += 1
+        if s.early:
+            continue
         if not s.ok:
             words[W_ERRORS] += 1
-        if s.total_ms > total_threshold_ms:
-            words[W_OVER_TOTAL] += 1
-        ttft = ttft_value_ms(s)
-        if ttft_threshold_ms is not None and ttft > ttft_threshold_ms:
-            words[W_OVER_TTFT] += 1
         words[HEADER_WORDS + 2 * bucket_index(s.total_ms)] += 1
-        words[HEADER_WORDS + 1 + 2 * bucket_index(ttft)] += 1
+        words[HEADER_WORDS + 1 + 2 * bucket_index(ttft_value_ms(s))] += 1
     return words
 
 
@@ -221,8 +241,15 @@ class Sketch:
         return self.word(W_OVER_TOTAL if metric == "total" else W_OVER_TTFT)
 
     def over_fraction(self, metric: Metric) -> float:
+        """Share of n over the threshold, at most 1 (a window's edge may hold an over-count whose n is in an
+        earlier slice: docs/stats.md "Early records")."""
         n = self.n
-        return self.over(metric) / n if n else 0.0
+        return min(1.0, self.over(metric) / n) if n else 0.0
+
+    def error_rate(self) -> float:
+        """Share of n that failed, at most 1 (the same edge as `over_fraction`)."""
+        n = self.n
+        return min(1.0, self.errors / n) if n else 0.0
 
     def counts(self, metric: Metric) -> list[int]:
         """Bucket counts of one metric, index 0 … highest non-empty bucket."""

@@ -161,7 +161,7 @@ def region_evidence(
     return RegionEvidence(
         region=win.region,
         n=n,
-        errors=sk.errors,
+        errors=min(sk.errors, n),  # a window's edge may hold an error whose probe counted n before it
         over_slo_fraction=sk.over_fraction("total"),
         p50_ms=p50,
         p90_ms=p90,
@@ -222,7 +222,7 @@ def window_stats(sketch: Sketch, window_s: float) -> WindowStats:
         window_s=window_s,
         n=n,
         errors=sketch.errors,
-        error_rate=sketch.errors / n if n else 0.0,
+        error_rate=sketch.error_rate(),
         over_slo_fraction=sketch.over_fraction("total"),
         p50_ms=p50,
         p90_ms=p90,

@@ -78,16 +78,28 @@ def _task(args: Task) -> Result:
     return kind, p, shape, runs.after_episode(policy, shape, max(1, math.ceil(n / per_run_h)), seed, stays)
 
 
-def tasks(hours: float) -> list[tuple[str, float, str, float]]:
+def tasks(hours: float, only: str | None = None) -> list[tuple[str, float, str, float]]:
     out = [("false", p, s, hours) for p in FALSE_RATES for s in SHAPES]
     out += [("detect", p, s, hours) for p in (*DETECT_RATES, STALL) for s in SHAPES]
     out += [("fail_open", p, s, hours) for p in FAIL_OPEN_RATES for s in SHAPES]
     out += [(k, 0.0, s, hours) for k in ("swap", "episode_healthy", "episode_stays") for s in SHAPES]
-    return out
+    return [t for t in out if selected(t, only)]
 
 
-def run(policy_text: str, name: str, hours: float, workers: int) -> list[Result]:
-    todo = tasks(hours)
+def selected(task: tuple[str, float, str, float], only: str | None) -> bool:
+    """`--only KIND[:RATE[:SHAPE]],…` (RATE a share such as 0.02, or `stall`): whether a row is to be run."""
+    if not only:
+        return True
+    kind, p, shape, _ = task
+    rate = "stall" if p == STALL else f"{p:g}"
+    return any(
+        want[0] == kind and (len(want) < 2 or want[1] == rate) and (len(want) < 3 or want[2] == shape)
+        for want in (w.strip().split(":") for w in only.split(","))
+    )
+
+
+def run(policy_text: str, name: str, hours: float, workers: int, only: str | None = None) -> list[Result]:
+    todo = tasks(hours, only)
     # the slowest first, so that the pool finishes together
     order = sorted(range(len(todo)), key=lambda i: todo[i][0] != "false")
     argv = [(policy_text, name, *todo[i], i + 1) for i in order]
@@ -174,13 +186,14 @@ def _row(kind: str, p: float, shape: str, r: dict[str, Any]) -> dict[str, Any]:
 
 
 def wald(policy: Policy, name: str) -> dict[str, float]:
-    """The sequential-test limit at the breach rate: threshold ÷ KL(p1 ‖ p0) per probe, in seconds; a two-peaked
-    region's over-SLO probes report `deadlines.total` later, so its limit from the onset adds that deadline."""
+    """The sequential-test limit at the breach rate: threshold ÷ KL(p1 ‖ p0) per probe, in seconds; a probe over
+    the SLO is known to be over when it passes the SLO threshold (the agent's early record), so from the onset the
+    two-peaked limit adds that threshold (its probes are still running then)."""
     c = ch.characteristic(policy, name)
     return {
         "threshold": c.threshold,
         "wald_delay_s": c.wald_delay_s,
-        "wald_delay_two_peaked_s": c.wald_delay_s + policy.probe.deadlines.total,
+        "wald_delay_two_peaked_s": c.wald_delay_s + policy.slo_threshold_ms / 1000.0,
         "probes_per_s": c.probes_per_s,
     }
 
@@ -246,10 +259,11 @@ def _print(rows: list[dict[str, Any]], limit: dict[str, float], elapsed_s: float
         if r["kind"] == "detect" and r["condition"] == "2.00% over" and r.get("mean_s"):
             key = "wald_delay_two_peaked_s" if r["shape"] == "two-peaked" else "wald_delay_s"
             gap = 100.0 * (r["mean_s"] / limit[key] - 1.0)
-            plus = " + the 30 s a probe over the SLO takes to report" if r["shape"] == "two-peaked" else ""
+            plus = " + the SLO threshold a probe runs before it is over it" if r["shape"] == "two-peaked" else ""
             print(
                 f"2 % over, {r['shape']}: mean delay {r['mean_s']:.0f} s vs the sequential-test limit "
                 f"{limit[key]:.0f} s (threshold ÷ KL per probe ÷ probe rate{plus}): {gap:+.1f} %"
+                f" ({100.0 * (r['mean_s'] / limit['wald_delay_s'] - 1.0):+.1f} % vs {limit['wald_delay_s']:.0f} s)"
             )
 
 
@@ -269,7 +283,7 @@ def _command(args: argparse.Namespace) -> int:
     region = policy.region_names[0]
     hours = 6.0 if args.quick else float(args.hours)
     started = time.perf_counter()
-    rows = [_row(*r) for r in run(text, region, hours, 1 if args.quick else args.workers)]
+    rows = [_row(*r) for r in run(text, region, hours, 1 if args.quick else args.workers, args.only)]
     elapsed = time.perf_counter() - started
     limit = wald(policy, region)
     if args.json:
@@ -285,6 +299,7 @@ def _parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, default=1000.0, help="region-hours per point (default 1000)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the tables")
+    p.add_argument("--only", help="run only these rows: KIND[:RATE[:SHAPE]],… e.g. detect:0.02:two-peaked,detect:stall")
     p.add_argument("--load", help="REGION=REQ_PER_S,...: print where each drained region's load goes (by volume)")
     p.add_argument("--headroom", help="REGION=REQ_PER_S,...: each region's live headroom (with --load)")
     return p

@@ -12,8 +12,11 @@ cursor has not seen, so the statistics are the same, at a fraction of the cost; 
 the share `p` over the SLO; agents are alive.
 
 Latency shapes: *one-peaked* — probes over the SLO are slow successes; *two-peaked* (stall type) — they are
-probes that hit the total deadline: they count as errors too and complete `deadlines.total` after they started.
-A *hard stall* (`STALL`) fails every probe started after the onset (each completes at its deadline).
+probes that hit the total deadline: they count as errors too. A *hard stall* (`STALL`) fails every probe started
+after the onset. As the agent reports them (docs/stats.md "Early records"), a probe over the SLO is counted — n
+and over — when it passes the SLO threshold, in the interval holding its start + the threshold, and a failing
+one adds its error when it hits `deadlines.total` (start + deadline); probes within the SLO are counted in the
+interval they started in (they complete within it). Start times are uniform within an interval.
 """
 
 from __future__ import annotations
@@ -33,14 +36,20 @@ STALL = -1.0  # marker rate: every probe fails at its deadline
 
 @dataclass
 class Probes:
-    """One region's probes: how many complete in each evaluation interval, and how many of them are over/errors."""
+    """One region's probes: how many are counted in each evaluation interval, and how many of them over/errors.
+
+    A probe over the SLO is counted (n, over) when it passes the SLO threshold — the agent's early record — in
+    the interval that holds its start plus the threshold; one that fails (two-peaked, hard stall) adds its error
+    when it hits the total deadline. Start times are uniform within the interval."""
 
     rng: random.Random
     shape: str
     per_step: float  # probes started per evaluation interval
-    late_steps: int  # a probe hitting the deadline completes this many intervals after it started
+    step_s: float
+    cross_s: float  # the SLO threshold: when a running probe is counted over it
+    deadline_s: float  # deadlines.total: when a stalled probe's error is known
     carry: float = 0.0
-    late: dict[int, int] = field(default_factory=dict)  # interval → failures completing then
+    due: dict[int, list[int]] = field(default_factory=dict)  # interval → [n, over, errors] counted then
 
     def _started(self) -> int:
         x = self.per_step + self.carry
@@ -48,22 +57,30 @@ class Probes:
         self.carry = x - n
         return n
 
-    def step(self, k: int, p: float) -> tuple[int, int, int]:
-        """(probes, over the SLO, errors) completing in interval `k` when a share `p` is over (STALL: all fail)."""
-        started = self._started()
-        if p == STALL:
-            failing, over = started, 0
+    def _count(self, k: int, n: int, over: int, errors: int) -> None:
+        row = self.due.get(k)
+        if row is None:
+            self.due[k] = [n, over, errors]
         else:
-            rnd = self.rng.random
-            over = sum(1 for _ in range(started) if rnd() < p)
-            failing = 0
-            if self.shape == "two-peaked":
-                failing, over = over, 0
-        if failing:
-            due = k + self.late_steps
-            self.late[due] = self.late.get(due, 0) + failing
-        done = self.late.pop(k, 0)  # failures completing now: over the SLO and errors
-        return started - failing + done, over + done, done
+            row[0] += n
+            row[1] += over
+            row[2] += errors
+
+    def step(self, k: int, p: float) -> tuple[int, int, int]:
+        """(n, over the SLO, errors) counted in interval `k` when a share `p` is over (STALL: all fail)."""
+        started = self._started()
+        rnd = self.rng.random
+        slow = started if p == STALL else sum(1 for _ in range(started) if rnd() < p)
+        failing = p == STALL or self.shape == "two-peaked"
+        self._count(k, started - slow, 0, 0)
+        step = self.step_s
+        for _ in range(slow):
+            u = rnd() * step
+            self._count(k + int((u + self.cross_s) // step), 1, 1, 0)
+            if failing:
+                self._count(k + int((u + self.deadline_s) // step), 0, 0, 1)
+        n, over, errors = self.due.pop(k)
+        return n, over, errors
 
 
 @dataclass
@@ -85,10 +102,17 @@ class Fleet:
         step_s = pol.windows.evaluate_every
         names = pol.region_names
         self.state = ControllerState.initial(pol, 0.0)
-        late = max(1, round(pol.probe.deadlines.total / step_s))
         keep = max(1, round(pol.windows.trip / step_s))
+        cross_s, deadline_s = pol.slo_threshold_ms / 1000.0, pol.probe.deadlines.total
         self.probes = {
-            r: Probes(random.Random(self.seed * 7919 + i), self.shape, ch.probe_rate(pol, r) * step_s, late)
+            r: Probes(
+                random.Random(self.seed * 7919 + i),
+                self.shape,
+                ch.probe_rate(pol, r) * step_s,
+                step_s,
+                cross_s,
+                deadline_s,
+            )
             for i, r in enumerate(names)
         }
         self.window = {r: deque(maxlen=keep) for r in names}

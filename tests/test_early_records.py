@@ -1,0 +1,175 @@
+"""A probe running past an SLO threshold is reported over it when it passes it (an early record), then settled.
+
+Real parts: redis-server on a loopback port, the agent's own sink, the controller's own reader (`StatsView`), and an
+aiohttp worker that stalls (headers and a role chunk, then nothing until the probe's deadline cuts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import kit
+import pytest
+from aiohttp import web
+
+from trafficd.model import RegionEvidence, Sample
+from trafficd.policy.schema import LoadedPolicy
+from trafficd.probe.agent import run_agent
+from trafficd.stats import store
+from trafficd.stats.records import records_of, stamp
+from trafficd.stats.sketch import Sketch, increments
+from trafficd.stats.window import slice_of
+
+ROLE = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+
+
+@dataclass
+class StallingWorker:
+    """Answers every probe with a role chunk and then nothing: the probe runs to its deadline."""
+
+    arrived: list[float] = field(default_factory=list)  # monotonic
+    released: list[float] = field(default_factory=list)  # when the probe gave up (its connection closed)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrived.append(time.monotonic())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(ROLE)
+        try:
+            await asyncio.Event().wait()  # cancelled when the probe gives up and closes the connection
+        finally:
+            self.released.append(time.monotonic())
+        return resp
+
+    async def start(self) -> StallingWorker:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        self.runner = web.AppRunner(app, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[StallingWorker]:
+    w = await StallingWorker().start()
+    yield w
+    await w.stop()
+
+
+def one_probe_policy(url: str, redis_url: str, prefix: str, *, total_s: float = 4.0) -> LoadedPolicy:
+    """One worker × one model probed once (a long interval), SLOs of 300 ms (TTFT) and 800 ms (total)."""
+    dns = {"endpoint": "r1.lb.example.com", "aws_region": "us-east-1"}
+    region = {"workers": [{"name": "w1", "url": url}], "dns": dns}
+    doc = kit.policy_doc(
+        {"r1": region},
+        redis={"url": redis_url, "key_prefix": prefix},
+        probe={"interval": "60s", "jitter": "0%", "deadlines": {"total": f"{total_s}s", "first_token": f"{total_s}s"}},
+        slo={"total_p99": "800ms", "ttft_p99": "300ms"},
+        windows={"evaluate_every": "1s", "slice": "1s", "trip": "60s", "long": "120s", "stale_after": "60s"},
+    )
+    doc["models"] = [{"name": "m1"}]
+    return kit.as_loaded(doc)
+
+
+async def evidence_when(view: store.StatsView, what: str, cond: Any, timeout_s: float = 15.0) -> RegionEvidence:
+    async def check() -> RegionEvidence | None:
+        ev = (await view.evidence(time.time()))["r1"]
+        return ev if cond(ev) else None
+
+    return await kit.eventually_async(check, what, timeout_s=timeout_s, interval_s=0.02)
+
+
+async def test_over_slo_is_in_redis_while_the_probe_still_runs_then_settled_exactly(
+    worker: StallingWorker, redis_url: str, key_prefix: str
+) -> None:
+    """A stalled probe is counted (n, TTFT over, total over) while it runs; its end adds the error once and the
+    histogram its real latency (the 4 s deadline), never a second n."""
+    loaded = one_probe_policy(worker.url, redis_url, key_prefix)
+    client = store.redis_client(loaded.policy.redis)
+    view = store.StatsView(client, loaded.policy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(loaded, "r1", stop=stop, agent_id="early"))
+    try:
+        ttft_over = await evidence_when(view, "TTFT over its SLO", lambda ev: ev.ttft_over_slo_fraction > 0)
+        assert not worker.released, "the TTFT over-count arrived only after the probe ended"
+        assert (ttft_over.n, ttft_over.errors) == (1, 0)
+        over = await evidence_when(view, "total latency over its SLO", lambda ev: ev.over_slo_fraction > 0)
+        assert not worker.released, "the over-SLO count arrived only after the probe ended"
+        assert (over.n, over.errors, over.over_slo_fraction, over.ttft_over_slo_fraction) == (1, 0, 1.0, 1.0)
+        assert over.p99_ms is None  # no latency in the histogram before the probe ends
+        done = await evidence_when(view, "the probe's error", lambda ev: ev.errors > 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+    assert (done.n, done.errors, done.over_slo_fraction, done.ttft_over_slo_fraction) == (1, 1, 1.0, 1.0)
+    assert done.p99_ms is not None and done.p99_ms >= 4000.0 * 0.99  # the real latency, not the threshold
+    assert sum(s.n for s in done.slices) == 1 and sum(s.errors for s in done.slices) == 1
+
+
+async def test_a_counted_probe_cut_short_at_shutdown_gets_its_final_record(
+    worker: StallingWorker, redis_url: str, key_prefix: str
+) -> None:
+    """The agent stops while a probe counted over the SLO still runs: its final record carries the latency so far
+    (a lower bound), no error (the worker did not fail), and n stays 1."""
+    loaded = one_probe_policy(worker.url, redis_url, key_prefix, total_s=60.0)
+    client = store.redis_client(loaded.policy.redis)
+    view = store.StatsView(client, loaded.policy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(loaded, "r1", stop=stop, agent_id="early-stop"))
+    try:
+        await evidence_when(view, "total latency over its SLO", lambda ev: ev.over_slo_fraction > 0)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        ev = await evidence_when(view, "the final record", lambda ev: ev.p99_ms is not None)
+    finally:
+        stop.set()
+        await client.aclose()
+    assert (ev.n, ev.errors, ev.over_slo_fraction) == (1, 0, 1.0)
+    assert ev.p99_ms is not None and ev.p99_ms > 800.0
+
+
+def _probes() -> list[Sample]:
+    """Finished probes of every kind: fast, slow success, TTFT late, stalled to a deadline, failed fast."""
+    out = []
+    for total, ttft, ok in itertools.product((200.0, 900.0, 4000.0), (None, 100.0, 500.0, 3500.0), (True, False)):
+        if ttft is not None and ttft > total:
+            continue
+        out.append(Sample("r1", "w1", "m1", 1000.0, ok, None if ok else "total_timeout", total, ttft))
+    return out
+
+
+def test_records_of_a_probe_count_exactly_what_the_probe_counts() -> None:
+    """Split into early and final records, every probe adds the same n, errors, over-counts and histogram as its
+    one record did: each counted once, whatever the thresholds passed."""
+    for s in _probes():
+        for thresholds in ((800.0, 300.0), (800.0, None), (800.0, 2000.0), (150.0, 50.0)):
+            records = records_of(s, *thresholds)
+            assert sum(1 for r in records if not r.early) == 1
+            assert increments(records, *thresholds) == increments([s], *thresholds), (s, thresholds)
+
+
+def test_an_early_record_is_filed_in_the_slice_of_its_threshold_not_of_the_probes_end() -> None:
+    """A probe stalled to a 30 s deadline is over a 3 s SLO from 3 s on: n and over go to the slice of t + 3 s,
+    its error and latency to the slice of t + 30 s."""
+    s = Sample("r1", "w1", "m1", 1000.0, False, "total_timeout", 30_000.0)
+    early, final = records_of(s, 3000.0, None)
+    assert slice_of(stamp(early), 10.0) == slice_of(1003.0, 10.0) and slice_of(stamp(final), 10.0) == 103
+    first, second = Sketch.from_samples([early], 3000.0, None), Sketch.from_samples([final], 3000.0, None)
+    assert (first.n, first.over("total"), first.errors, sum(first.counts("total"))) == (1, 1, 0, 0)
+    assert (second.n, second.over("total"), second.errors, sum(second.counts("total"))) == (0, 0, 1, 1)

@@ -1,0 +1,123 @@
+"""A running probe's early records: it is reported over an SLO threshold when it passes it, not when it ends.
+
+A probe still running past the total-latency SLO threshold (or past the TTFT threshold with no first token yet)
+already counts as over it. `Crossing` sets a timer at each threshold of the probe (`policy.slo_threshold_ms`,
+`policy.ttft_threshold_ms`); when one fires and the probe is still running, an early record goes to the agent's
+outbox at once — n and the over-count of each threshold passed (`stats/records.py`, the same records derived from
+a finished probe) — and the probe's final record later carries `counted`, so nothing is counted twice: it adds
+only the error (a stall that times out), the over-counts not yet made and the real latency (the histogram).
+
+A timer that fires while the agent itself was stalled (`StallWatch`) writes nothing: the probe may have finished
+in the meantime, and its final record decides (as before). Once an early record is written the probe is counted:
+its final record is always written (never discarded for a later local stall), and a probe cut short by the
+agent's shutdown gets a final record too, with the latency so far (a lower bound) and no error (the worker did
+not fail; the agent stopped). Probes are never cut short by this: deadlines are unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from trafficd.model import Sample
+from trafficd.probe.prober import Prober
+from trafficd.probe.target import ProbeResult, Target
+from trafficd.probe.timing import Run
+from trafficd.stats.records import past
+from trafficd.stats.sketch import counts_of
+
+
+class Crossing:
+    """One probe's SLO thresholds: an early record at each it passes still running; what they counted."""
+
+    def __init__(
+        self,
+        target: Target,
+        thresholds_ms: tuple[float, float | None],
+        emit: Callable[[Sample], None],
+        stalled: Callable[[], bool],
+    ) -> None:
+        self.target = target
+        self.total_ms, self.ttft_ms = thresholds_ms
+        self.emit = emit
+        self.stalled = stalled  # did the agent stall since the probe started?
+        self.counted = 0  # sketch.COUNTED_* of the early records written
+        self.at_ms = 0.0  # elapsed at the last early record
+        self.run: Run | None = None
+        self.t_wall = 0.0
+        self.ended = False
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def start(self, run: Run, t_wall: float) -> None:
+        """The probe has its t0: set a timer at each threshold (the prober calls this before sending)."""
+        loop = asyncio.get_running_loop()
+        self.run, self.t_wall = run, t_wall
+        for ms in {self.total_ms, self.ttft_ms}:
+            if ms is not None and ms < run.d.total * 1000.0:
+                self._timers.append(loop.call_at(run.t0 + past(ms) / 1000.0, self._cross))
+
+    def _cross(self) -> None:
+        run = self.run
+        if self.ended or run is None or run.done_at is not None or run.finished_at is not None or self.stalled():
+            return
+        at_ms = max((asyncio.get_running_loop().time() - run.t0) * 1000.0, self.at_ms)
+        ttft = None if run.ttft is None else run.ttft * 1000.0
+        t = self.target
+        record = Sample(t.region, t.worker, t.model, self.t_wall, True, None, at_ms, ttft, early=True)
+        record = replace(record, counted=self.counted)
+        bits = counts_of(record, self.total_ms, self.ttft_ms)
+        if bits:
+            self.counted |= bits
+            self.at_ms = at_ms
+            self.emit(record)
+
+    def end(self) -> None:
+        """The probe is over (finished, failed or cancelled): no more early records."""
+        self.ended = True
+        for timer in self._timers:
+            timer.cancel()
+
+    def final(self, sample: Sample) -> Sample:
+        """The probe's final record: what its early records counted is not counted again; its latency is at least
+        the time elapsed at its last early record."""
+        if not self.counted:
+            return sample
+        return replace(sample, counted=self.counted, total_ms=max(sample.total_ms, self.at_ms))
+
+    def abandoned(self) -> Sample | None:
+        """The final record of a probe cut short by the agent's shutdown after an early record (else None): the
+        latency so far, no error."""
+        run = self.run
+        if not self.counted or run is None:
+            return None
+        elapsed_ms = max((asyncio.get_running_loop().time() - run.t0) * 1000.0, self.at_ms)
+        t = self.target
+        return Sample(t.region, t.worker, t.model, self.t_wall, True, None, elapsed_ms, counted=self.counted)
+
+
+async def probe_reporting_early(
+    prober: Prober,
+    target: Target,
+    slo_ms: tuple[float, float | None],
+    emit: Callable[[Sample], None],
+    stalled: Callable[[], bool],
+) -> tuple[ProbeResult, bool]:
+    """Probe `target`, writing an early record at each SLO threshold it passes still running: its result (the
+    final record) and whether it was counted early (then it is never discarded)."""
+    watch = Crossing(target, slo_ms, emit, stalled)
+    try:
+        result = await prober.probe_detailed(target, on_start=watch.start)
+    except asyncio.CancelledError:
+        if (last := watch.abandoned()) is not None:  # counted already: its final record, so n has its end
+            emit(last)
+        raise
+    finally:
+        watch.end()
+    return replace(result, sample=watch.final(result.sample)), bool(watch.counted)
+
+
+def since(start: float, overlapping: Callable[[float, float], object]) -> Callable[[], bool]:
+    """`stalled` for a probe started at monotonic `start`: whether a local stall overlaps it so far."""
+    return lambda: overlapping(start, time.monotonic()) is not None
