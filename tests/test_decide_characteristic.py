@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -100,3 +101,18 @@ def test_bench_decisions_quick_runs_and_reports_every_point() -> None:
     stall = [r for r in out["rows"] if r["condition"] == "hard stall"]
     assert all(r["detected_percent"] == 100.0 and r["p99_s"] <= 30 + 10 + 10 for r in stall)
     assert all(r["max_drained_exceeded"] == 0 for r in out["rows"] if r["kind"] == "swap")
+
+
+def test_a_stall_is_expected_to_trip_from_the_slo_threshold_not_the_deadline() -> None:
+    """Hung probes count over the SLO when they pass it (early records): the promised stall delay is the SLO
+    threshold + the failures it takes + one evaluation, not the 30 s deadline; a deadline under the SLO bounds it."""
+    policy = make_policy(probe={"interval": "250ms"})
+    c = ch.characteristic(policy, "us-east")
+    failures = math.ceil(c.threshold / ch.Llr(0.005, 0.02).over) / c.probes_per_s
+    step = policy.windows.evaluate_every
+    assert policy.probe.deadlines.total == 30.0
+    assert c.stall_delay_s == pytest.approx(policy.slo.total_p99 + failures + step)
+    short = make_policy(
+        probe={"interval": "250ms", "deadlines": {"total": "1s", "first_token": "1s", "connect": "1s", "gap": "1s"}}
+    )
+    assert ch.characteristic(short, "us-east").stall_delay_s == pytest.approx(1.0 + failures + step)

@@ -20,6 +20,7 @@ PURE = (
     "trafficd.decide",
     "trafficd.stats.sketch",
     "trafficd.stats.window",
+    "trafficd.stats.records",
     "trafficd.stats.capacity",
     "trafficd.dns.records",
     "trafficd.dns.topology",

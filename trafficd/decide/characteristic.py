@@ -225,10 +225,21 @@ class RegionCharacteristic:
     threshold: float
     detection_delay_s: float  # expected, at the breach rate, from a healthy start
     wald_delay_s: float  # h / KL(p1 ‖ p0): the sequential-test limit
-    stall_delay_s: float  # first failed sample → trip, plus the total deadline it takes a probe to fail
+    stall_delay_s: float  # onset → trip: a hung probe counts at its SLO threshold (errors: at its deadline)
     false_trips_per_period: float  # expected at the healthy rate, every signal together
     recovery_delay_s: float  # expected, at the healthy rate, from the trip (before hold-down and ramp)
     budget_met: bool
+
+
+def _known_after_s(policy: Policy, signal: str) -> float:
+    """How long after its start a hung probe counts for a signal: the agent reports it over an SLO threshold when
+    it passes it (an early record), its error at its deadline."""
+    deadline = max(policy.probe.deadlines.total, policy.probe.deadlines.first_token)
+    if signal == "latency":
+        return min(deadline, policy.slo.total_p99)
+    if signal == "ttft" and policy.slo.ttft_p99 is not None:
+        return min(deadline, policy.slo.ttft_p99)
+    return deadline
 
 
 def characteristic(policy: Policy, region: str) -> RegionCharacteristic:
@@ -241,9 +252,8 @@ def characteristic(policy: Policy, region: str) -> RegionCharacteristic:
     for s in sigs:
         hs = signal_threshold(policy, region, s)
         false_trips += period * rate / arl(s.llr, hs, s.llr.p0)
-    stall_probes = min(math.ceil(signal_threshold(policy, region, s) / s.llr.over) for s in sigs)
-    deadline = max(policy.probe.deadlines.total, policy.probe.deadlines.first_token)
-    stall_s = deadline + stall_probes / rate + policy.windows.evaluate_every
+    stall_s = min(_known_after_s(policy, s.name) + math.ceil(signal_threshold(policy, region, s) / s.llr.over) / rate
+                  for s in sigs) + policy.windows.evaluate_every  # fmt: skip
     return RegionCharacteristic(
         region=region,
         probes_per_s=rate,

@@ -22,6 +22,10 @@ as u32 (n and the exact counts must never saturate, however many series it merge
 In memory the even and the odd words are each spread into 32-bit fields of one Python int (one int per metric),
 so merging slices or workers is big-integer addition (exact, no carries below 2³²).
 
+A probe that runs past an SLO threshold is written as early records and a final one (records.py, docs/stats.md
+"Early records"): n and each over-count once in all of them, the error and the buckets in the final record, each
+in the slice of its own record — so one slice's errors and over-counts may exceed its n.
+
 A TTFT is always recorded: a probe that never produced a first token has a TTFT of at least its total time, so
 `ttft_ms or total_ms` is used (a lower bound, which is the safe side for an "over the SLO" count).
 """
