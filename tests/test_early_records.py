@@ -18,8 +18,11 @@ import pytest
 from aiohttp import web
 
 from trafficd.model import RegionEvidence, Sample
-from trafficd.policy.schema import LoadedPolicy
+from trafficd.policy.schema import Deadlines, LoadedPolicy
 from trafficd.probe.agent import run_agent
+from trafficd.probe.crossing import Crossing
+from trafficd.probe.target import Target
+from trafficd.probe.timing import Run
 from trafficd.stats import store
 from trafficd.stats.records import records_of, stamp
 from trafficd.stats.sketch import Sketch, increments
@@ -173,3 +176,24 @@ def test_an_early_record_is_filed_in_the_slice_of_its_threshold_not_of_the_probe
     first, second = Sketch.from_samples([early], 3000.0, None), Sketch.from_samples([final], 3000.0, None)
     assert (first.n, first.over("total"), first.errors, sum(first.counts("total"))) == (1, 1, 0, 0)
     assert (second.n, second.over("total"), second.errors, sum(second.counts("total"))) == (0, 0, 1, 1)
+
+
+async def test_a_threshold_passed_while_the_agent_itself_stalled_writes_no_early_record() -> None:
+    """Two probes pass the SLO threshold at the same moment: the one overlapping a local stall of the agent writes
+    nothing (its final record will decide), the other writes its early record (n and over)."""
+    loop = asyncio.get_running_loop()
+    target = Target("r1", "w1", "m1", "http://127.0.0.1:1")
+    written: dict[str, list[Sample]] = {"stalled": [], "clear": []}
+    watches = {
+        name: Crossing(target, (50.0, None), written[name].append, lambda name=name: name == "stalled")
+        for name in written
+    }
+    t0 = loop.time()
+    for watch in watches.values():
+        watch.start(Run(Deadlines(), t0), time.time())
+    await kit.eventually_async(lambda: written["clear"], "the clear probe's early record", timeout_s=5.0)
+    for watch in watches.values():
+        watch.end()
+    (early,) = written["clear"]
+    assert early.early and early.total_ms > 50.0 and watches["clear"].counted
+    assert written["stalled"] == [] and not watches["stalled"].counted
