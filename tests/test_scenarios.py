@@ -46,6 +46,7 @@ def test_every_listed_scenario_is_present() -> None:
     assert NAMES == [
         "all_breaching_fail_open",
         "capacity_spill_over",
+        "every_region_two_to_three_percent_moves_nothing",
         "flapping_region_waits_out_the_flap_window",
         "global_episode_then_fresh_evidence",
         "hard_stall_probe_level",
@@ -272,6 +273,16 @@ def test_uneven_global_onset_moves_nothing() -> None:
     assert all(r["serving_fraction"] == 1.0 for r in rows)
     first = next(r for r in _region(rows, "us-east") if r["verdict"] == "breach")
     assert first["rule"] == "global" and any("global problem is suspected" in x for x in first["reasons"])
+
+
+def test_every_region_at_two_to_three_percent_moves_nothing() -> None:
+    """Every region at 2–3 % over for 30 min (probe level): the first region to reach its threshold waits while the
+    others, pooled over its span, are not clearly healthy; the global episode follows; no weight ever moves."""
+    _, rows = replay("every_region_two_to_three_percent_moves_nothing")
+    assert all(r["serving_fraction"] == 1.0 for r in rows)
+    first = next(r for r in rows if r["verdict"] == "breach")
+    assert first["rule"] == "global" and any("global problem is suspected" in x for x in first["reasons"])
+    assert any(r["rule"] == "global" and "most regions breach at once" in r["reasons"][-1] for r in rows)
 
 
 def test_a_flapping_region_completes_one_cycle_per_flap_window() -> None:

@@ -140,6 +140,7 @@ def main() -> None:
     )
 
     more_scenarios()
+    fail_open_scenarios()
 
 
 def more_scenarios() -> None:
@@ -187,6 +188,26 @@ def more_scenarios() -> None:
         "restore (recover.flap_window), then restored",
         lines,
         recover=", flap_window: 10m",
+    )
+
+
+def fail_open_scenarios() -> None:
+    """Fail open over time at probe level: every region at 2–3 % over (a global or probe problem) moves nothing."""
+    rng = random.Random(11)
+    # 10. 5 min healthy, then every region between 2 % and 3 % over for 30 min: the first region to reach its
+    # threshold waits while the others, pooled over its span of evidence, are not clearly healthy; the global
+    # episode follows and holds for the rest; no weight moves at any time
+    healthy = samples(rng, 300, {}, every_s=1.0)
+    over = {"us-east": 0.02, "eu-west": 0.03, "ap-southeast": 0.025}
+    breach = samples(rng, 1800, over, every_s=1.0)
+    shifted = [json.dumps(d | {"t": round(d["t"] + 300.0, 3)}) for d in map(json.loads, breach)]
+    write(
+        "every_region_two_to_three_percent_moves_nothing",
+        "every region at 0.5 % for 5 min, then us-east 2 %, eu-west 3 %, ap-southeast 2.5 % over for 30 min (probe "
+        "level): a global problem, no weight ever moves",
+        healthy + shifted,
+        "samples",
+        "1s",
     )
 
 

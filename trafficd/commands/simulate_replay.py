@@ -230,6 +230,7 @@ def _rows(evaluations: Iterable[tuple[float, Evaluation]]) -> Iterator[dict[str,
                 "p99_ms": log["p99_ms"],
                 "error_rate": log["error_rate"],
                 "llr": log["llr"],
+                **({"span_counts": log["span_counts"]} if log["verdict"] == "breach" else {}),  # the peer hold's input
                 **({"capacity": log["capacity"]} if "capacity" in log else {}),
             }
 

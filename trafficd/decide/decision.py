@@ -43,6 +43,9 @@ class Decision:
     hold_down_until: float | None
     llr: dict[str, dict[str, float]] = field(default_factory=dict)  # per signal: trip, recover, threshold
     consumed_n: int = 0  # probes consumed by this evaluation (each probe is consumed once)
+    # per span and region: counts (n, over, errors, ttft_over) over this region's spans of breach evidence (the peer
+    # hold's input, peers.py)
+    span_counts: tuple[dict[str, tuple[int, int, int, int]], ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -71,6 +74,7 @@ class Decision:
             "ttft_p99_ms": None if ev is None else ev.ttft_p99_ms,
             "consumed_n": self.consumed_n,
             "llr": self.llr,
+            "span_counts": [{q: list(c) for q, c in span.items()} for span in self.span_counts],
             "verdict": self.verdict.kind,
             "triggers": list(self.verdict.rules),
             "state_before": str(self.state_before),

@@ -48,6 +48,7 @@ class Judged:
     verdict: Verdict
     state: RegionState
     consumed_n: int = 0
+    consumed: tuple[int, int, int, int] = (0, 0, 0, 0)  # n, over, errors, ttft_over consumed now (peers.py)
 
 
 def _unknown(ev: RegionEvidence | None) -> Verdict | None:
@@ -71,6 +72,8 @@ def judge_region(policy: Policy, region: str, prev: RegionState, ev: RegionEvide
         return Judged(unknown or Verdict(guards.UNKNOWN, ("no_evidence",), ()), prev)
     up = acc.update(policy, region, prev, ev)
     state = up.state
+    c = up.consumed
+    consumed = (c.n, c.over, c.errors, c.ttft_over)
     if up.leaning:
         state = replace(state, lean_until=now + policy.windows.trip)
     hs = acc.thresholds(policy, region)
@@ -82,12 +85,13 @@ def judge_region(policy: Policy, region: str, prev: RegionState, ev: RegionEvide
         why = tuple(
             f"{s}: evidence of the breach rate {state.trip_llr[s]:.1f} ≥ threshold {hs[s]:g}" for s in up.breaching
         )
-        return Judged(Verdict(guards.BREACH, up.breaching, (window, *why), _severity(ev)), state, up.consumed.n)
+        verdict = Verdict(guards.BREACH, up.breaching, (window, *why), _severity(ev))
+        return Judged(verdict, state, c.n, consumed)
     worst = min(hs, key=lambda s: state.recover_llr.get(s, 0.0) / hs[s])
     health = f"evidence of health {state.recover_llr.get(worst, 0.0):.1f} of {hs[worst]:g} ({worst})"
     if up.recovered:
-        return Judged(Verdict(guards.RECOVERED, ("healthy_rate",), (health,)), state, up.consumed.n)
-    return Judged(Verdict(guards.OK, ("within_slo",), (health,), _severity(ev)), state, up.consumed.n)
+        return Judged(Verdict(guards.RECOVERED, ("healthy_rate",), (health,)), state, c.n, consumed)
+    return Judged(Verdict(guards.OK, ("within_slo",), (health,), _severity(ev)), state, c.n, consumed)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -126,16 +130,17 @@ def _trip(policy: Policy, prev: RegionState, now: float, rule: str, reasons: tup
     return _Step(state, -1, rule, why)
 
 
-def _breach_step(policy: Policy, prev: RegionState, v: Verdict, now: float, hold: bool, episode: bool) -> _Step:
+def _breach_step(
+    policy: Policy, prev: RegionState, v: Verdict, now: float, suspected: str | None, episode: bool
+) -> _Step:
     if prev.phase == Phase.DOWN:
         # Every breach pushes the hold-down: recovery may start only hold_down after the last breach.
         until = max(prev.hold_down_until or now, now + hold_down_s(policy, prev.trip_times))
         return _Step(replace(prev, hold_down_until=until), -1, "draining", (*v.reasons, "still breaching: shed a step"))
     if episode:
         return _Step(prev, 0, "global", (*v.reasons, "most regions breach at once: a global problem, no trip"))
-    if hold:
-        why = "breach evidence in most regions at once: a global problem is suspected, no trip yet"
-        return _Step(prev, 0, "global", (*v.reasons, why))
+    if suspected:
+        return _Step(prev, 0, "global", (*v.reasons, suspected))
     return _trip(policy, prev, now, "trip" if prev.phase == Phase.NORMAL else "retrip", v.reasons)
 
 
@@ -149,13 +154,13 @@ def _down_step(prev: RegionState, v: Verdict, now: float) -> _Step:
     return _Step(state, +1, "recover", (*v.reasons, "back at the healthy rate: one step up"))
 
 
-def _machine(policy: Policy, prev: RegionState, v: Verdict, now: float, hold: bool, episode: bool) -> _Step:
+def _machine(policy: Policy, prev: RegionState, v: Verdict, now: float, suspected: str | None, episode: bool) -> _Step:
     """One evaluation of the hysteresis for one region (before guards); `prev` carries the updated evidence.
-    `hold`: no new trip (a global episode, or one suspected: episode.py)."""
+    No new trip in a global `episode`, nor while one is `suspected` (why, episode.py)."""
     if v.kind == guards.UNKNOWN:
         return _Step(prev, 0, "unknown", (*v.reasons, "unknown: hold (evidence kept)"))
     if v.kind == guards.BREACH:
-        return _breach_step(policy, prev, v, now, hold, episode)
+        return _breach_step(policy, prev, v, now, suspected, episode)
     if prev.phase == Phase.DOWN:
         return _down_step(prev, v, now)
     if prev.phase == Phase.UP:
@@ -214,16 +219,9 @@ def _judge_all(
     episode = epi.global_episode(policy, judged, now)
     if state.global_episode and not episode:
         epi.forget_breach_evidence(judged)
-    suspected = epi.suspected(policy, judged)
+    epi.track_spans(policy, judged)
     steps = {
-        r: _machine(
-            policy,
-            judged[r].state,
-            judged[r].verdict,
-            now,
-            episode or (suspected and not epi.overwhelming(policy, r, judged[r])),
-            episode,
-        )
+        r: _machine(policy, judged[r].state, judged[r].verdict, now, epi.suspected(policy, r, judged), episode)
         for r in names
     }
     return _Judgement(prev, judged, steps, episode)
@@ -329,6 +327,7 @@ def evaluate(
                 reasons=p.reasons,
                 hold_down_until=regions[r].hold_down_until,
                 llr=acc.describe(policy, r, regions[r]),
+                span_counts=regions[r].span_counts,
                 consumed_n=j.judged[r].consumed_n,
             )
         )

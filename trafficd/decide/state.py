@@ -34,6 +34,9 @@ class RegionState:
     recover_llr: dict[str, float] = field(default_factory=dict)  # per signal: CUSUM evidence of the healthy rate
     cursor: int | None = None  # newest slice consumed (each slice's counts are consumed once)
     cursor_counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # n, over, errors, ttft_over consumed from it
+    # per span (one per peers.SPAN_FROM level) and region, this one included: the counts (n, over, errors,
+    # ttft_over) it consumed since this region's breach evidence was last at or below that level (peers.py)
+    span_counts: tuple[dict[str, tuple[int, int, int, int]], ...] = ()
     lean_until: float | None = None  # evidence leaned towards a breach recently (fail open counts it until then)
     last_step_at: float | None = None  # when the serving fraction last moved (cooldown)
     trip_times: tuple[float, ...] = ()  # recent trips (hold-down grows with them, each forgotten after decay)
@@ -51,6 +54,7 @@ class RegionState:
             "recover_llr": dict(self.recover_llr),
             "cursor": self.cursor,
             "cursor_counts": list(self.cursor_counts),
+            "span_counts": [{r: list(v) for r, v in span.items()} for span in self.span_counts],
             "lean_until": self.lean_until,
             "last_step_at": self.last_step_at,
             "trip_times": list(self.trip_times),
@@ -74,6 +78,9 @@ class RegionState:
             recover_llr={str(k): float(v) for k, v in (d.get("recover_llr") or {}).items()},
             cursor=None if d.get("cursor") is None else int(d["cursor"]),
             cursor_counts=_counts(d.get("cursor_counts")),
+            span_counts=tuple(
+                {str(r): _counts(v) for r, v in (span or {}).items()} for span in d.get("span_counts") or ()
+            ),
             lean_until=opt("lean_until"),
             last_step_at=opt("last_step_at"),
             trip_times=tuple(float(t) for t in d.get("trip_times", ())),
