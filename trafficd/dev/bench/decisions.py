@@ -147,8 +147,16 @@ def _row(kind: str, p: float, shape: str, r: dict[str, Any]) -> dict[str, Any]:
             "max_cycles_in_any_6h": r["max_cycles_in_6h"],
         }
     if kind == "detect":
-        return {"kind": kind, "condition": label, "shape": shape, "region_hours": r["runs"]} | _delays(
-            r["delays"], r["runs"]
+        held = [h for h in r.get("held", ()) if h > 0]
+        return (
+            {"kind": kind, "condition": label, "shape": shape, "region_hours": r["runs"]}
+            | _delays(r["delays"], r["runs"])
+            | {
+                "held_percent": 100.0 * len(held) / len(r["delays"]) if r["delays"] else 0.0,
+                "held_median_s": _quantile(held, 0.5),
+                "held_p90_s": _quantile(held, 0.9),
+                "held_max_s": max(held, default=None),
+            }
         )
     if kind == "fail_open":
         return {
@@ -228,7 +236,13 @@ def _delay_table(rows: list[dict[str, Any]]) -> None:
 
 def _other_lines(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        if r["kind"] == "fail_open":
+        if r["kind"] == "detect" and r["held_percent"]:
+            print(
+                f"{r['condition']}, {r['shape']}: trip held by the peer hold (a global problem suspected) in "
+                f"{r['held_percent']:.1f} % of the detected runs, for a median {_fmt(r['held_median_s'])}, "
+                f"p90 {_fmt(r['held_p90_s'])}, at most {_fmt(r['held_max_s'])}"
+            )
+        elif r["kind"] == "fail_open":
             print(
                 f"{r['condition']}, {r['shape']}: weights moved in {r['runs_with_a_weight_change_percent']:.1f} % of "
                 f"{r['runs']} one-hour runs ({r['region_hours']} region-hours, {r['region_shifts']} region shifts); "

@@ -75,32 +75,37 @@ def _onset_rates(policy: Policy, p: float, offset: float, step_s: float) -> floa
     return p * offset / step_s + policy.trip.healthy_rate * (1.0 - offset / step_s)
 
 
-def _delay(fleet: Fleet, region: str, rates: dict[str, float], horizon_s: float) -> float | None:
+def _delay(fleet: Fleet, region: str, rates: dict[str, float], horizon_s: float) -> tuple[float | None, float]:
     """Run until `region`'s serving fraction first moves; the delay from the onset, which falls uniformly within
-    the first interval (that interval has the onset's share only for its part after the onset)."""
+    the first interval (that interval has the onset's share only for its part after the onset), and how long its
+    trip was held before (rule `global`: a global problem suspected, the peer hold)."""
     offset = fleet.probes[region].rng.random() * fleet.step_s
     first = dict(rates)
     if rates.get(region) not in (None, STALL):
         first[region] = _onset_rates(fleet.policy, rates[region], offset, fleet.step_s)
+    held = 0.0
     for k in range(round(horizon_s / fleet.step_s)):
         before = fleet.fractions()[region]
-        fleet.step(first if k == 0 else rates)
+        ev = fleet.step(first if k == 0 else rates)
         if abs(fleet.fractions()[region] - before) > EPS:
-            return k * fleet.step_s + offset
-    return None
+            return k * fleet.step_s + offset, held
+        held += fleet.step_s if ev.decision(region).rule == "global" else 0.0
+    return None, held
 
 
 def detection(policy: Policy, p: float, shape: str, runs: int, seed: int) -> dict[str, Any]:
     """Region A at `p` from a healthy start (others healthy), per one-hour run: the delay to its first weight
-    change."""
+    change, and how long the peer hold kept its trip waiting (the price of fail open over time)."""
     delays: list[float] = []
+    held: list[float] = []
     for r in range(runs):
         fleet = Fleet(policy, shape, seed * 100_003 + r)
         fleet.warm()
-        d = _delay(fleet, policy.region_names[0], {policy.region_names[0]: p}, HOUR_S)
+        d, h = _delay(fleet, policy.region_names[0], {policy.region_names[0]: p}, HOUR_S)
         if d is not None:
             delays.append(d)
-    return {"runs": runs, "delays": delays, "misses": runs - len(delays)}
+            held.append(h)
+    return {"runs": runs, "delays": delays, "misses": runs - len(delays), "held": held}
 
 
 def fail_open(policy: Policy, p: float, shape: str, runs: int, seed: int) -> dict[str, Any]:
