@@ -335,9 +335,6 @@ class Agent:
         """Samples not handed to the sink yet."""
         return self.outbox.pending
 
-    async def flush(self) -> None:
-        await self.outbox.flush()
-
     async def _shutdown(self, flusher: asyncio.Task[Any]) -> None:
         self._stopping = True
         others = [t for t in self._tasks if t is not flusher]
@@ -348,7 +345,7 @@ class Agent:
             await asyncio.gather(*still, return_exceptions=True)
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
-        await self.flush()
+        await self.outbox.flush()
         if self._slot is not None:
             await self._slot.prober.close()
 
