@@ -18,10 +18,12 @@ SPAN_H = 6.0
 
 
 def _max_in_window(times: list[float], width: float) -> int:
-    """The most events in any window of `width` (sliding)."""
+    """The most events in any window of `width` (sliding, half-open: events exactly `width` apart are in two
+    windows; the times are hours, so the comparison allows for their float rounding — 21,600 s apart read as
+    5.999999999 h and counted as one window)."""
     best, lo = 0, 0
     for hi, t in enumerate(times):
-        while t - times[lo] >= width:
+        while t - times[lo] >= width - 1e-9:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
