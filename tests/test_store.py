@@ -321,3 +321,25 @@ async def test_flush_writes_the_buffer_at_once_after_redis_returns(
         redis_server.start()
     assert await sink.flush()
     assert (sink.written_total, sink.healthy) == (5, True)
+
+
+async def test_a_batch_redis_refuses_is_counted_logged_once_and_does_not_block_later_samples(
+    policy: Policy, client: Any
+) -> None:
+    """A key of the wrong type at one of ours makes Redis refuse the batch: it is skipped, counted and logged once at
+    ERROR instead of being retried forever, and samples written after the key is fixed land."""
+    now = time.time()
+    sink = store.SampleSink(client, policy)
+    recent = keys.recent_key(policy.redis.key_prefix, policy.service, "r1")
+    await client.set(recent, b"another program's string")
+    with structlog.testing.capture_logs() as logs:
+        await sink.write([sample("r1", "w1", "m1", now - 1, 100.0)])
+        await sink.write([sample("r1", "w1", "m1", now - 1, 120.0)])
+        refusals = [e for e in logs if e["event"] == "store.batch_rejected"]
+        assert [(e["log_level"], e["samples"]) for e in refusals] == [("error", 1), ("debug", 1)]
+        assert "WRONGTYPE" in refusals[0]["error"]
+        assert (sink.rejected_total, sink.buffered, sink.healthy) == (2, 0, True)
+        assert not [e for e in logs if e["event"] == "store.redis_unavailable"]
+        await client.delete(recent)
+        await sink.write([sample("r1", "w1", "m1", now - 1, 140.0), sample("r2", "w1", "m1", now - 1, 90.0)])
+    assert (sink.written_total, sink.buffered) == (2, 0)

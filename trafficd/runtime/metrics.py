@@ -205,6 +205,10 @@ class _AgentCollector(Collector):
         yield CounterMetricFamily(
             "trafficd_samples_written", "Samples written to Redis", float(getattr(sink, "written_total", 0))
         )
+        yield CounterMetricFamily(
+            "trafficd_samples_rejected", "Samples in batches Redis refused as commands (not retried)",
+            float(getattr(sink, "rejected_total", 0)),
+        )  # fmt: skip
         slot = getattr(self.agent, "_slot", None)
         if slot is not None:
             region = [str(self.agent.region)]

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from trafficd import keys
 from trafficd.backoff import Backoff as Backoff
@@ -24,6 +25,20 @@ from trafficd.policy.schema import Policy, Redis
 
 # What a broken or unreachable Redis raises through redis-py (connection refused/reset, timeouts, LOADING, ...).
 TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+
+# Command errors that pass with time or an operator's fix (a failover, memory, an ACL): the write is retried.
+_PASSING = (ReadOnlyError, OutOfMemoryError, NoPermissionError)
+_PASSING_CODES = re.compile(
+    r"\b(READONLY|OOM|NOPERM|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|BUSY|MISCONF|NOREPLICAS|LOADING)\b"
+)
+
+
+def refused(exc: BaseException) -> bool:
+    """Redis refused the command itself (a key of the wrong type, a malformed command): sending it again gets the
+    same answer, so retrying it would block every later write. Errors that pass are not refusals."""
+    if not isinstance(exc, ResponseError) or isinstance(exc, _PASSING):
+        return False
+    return _PASSING_CODES.search(str(exc)) is None
 
 
 class StoreConfigError(ConfigError):

@@ -23,7 +23,7 @@ from trafficd.policy.schema import Policy
 from trafficd.runtime import metrics
 from trafficd.runtime.logs import get_logger
 from trafficd.stats import sketch
-from trafficd.stats.client import TRANSIENT, Backoff, error_text, recent_m, ttl_s
+from trafficd.stats.client import TRANSIENT, Backoff, error_text, recent_m, refused, ttl_s
 from trafficd.stats.window import slice_of
 
 
@@ -105,6 +105,7 @@ class SampleSink:
         self._unsure: Batch | None = None  # a batch whose write failed: it may have landed
         self._batch_prefix, self._batch_seq = f"{agent_id or 'agent'}:{os.urandom(4).hex()}", 0
         self.duplicates_avoided = 0
+        self.rejected_total, self._refusing = 0, False  # samples of batches Redis refused (never retried)
         self.log = get_logger("store")
 
     def use_policy(self, policy: Policy) -> None:
@@ -180,6 +181,9 @@ class SampleSink:
                         await self._judge_clock()
                         await self._send(one)  # one MULTI/EXEC: all or nothing
                     except TRANSIENT as exc:
+                        if refused(exc):
+                            self._rejected(one, exc)
+                            continue
                         self._unsure = one  # may have landed: retried first, only if its marker is absent
                         unsent = [x for r in regions[i + 1 :] for x in by_region[r]]
                         self.buffer.extendleft(reversed(unsent))  # back in front, then trim the oldest
@@ -206,6 +210,7 @@ class SampleSink:
 
     def _written(self, n: int) -> None:
         self.written_total += n
+        self._refusing = False
         if self._outage_since is not None:
             self._flushed_in_outage += n
 
@@ -227,11 +232,29 @@ class SampleSink:
                 await self._judge_clock()
                 await self._send(one)
         except TRANSIENT as exc:
-            self._failed(exc, "write")
-            return False
+            if not refused(exc):
+                self._failed(exc, "write")
+                return False
+            self._rejected(one, exc)
+        else:
+            self._written(len(one.samples))
         self._unsure = None
-        self._written(len(one.samples))
         return True
+
+    def _rejected(self, one: Batch, exc: BaseException) -> None:
+        """Redis refused the batch itself (e.g. another program's key of the wrong type at one of ours): sending it
+        again gets the same answer and would hold every later sample back, so it is counted and skipped. ERROR once
+        until a batch lands again, DEBUG between."""
+        self.rejected_total += len(one.samples)
+        (self.log.debug if self._refusing else self.log.error)(
+            "store.batch_rejected",
+            region=one.region,
+            samples=len(one.samples),
+            batch=one.batch_id,
+            error=error_text(exc),
+            rejected_total=self.rejected_total,
+        )
+        self._refusing = True
 
     def _shift_s(self) -> float:
         return self.offset_s if self.restamping else 0.0
