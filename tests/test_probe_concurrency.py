@@ -14,6 +14,7 @@ from aiohttp import web
 from probekit import DONE, ROLE, FakeSink, make_policy, tok, wait_until
 from structlog.testing import capture_logs
 
+from trafficd.probe import schedule
 from trafficd.probe.agent import run_agent
 from trafficd.probe.schedule import (
     GROW_WAIT_ROUNDS,
@@ -201,7 +202,7 @@ async def test_slots_resize_admits_waiters_and_a_cancelled_waiter_leaks_nothing(
 
 
 async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
-    worker: TunableWorker, calm_loop: None
+    worker: TunableWorker, calm_loop: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10 series every 200 ms: fast at first (sized down from 64 to one slot per series); when the worker
     takes 600 ms the agent skips, logs agent.falling_behind, grows (agent.concurrency_changed, the gauge) past 30
@@ -212,6 +213,7 @@ async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
         models=["m"],
         region="auto-grow",
     )
+    monkeypatch.setattr(schedule, "CAUGHT_UP_AFTER_S", 1.0)  # caught up after 1 s of rounds without a skip
     sink, stop = FakeSink(), asyncio.Event()
     with capture_logs() as logs:
         task = asyncio.create_task(
@@ -233,6 +235,7 @@ async def test_a_slowing_worker_grows_the_concurrency_until_no_probe_is_skipped(
             return bool(changed) and changed[-1]["round"] < last[0]["round"] and not any(r["skipped"] for r in last)
 
         await wait_until(settled, timeout_s=30, what="eight rounds in a row without a skip after the last resize")
+        await wait_until(lambda: events(logs, "agent.caught_up"), timeout_s=30, what="agent.caught_up")
         stop.set()
         await asyncio.wait_for(task, 10)
     measured, *grown = events(logs, "agent.concurrency_changed")

@@ -10,12 +10,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
 
 from trafficd.cli import main as cli
 from trafficd.probe.agent import run_agent
-from trafficd.probe.schedule import Shard, ShardError, needed_concurrency, shard_of, split_region_arg
+from trafficd.probe.schedule import (
+    CAUGHT_UP_AFTER_S,
+    Shard,
+    ShardError,
+    SkipWatch,
+    needed_concurrency,
+    shard_of,
+    split_region_arg,
+)
 from trafficd.runtime import metrics
 
 
@@ -106,3 +115,19 @@ async def test_skipped_probes_warn_once_per_episode_and_are_counted(worker: Scri
     assert sum(1 for e in rounds if e["skipped"]) >= 2 and len(warned) == 1
     assert warned[0]["concurrency"] == 1 and warned[0]["needed_concurrency"] >= 1 and "--shard" in warned[0]["hint"]
     assert metrics.PROBES_SKIPPED.labels(region)._value.get() - before >= skipped
+
+
+def test_a_host_that_skips_every_few_rounds_stays_in_one_episode() -> None:
+    """Skips every 5th round of 1 s for 10 minutes are one episode (one warning, no caught_up); caught_up comes
+    once rounds have skipped nothing for CAUGHT_UP_AFTER_S."""
+    with capture_logs() as logs:
+        watch = SkipWatch("r1", structlog.get_logger())
+        k = 0
+        for k in range(600):
+            skipped = 1 if k % 5 == 0 else 0
+            watch.round_done(round_number=k, probes=4, skipped=skipped, concurrency=4, interval_s=1.0, mean_probe_s=0.5)
+        assert [e["event"] for e in logs] == ["agent.falling_behind"]
+        for j in range(k + 1, k + 1 + int(CAUGHT_UP_AFTER_S)):
+            watch.round_done(round_number=j, probes=4, skipped=0, concurrency=4, interval_s=1.0, mean_probe_s=0.5)
+    assert [e["event"] for e in logs] == ["agent.falling_behind", "agent.caught_up"]
+    assert logs[-1]["skipped"] == 120

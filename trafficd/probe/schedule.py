@@ -8,7 +8,8 @@
 * **Capacity.** A round needs about `series × expected probe duration ÷ interval` probes in flight
   (`needed_concurrency`); with fewer slots, probes wait for a slot until their round's interval ends and are then
   skipped. `SkipWatch` turns skipped probes into one `agent.falling_behind` warning per episode (with the
-  concurrency the measured probe durations call for) and `agent.caught_up` when a round skips nothing again;
+  concurrency the measured probe durations call for) and `agent.caught_up` once rounds have skipped nothing for
+  CAUGHT_UP_AFTER_S (a host that skips every few rounds stays in one episode instead of logging a pair each time);
   `trafficd_probes_skipped_total{region}` counts every skipped probe.
 * **Automatic concurrency** (`probe.concurrency: auto`, the default). `ConcurrencySizer` sizes the slots
   (`Slots`, a semaphore that can be resized while probes wait) from the series of a round and the mean duration of
@@ -50,6 +51,7 @@ SHRINK_BELOW = 2 / 3  # shrink only when the need falls under two thirds of the 
 SHRINK_AFTER_ROUNDS = 20  # ... for this many rounds in a row (5 s at the default 250 ms interval)
 RECENT_PROBES = 256  # the durations the sizing averages
 START_SLOTS = 64  # before anything is measured: the old fixed default (≤ 3 ms TTFT added at p99 on idle 2 cores)
+CAUGHT_UP_AFTER_S = 30.0  # skipped-probe episodes end after this long without a skip (not a pair of lines per flap)
 # The agent's event-loop lag (probe/stall.py) delays every chunk it reads: measured with bench-probe on 2 cores,
 # a lag (p90 of 2 s of ticks) of ~3 ms went with ≤ 17 ms TTFT added at p99, 13 ms with 46 ms, 21 ms with 65 ms,
 # 74 ms with 228 ms: roughly 3–4 × the lag, so the 30 ms fidelity target needs it under ~8 ms.
@@ -113,7 +115,8 @@ def needed_concurrency(series: int, expected_s: float, interval_s: float) -> int
 
 @dataclass
 class SkipWatch:
-    """Skipped probes as episodes: one warning when they start, one line when a round skips none again."""
+    """Skipped probes as episodes: one warning when they start, one line when rounds have skipped none for
+    `caught_up_after_s`."""
 
     region: str
     log: Any
@@ -121,6 +124,8 @@ class SkipWatch:
     behind: bool = False
     skipped_in_episode: int = 0
     skipped_total: int = 0
+    caught_up_after_s: float | None = None  # None: CAUGHT_UP_AFTER_S
+    clean_s: float = 0.0  # rounds without a skip since the last skip, in seconds of their intervals
 
     def __post_init__(self) -> None:
         if self.counter is not None:
@@ -144,6 +149,7 @@ class SkipWatch:
             self.skipped_in_episode += skipped
             if self.counter is not None:
                 self.counter.labels(self.region).inc(skipped)
+            self.clean_s = 0.0
             if not self.behind:
                 self.behind = True
                 self.log.warning(
@@ -162,7 +168,9 @@ class SkipWatch:
                     hint=_hint(concurrency, auto_max, lag_s),
                 )
             return
-        if self.behind:
+        self.clean_s += interval_s
+        after = CAUGHT_UP_AFTER_S if self.caught_up_after_s is None else self.caught_up_after_s
+        if self.behind and self.clean_s >= after:
             self.log.info("agent.caught_up", region=self.region, round=round_number, skipped=self.skipped_in_episode)
             self.behind = False
             self.skipped_in_episode = 0
