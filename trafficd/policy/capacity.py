@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from trafficd.policy.values import Duration, Percent, check_url, format_duration
+from trafficd.policy.values import Duration, Percent, Strict, check_url, format_duration
 
 ServerKind = Literal["vllm", "sglang", "tgi", "generic"]
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
@@ -39,12 +39,7 @@ MetricsPath = Annotated[str, AfterValidator(_metrics_path)]
 Concurrency = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
-class _Strict(BaseModel):
-    # built when first used, defaults by model_construct(): as schema.Strict (start-up time)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
-
-
-class MetricNames(_Strict):
+class MetricNames(Strict):
     """Which metric (sample name, every label set summed) gives each figure; `generic` servers must name `running`.
 
     For vllm / sglang / tgi the names are known (`SERVER_METRICS` in probe/capacity_metrics.py); a name given here
@@ -57,7 +52,7 @@ class MetricNames(_Strict):
     completed: MetricName | None = None  # counter: requests completed (its rate is the load in requests/s)
 
 
-class LoadQuery(_Strict):
+class LoadQuery(Strict):
     """A region's load (requests/s) from Prometheus instead of its workers' counters; `{region}` in the query is
     replaced by the region's name (probe/load_query.py)."""
 
@@ -65,7 +60,7 @@ class LoadQuery(_Strict):
     query: str = Field(min_length=1, max_length=2000)  # PromQL giving a scalar or an instant vector (summed)
 
 
-class CapacityFields(_Strict):
+class CapacityFields(Strict):
     """Every capacity setting, optional: a region or worker override, or the top level before defaults."""
 
     server: ServerKind | None = None
@@ -81,7 +76,7 @@ class CapacityFields(_Strict):
     load_query: LoadQuery | None = None  # the region's load from Prometheus (top level or region; not per worker)
 
 
-class Capacity(_Strict):
+class Capacity(Strict):
     """Resolved settings for one worker (defaults filled in)."""
 
     server: ServerKind = "vllm"

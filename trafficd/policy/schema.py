@@ -5,9 +5,9 @@ numbers given as strings are rejected (strict mode), and cross-field rules are c
 Secrets are never written here: only the name of an environment variable or a credential file.
 
 `load_policy(path)` returns a `LoadedPolicy` or raises `PolicyError` carrying every problem found, each with the
-file, line, column, field path and reason (YAML with positions in `policy_load.py`, messages in `policy_errors.py`,
-checks across fields in `policy_checks.py`). See docs/policy.md for every field, its default, and the decisions
-behind the checks.
+file, line, column, field path and reason (YAML with positions in `load.py`, messages in `errors.py`, checks across
+fields in `checks.py`; the probing models are in `probing.py`, re-exported here). See docs/policy.md for every field,
+its default, and the decisions behind the checks.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
@@ -35,10 +33,25 @@ from trafficd.policy.load import FieldProblems as FieldProblems
 from trafficd.policy.load import PolicyError as PolicyError
 from trafficd.policy.load import PolicyProblem as PolicyProblem
 from trafficd.policy.load import read_policy_text, read_yaml, sort_problems
+from trafficd.policy.probing import DEFAULT_MAX_TOKENS as DEFAULT_MAX_TOKENS
+from trafficd.policy.probing import REASONING_MAX_TOKENS as REASONING_MAX_TOKENS
+from trafficd.policy.probing import ApiName as ApiName
+from trafficd.policy.probing import Ask as Ask
+from trafficd.policy.probing import Auth as Auth
+from trafficd.policy.probing import Deadlines as Deadlines
+from trafficd.policy.probing import DeadlinesOverride as DeadlinesOverride
+from trafficd.policy.probing import Discovery as Discovery
+from trafficd.policy.probing import MaxTokens as MaxTokens
+from trafficd.policy.probing import ModelSpec as ModelSpec
+from trafficd.policy.probing import Probe as Probe
+from trafficd.policy.probing import PromptTokens as PromptTokens
+from trafficd.policy.probing import Targets as Targets
+from trafficd.policy.probing import Tls as Tls
+from trafficd.policy.probing import TtftFrom as TtftFrom
+from trafficd.policy.probing import Worker as Worker
 from trafficd.policy.values import SCHEMA_VERSION as SCHEMA_VERSION
 from trafficd.policy.values import (
     AwsRegion,
-    Concurrency,
     Endpoint,
     EnvName,
     HostName,
@@ -47,168 +60,15 @@ from trafficd.policy.values import (
     ShareBelowSlo,
     ZoneId,
     check_redis_url,
-    check_url,
     check_version,
 )
 from trafficd.policy.values import Duration as Duration
 from trafficd.policy.values import Percent as Percent
+from trafficd.policy.values import Strict as Strict
 from trafficd.policy.values import check_name as check_name
 from trafficd.policy.values import format_duration as format_duration
 from trafficd.policy.values import parse_duration as parse_duration
 from trafficd.policy.values import parse_percent as parse_percent
-
-
-class Strict(BaseModel):
-    # defer_build: a model's validator is built when first used, so importing this module builds none and the
-    # first `Policy` validation builds one for the whole tree (not one per nested model, each holding copies of its
-    # children): a few ms off every command's start. Model defaults are `X.model_construct()` (not `X()`, which
-    # would build X at import); for defaults the two are the same instance: field defaults, no fields set.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
-
-
-# ---------------------------------------------------------------- probing
-
-
-class Deadlines(Strict):
-    """A probe that hits one of these is a failed sample whose latency is the deadline."""
-
-    connect: Duration = 3.0
-    first_token: Duration = 10.0
-    gap: Duration = 10.0
-    total: Duration = 30.0
-
-
-class DeadlinesOverride(Strict):
-    connect: Duration | None = None
-    first_token: Duration | None = None
-    gap: Duration | None = None
-    total: Duration | None = None
-
-
-class Auth(Strict):
-    """Where the workers' API key comes from: an environment variable or a (systemd) credential file."""
-
-    api_key_env: EnvName | None = None
-    api_key_file: str | None = None
-    header: str | None = None  # default: the API's (Authorization; x-api-key for anthropic-messages)
-    scheme: str | None = None  # default: the API's (Bearer; none for anthropic-messages); "" for none
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Auth:
-        if self.api_key_env and self.api_key_file:
-            raise ValueError("give api_key_env or api_key_file, not both")
-        return self
-
-
-class Tls(Strict):
-    verify: bool = True
-    ca_file: str | None = None
-
-
-# The streaming APIs the probe speaks (trafficd/probe/apis/: one module each; a test keeps the two lists equal).
-ApiName = Literal[
-    "openai-chat", "openai-completions", "openai-responses", "anthropic-messages", "tgi-generate", "ollama-chat"
-]
-TtftFrom = Literal["answer", "reasoning"]
-DEFAULT_MAX_TOKENS = 16
-REASONING_MAX_TOKENS = 1024  # a reasoning model's default: room to think and still reach the answer
-MaxTokens = Annotated[int, Field(ge=1, le=32768)]
-PromptTokens = Annotated[int, Field(ge=1, le=200_000)]
-
-
-class Targets(Strict):
-    """Which addresses may be probed (policy/targets.py): metadata and link-local never; these only when set."""
-
-    allow_loopback: bool = False  # 127.0.0.0/8, ::1, localhost (tests, the demo)
-    allow_private: bool = False  # 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7 (workers on an internal network)
-    allow_cleartext_api_key: bool = False  # send the API key over http:// (a trusted network only)
-
-
-class Probe(Strict):
-    interval: Duration = 0.25  # 4 probes/s per series: 2 % over drained in ~4 min, 1 false trip / 90 d (judge.md)
-    jitter: Percent = 0.2  # each probe is delayed by a random share of the interval up to this
-    # `auto`: sized from series × measured mean probe duration ÷ interval and adapted (probe/schedule.py),
-    # at most max_concurrency; a number: fixed (the agent only warns when it falls behind).
-    concurrency: Concurrency = "auto"
-    max_concurrency: int = Field(default=256, ge=1, le=1024)
-    api: ApiName = "openai-chat"  # default API of every worker and model (each may set its own)
-    max_tokens: MaxTokens | None = None  # default 16, or 1024 for models marked `reasoning: true`
-    prompt: str = "Reply with the single word: ok"
-    prompt_tokens: PromptTokens | None = None  # pad the prompt to about this many tokens (default: no padding)
-    deadlines: Deadlines = Deadlines.model_construct()
-    auth: Auth = Auth.model_construct()
-    tls: Tls = Tls.model_construct()
-    read_buffer_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
-    targets: Targets = Targets.model_construct()
-
-    @property
-    def max_in_flight(self) -> int:
-        """The most probes ever in flight: the fixed concurrency, or `max_concurrency` when it is `auto`."""
-        return self.max_concurrency if self.concurrency == "auto" else self.concurrency
-
-
-class ModelSpec(Strict):
-    name: str = Field(min_length=1)
-    deadlines: DeadlinesOverride = DeadlinesOverride.model_construct()
-    api: ApiName | None = None  # this model's API on every worker (wins over the worker's and probe.api)
-    reasoning: bool | None = None  # a reasoning model: max_tokens defaults to 1024 so it reaches its answer
-    max_tokens: MaxTokens | None = None  # answer length (default: probe.max_tokens)
-    prompt_tokens: PromptTokens | None = None  # prompt length in approximate tokens (default: probe.prompt_tokens)
-    allow_empty: bool | None = None  # true: an answer without content is ok (default: it fails, empty_answer)
-    ttft_from: TtftFrom | None = None  # TTFT ends at the first `answer` token (default) or `reasoning` token
-
-
-class Worker(Strict):
-    name: Name
-    url: Annotated[str, AfterValidator(check_url)]  # base URL (with or without /v1) or the full endpoint URL
-    address: str | None = None  # optional IP to connect to while TLS verifies the URL's host name
-    api: ApiName | None = None  # the API this worker speaks (default: probe.api)
-    capacity: CapacityFields | None = None  # this worker's live-capacity settings (policy/capacity.py)
-
-
-class Ask(Strict):
-    """What one series' probe asks, resolved from the policy (`Policy.ask_for`): API, lengths, answer rules."""
-
-    api: ApiName = "openai-chat"
-    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS
-    prompt_tokens: PromptTokens | None = None
-    allow_empty: bool = False
-    ttft_from: TtftFrom = "answer"
-
-    @classmethod
-    def resolve(cls, probe: Probe, model: ModelSpec | None, worker_api: str | None = None) -> Ask:
-        """Model settings win over the worker's API, which wins over the probe section's defaults."""
-        m = model or ModelSpec(name="-")
-        default_tokens = probe.max_tokens or DEFAULT_MAX_TOKENS
-        if m.reasoning:
-            default_tokens = max(default_tokens, REASONING_MAX_TOKENS)
-        return cls.model_validate(
-            {
-                "api": m.api or worker_api or probe.api,
-                "max_tokens": m.max_tokens or default_tokens,
-                "prompt_tokens": m.prompt_tokens or probe.prompt_tokens,
-                "allow_empty": bool(m.allow_empty),
-                "ttft_from": m.ttft_from or "answer",
-            }
-        )
-
-
-class Discovery(Strict):
-    """Discover a region's workers from DNS (SRV, or A/AAAA with a fixed port)."""
-
-    name: str
-    type: Literal["SRV", "A", "AAAA"] = "SRV"
-    scheme: Literal["http", "https"] = "https"
-    port: int | None = Field(default=None, ge=1, le=65535)
-    refresh: Duration = 30.0
-    nameserver: str | None = None  # host[:port]; default: the system resolver
-    api: ApiName | None = None  # the API the discovered workers speak (default: probe.api)
-
-    @model_validator(mode="after")
-    def _port_for_addresses(self) -> Discovery:
-        if self.type != "SRV" and self.port is None:
-            raise ValueError(f"discovery of type {self.type} needs a port (SRV records carry their own)")
-        return self
 
 
 class RegionDns(Strict):
@@ -220,12 +80,12 @@ class RegionDns(Strict):
 
 
 class Region(Strict):
-    workers: list[Worker] = []
+    workers: list[Worker] = Field(default_factory=list)
     discovery: Discovery | None = None
     models: list[ModelSpec] | None = None  # default: the policy's models
     deadlines: DeadlinesOverride = DeadlinesOverride.model_construct()
     dns: RegionDns = Field(description="every region must be mapped to its Route 53 records (endpoint, aws_region)")
-    neighbours: list[str] = []  # spill-over preference, first = preferred
+    neighbours: list[str] = Field(default_factory=list)  # spill-over preference, first = preferred
     capacity_headroom: Percent | None = None  # declared: extra traffic it can take, as a share of its own load
     capacity: CapacityFields | None = None  # live capacity from the workers' metrics (docs/capacity.md)
 
@@ -311,7 +171,7 @@ class Guards(Strict):
     min_serving_regions: int = Field(default=1, ge=1)
     max_drained: int = Field(default=1, ge=0)
     fail_open_share: Percent = 0.75
-    never_drain: list[str] = []  # regions trafficd must never drain (on-call can still drain them by hand)
+    never_drain: list[str] = Field(default_factory=list)  # never drained by trafficd (on-call still can, by hand)
 
 
 # ---------------------------------------------------------------- actuating

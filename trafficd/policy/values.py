@@ -13,7 +13,15 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+)
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _SPACED_RE = re.compile(r"^(\d+(?:\.\d+)?)\s+(ms|s|m|h)$")
@@ -322,3 +330,11 @@ def check_key_prefix(value: str) -> str:
 
 
 KeyPrefix = Annotated[str, AfterValidator(check_key_prefix)]
+
+
+class Strict(BaseModel):
+    # defer_build: a model's validator is built when first used, so importing this module builds none and the
+    # first `Policy` validation builds one for the whole tree (not one per nested model, each holding copies of its
+    # children): a few ms off every command's start. Model defaults are `X.model_construct()` (not `X()`, which
+    # would build X at import); for defaults the two are the same instance: field defaults, no fields set.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
