@@ -92,6 +92,16 @@ def add_policy_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def duration_arg(value: str) -> float:
+    """An argparse `type` for durations written as in policies (`30s`, `2h`); parsed when given, not at --help."""
+    from trafficd.policy.values import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def open_policy(args: argparse.Namespace) -> Any:
     """The policy named by `args.policy`, and `args.region` (when given) checked against it.
 

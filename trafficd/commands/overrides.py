@@ -19,7 +19,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from trafficd.cli import add_policy_argument, open_policy
+from trafficd.cli import add_policy_argument, duration_arg, open_policy
 
 if TYPE_CHECKING:
     from trafficd.policy.schema import Policy
@@ -187,19 +187,10 @@ def _handler(fn: Any) -> Any:
     return run
 
 
-def _duration(value: str) -> float:
-    from trafficd.policy.values import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("drain", help="drain a region (ramped) until the override expires")
     p.add_argument("region")
-    p.add_argument("--for", dest="for_s", type=_duration, required=True, help="how long, e.g. 2h, 30m")
+    p.add_argument("--for", dest="for_s", type=duration_arg, required=True, help="how long, e.g. 2h, 30m")
     p.add_argument("--reason", required=True, help="why (logged and shown in status)")
     p.add_argument("--force", action="store_true", help="drain even when a guard forbids it")
     add_policy_argument(p)
@@ -207,14 +198,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("undrain", help="cancel a drain; with --for, keep the region serving whatever the probes say")
     p.add_argument("region")
-    p.add_argument("--for", dest="for_s", type=_duration, default=None, help="keep it serving this long")
+    p.add_argument("--for", dest="for_s", type=duration_arg, default=None, help="keep it serving this long")
     p.add_argument("--reason", default=None)
     add_policy_argument(p)
     p.set_defaults(func=_handler(_undrain))
 
     p = sub.add_parser("freeze", help="global kill switch: no serving fraction moves until unfreeze or expiry")
     p.add_argument("--reason", required=True)
-    p.add_argument("--for", dest="for_s", type=_duration, default=DEFAULT_FREEZE_S, help="default 1h")
+    p.add_argument("--for", dest="for_s", type=duration_arg, default=DEFAULT_FREEZE_S, help="default 1h")
     p.add_argument("--replace", action="store_true", help="replace a longer freeze in force (else it is kept)")
     add_policy_argument(p)
     p.set_defaults(func=_handler(_freeze))

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from trafficd.cli import duration_arg
 from trafficd.errors import EX_CONFIG
 from trafficd.probe.apis import DIALECTS, dialect
 
@@ -166,15 +167,6 @@ def _command(args: argparse.Namespace) -> int:
         return 0
 
 
-def _duration(value: str) -> float:
-    from trafficd.policy.values import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "probe",
@@ -186,7 +178,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", action="append", required=True, help="model to ask (repeat for several)")
     p.add_argument("--count", type=int, default=1, help="probes per model (default 1)")
     p.add_argument("--json", action="store_true", help="one JSON object per probe")
-    p.add_argument("--interval", type=_duration, default=0.0, help="pause between probes, e.g. 1s")
+    p.add_argument("--interval", type=duration_arg, default=0.0, help="pause between probes, e.g. 1s")
     p.add_argument("--policy", help="take probe settings (auth, TLS, prompt, deadlines) from this policy")
     p.add_argument("--region", help="region whose deadlines apply (with --policy)")
     p.add_argument("--worker", help="worker name shown in the output")
@@ -203,5 +195,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ttft-from", choices=["answer", "reasoning"], help="TTFT ends at the first answer token (default)")
     p.add_argument("--check-models", action="store_true", help="first ask the worker's model list")
     for name in ("connect", "first-token", "gap", "total"):
-        p.add_argument(f"--{name}", type=_duration, help=f"{name} deadline, e.g. 2s")
+        p.add_argument(f"--{name}", type=duration_arg, help=f"{name} deadline, e.g. 2s")
     p.set_defaults(func=_command)
