@@ -4,6 +4,7 @@
   over it; `as_policy`, `as_loaded` and `write_policy` turn it into a `Policy`, a `LoadedPolicy` (with line
   numbers, through the real YAML loader) or a file. Area kits (judgekit, probekit, dns_fixtures, ctlkit) only
   choose their own defaults on top of it.
+- `serve(app)` runs an aiohttp application on a free loopback port: its runner (to clean up) and its base URL.
 - `eventually(...)` / `eventually_async(...)` poll a predicate until it returns something truthy and return that
   value; they fail the test with what was awaited once the deadline passes. Tests never sleep-and-hope.
 """
@@ -163,3 +164,15 @@ def log_events(path: Path) -> list[dict[str, Any]]:
         with contextlib.suppress(ValueError):
             out.append(json.loads(line))
     return out
+
+
+async def serve(app: Any, **runner_options: Any) -> tuple[Any, str]:
+    """Run an aiohttp `app` on a free loopback port: (its AppRunner, to clean up; "http://127.0.0.1:PORT")."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"

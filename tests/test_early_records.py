@@ -54,12 +54,7 @@ class StallingWorker:
     async def start(self) -> StallingWorker:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.handle)
-        self.runner = web.AppRunner(app, handler_cancellation=True)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await kit.serve(app, handler_cancellation=True)
         return self
 
     async def stop(self) -> None:

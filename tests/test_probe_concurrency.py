@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import kit
 import pytest
 from aiohttp import web
 from probekit import DONE, ROLE, FakeSink, make_policy, tok, wait_until
@@ -57,12 +58,7 @@ class TunableWorker:
     async def start(self) -> TunableWorker:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await kit.serve(app, access_log=None)
         return self
 
     async def stop(self) -> None:

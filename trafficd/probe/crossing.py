@@ -65,8 +65,9 @@ class Crossing:
         at_ms = max((asyncio.get_running_loop().time() - run.t0) * 1000.0, self.at_ms)
         ttft = None if run.ttft is None else run.ttft * 1000.0
         t = self.target
-        record = Sample(t.region, t.worker, t.model, self.t_wall, True, None, at_ms, ttft, early=True)
-        record = replace(record, counted=self.counted)
+        record = Sample(
+            t.region, t.worker, t.model, self.t_wall, True, None, at_ms, ttft, early=True, counted=self.counted
+        )
         bits = counts_of(record, self.total_ms, self.ttft_ms)
         if bits:
             self.counted |= bits
