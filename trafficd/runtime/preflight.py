@@ -98,9 +98,9 @@ def _api_key_check(policy: Policy) -> Check:
 
 
 def aws_credentials_check() -> Check:
-    import boto3
+    import botocore.session
 
-    creds = boto3.session.Session().get_credentials()
+    creds = botocore.session.get_session().get_credentials()
     if creds is None:
         return Check(
             "aws",
