@@ -31,21 +31,19 @@ import random
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trafficd.errors import ConfigError
 from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
-from trafficd.policy.schema import Probe as ProbeConfig
-from trafficd.probe.credentials import SecretError, load_api_key
 from trafficd.probe.crossing import probe_reporting_early, since
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.outbox import Outbox, SampleSinkLike
-from trafficd.probe.prober import ProbeConfigError, Prober, ProbeResult, Target, series_target
+from trafficd.probe.prober import ProbeResult, Target, series_target
+from trafficd.probe.probers import AgentConfigError as AgentConfigError  # raised by run_agent; re-exported
+from trafficd.probe.probers import Probers, ProberSlot
 from trafficd.probe.rounds import Round, SeriesHealth, log_completed, log_discarded
-from trafficd.probe.schedule import ConcurrencyControl, Shard, SkipWatch, Slots
+from trafficd.probe.schedule import ConcurrencyControl, Shard, SkipWatch
 from trafficd.probe.stall import StallWatch
 from trafficd.runtime import metrics
 from trafficd.runtime.agent_report import AgentReport
@@ -54,10 +52,6 @@ from trafficd.runtime.logs import get_logger
 log = get_logger("agent")
 
 STOP_GRACE_S = 2.0  # in-flight probes get this long to finish when the agent stops
-
-
-class AgentConfigError(ConfigError):
-    """The agent cannot probe as configured (API key unreadable, CA file unreadable): exit 78."""
 
 
 class PolicySource(Protocol):
@@ -71,17 +65,6 @@ def _loaded(source: PolicySource | LoadedPolicy) -> LoadedPolicy:
 
 def default_agent_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class _ProberSlot:
-    """A prober, the probe settings it was built from, and how many probes use it (closed when retired and idle)."""
-
-    prober: Prober
-    cfg: ProbeConfig
-    sem: Slots  # probes in flight: cfg.concurrency, or what `auto` sizes (schedule.ConcurrencyControl)
-    users: int = 0
-    retired: bool = False
 
 
 class Agent:
@@ -100,7 +83,7 @@ class Agent:
         self.sink = sink
         self.agent_id = agent_id
         self.rng = rng or random.Random()
-        self._slot: _ProberSlot | None = None
+        self.probers = Probers(region)  # the prober of the current probe settings (probe/probers.py)
         self._discovery: Discovery | None = None
         self._discovery_task: asyncio.Task[Any] | None = None
         self.outbox = Outbox(sink, region, agent_id)
@@ -120,31 +103,10 @@ class Agent:
 
     # ---------------------------------------------------------------- set-up
 
-    async def _prober_for(self, cfg: ProbeConfig) -> _ProberSlot:
-        """The prober for these settings; a changed `probe` section (reload) builds a new one."""
-        if self._slot is not None and self._slot.cfg == cfg:
-            return self._slot
-        try:
-            secret = load_api_key(cfg.auth)
-            prober = await Prober(cfg, secret=secret).__aenter__()
-        except (SecretError, ProbeConfigError) as exc:
-            if self._slot is None:
-                log.error("agent.config_failed", region=self.region, error=str(exc))
-                raise AgentConfigError(str(exc)) from None
-            log.error("agent.config_failed", region=self.region, error=str(exc), kept="previous probe settings")
-            self._slot.cfg = cfg  # don't retry every round; a later reload can fix it
-            return self._slot
-        old, self._slot = self._slot, _ProberSlot(prober, cfg, Slots(cfg.max_in_flight))
-        if old is not None:
-            log.info("agent.prober_replaced", region=self.region)
-            old.retired = True
-            await self._close_if_idle(old)
-        return self._slot
-
-    @staticmethod
-    async def _close_if_idle(slot: _ProberSlot) -> None:
-        if slot.retired and slot.users == 0:
-            await slot.prober.close()
+    @property
+    def _slot(self) -> ProberSlot | None:
+        """The current prober and its probe slots (read by the metrics and the agent benchmark)."""
+        return self.probers.current
 
     async def _workers(self, policy: Policy) -> list[WorkerRef]:
         region = policy.regions[self.region]
@@ -163,7 +125,7 @@ class Agent:
         names = {w.name for w in workers}
         return workers + [w for w in self._discovery.workers if w.name not in names]
 
-    def _check_models(self, policy: Policy, workers: list[WorkerRef], slot: _ProberSlot) -> None:
+    def _check_models(self, policy: Policy, workers: list[WorkerRef], slot: ProberSlot) -> None:
         """Warn about models a worker does not list (`probe/models.py`): at start, after each discovery refresh,
         and when the policy changes the workers, models or APIs. Runs in the background."""
         discovered = self._discovery.workers if self._discovery is not None else None
@@ -179,8 +141,7 @@ class Agent:
             try:
                 await warn_unlisted_models(slot.prober, policy, self.region, workers, self._models_warned)
             finally:
-                slot.users -= 1
-                await self._close_if_idle(slot)
+                await slot.release()
 
         slot.users += 1  # the check uses the prober: it is not closed under it
         self._spawn(check())
@@ -199,7 +160,7 @@ class Agent:
         policy = loaded.policy
         if self.region not in policy.regions:
             raise AgentConfigError(f"region {self.region!r} is not in the policy")
-        await self._prober_for(policy.probe)
+        await self.probers.for_settings(policy.probe)
         self._spawn(self.stalls.run(stop))  # before the first probe: set-up time is no stall
         discovery = policy.regions[self.region].discovery
         log.info(
@@ -226,7 +187,7 @@ class Agent:
                 if self.region not in policy.regions:
                     log.error("agent.config_failed", region=self.region, error="region no longer in the policy")
                     break
-                slot = await self._prober_for(policy.probe)
+                slot = await self.probers.for_settings(policy.probe)
                 workers = await self._workers(policy)
                 self.current_workers = workers
                 self._check_models(policy, workers, slot)
@@ -241,7 +202,7 @@ class Agent:
             await self._shutdown(flusher)
             log.info("agent.stopped", region=self.region, agent_id=self.agent_id, rounds=number)
 
-    async def _round(self, number: int, loaded: LoadedPolicy, workers: list[WorkerRef], slot: _ProberSlot) -> None:
+    async def _round(self, number: int, loaded: LoadedPolicy, workers: list[WorkerRef], slot: ProberSlot) -> None:
         policy = loaded.policy
         loop = asyncio.get_running_loop()
         models = policy.models_for(self.region)
@@ -257,8 +218,7 @@ class Agent:
                 *(self._probe_one(rnd, t, self.rng.uniform(0.0, spread_s), slot_deadline, slot) for t in targets)
             )
         finally:
-            slot.users -= 1
-            await self._close_if_idle(slot)
+            await slot.release()
         log_discarded(self.region, rnd, self.discarded_stall_total)
         skipped = rnd.outcomes.get("skipped", 0)
         duration_ms = (loop.time() - rnd.started) * 1000.0
@@ -287,7 +247,7 @@ class Agent:
         target: Target,
         delay_s: float,
         slot_deadline: float,
-        slot: _ProberSlot,
+        slot: ProberSlot,
     ) -> None:
         await asyncio.sleep(delay_s)
         if self._stopping:
@@ -346,8 +306,7 @@ class Agent:
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
         await self.outbox.flush()
-        if self._slot is not None:
-            await self._slot.prober.close()
+        await self.probers.close()
 
 
 async def run_agent(
