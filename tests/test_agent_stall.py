@@ -16,6 +16,8 @@ from kit import eventually
 from test_reload import Events
 
 from trafficd.dev.services import LOOPBACK, free_port, wait_for_port
+from trafficd.model import Sample
+from trafficd.probe.crossing import over_despite_stall
 from trafficd.probe.stall import StallWatch
 
 
@@ -58,6 +60,40 @@ def test_overlapping_catches_a_stall_before_the_ticker_runs() -> None:
     assert w.overlapping(*before) is None
     clocks.mono += 0.05
     assert w.overlapping(clocks.mono - 0.02, clocks.mono) is None  # a probe entirely after the pause
+
+
+def test_overlap_s_is_the_stalls_time_inside_a_span() -> None:
+    """Two stalls (3 s and 0.5 s) and a span from inside the first to after the second: 1 s of one, 0.5 s of the
+    other; a span with no stall in it: 0."""
+    clocks = FakeClocks()
+    w = watch(clocks)
+    first_start = clocks.mono
+    clocks.mono += 3.0
+    w.check()
+    for _ in range(20):  # 1 s of ticks on time
+        clocks.mono += 0.05
+        w.check()
+    clocks.mono += 0.5
+    w.check()
+    assert w.overlap_s(first_start + 2.0, clocks.mono + 1.0) == pytest.approx(1.5)
+    assert w.overlap_s(first_start + 3.0, first_start + 4.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_probe_over_its_slo_whatever_the_stall_took_is_kept_else_it_measured_the_agent() -> None:
+    """With a 0.5 s stall inside it, a probe kept is over every threshold it counts by more than the stall; under
+    its thresholds, over only because of the stall, or TTFT over only because of it: discarded."""
+    slo = (800.0, 300.0)
+
+    def probe(total_ms: float, ttft_ms: float | None, ok: bool = True) -> Sample:
+        return Sample("r1", "w1", "m1", 1000.0, ok, None if ok else "total_timeout", total_ms, ttft_ms)
+
+    assert over_despite_stall(probe(2000.0, 50.0), 0.5, slo)  # total over either way
+    assert over_despite_stall(probe(4000.0, None, ok=False), 0.5, slo)  # a stalled worker that timed out
+    assert over_despite_stall(probe(2000.0, 900.0), 0.5, slo)  # TTFT and total over either way
+    assert not over_despite_stall(probe(1000.0, 50.0), 0.5, slo)  # over only with the stall's 0.5 s
+    assert not over_despite_stall(probe(2000.0, 600.0), 0.5, slo)  # TTFT over only with the stall's time
+    assert not over_despite_stall(probe(600.0, 50.0), 0.5, slo)  # not over at all: the stall inflated it
+    assert not over_despite_stall(probe(100.0, None, ok=False), 0.5, slo)  # a fast failure during the stall
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ aiohttp worker that stalls (headers and a role chunk, then nothing until the pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,16 +20,18 @@ from aiohttp import web
 
 from trafficd.model import RegionEvidence, Sample
 from trafficd.policy.schema import Deadlines, LoadedPolicy
-from trafficd.probe.agent import run_agent
+from trafficd.probe.agent import Agent, run_agent
 from trafficd.probe.crossing import Crossing
 from trafficd.probe.target import Target
 from trafficd.probe.timing import Run
 from trafficd.stats import store
 from trafficd.stats.records import records_of, stamp
-from trafficd.stats.sketch import Sketch, increments
+from trafficd.stats.sketch import COUNTED_N, COUNTED_TTFT, Sketch, increments
 from trafficd.stats.window import slice_of
 
 ROLE = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+TOKEN = b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}}]}\n\n'
+END = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
 
 
 @dataclass
@@ -69,19 +72,114 @@ async def worker() -> AsyncIterator[StallingWorker]:
     await w.stop()
 
 
-def one_probe_policy(url: str, redis_url: str, prefix: str, *, total_s: float = 4.0) -> LoadedPolicy:
-    """One worker × one model probed once (a long interval), SLOs of 300 ms (TTFT) and 800 ms (total)."""
+def one_probe_policy(
+    url: str | dict[str, str],
+    redis_url: str,
+    prefix: str,
+    *,
+    total_s: float = 4.0,
+    slo: dict[str, str] | None = None,
+) -> LoadedPolicy:
+    """Each worker (`url`, or name → url) × one model probed once (a long interval), SLOs of 300 ms (TTFT) and
+    800 ms (total) unless `slo` says otherwise."""
+    urls = {"w1": url} if isinstance(url, str) else url
     dns = {"endpoint": "r1.lb.example.com", "aws_region": "us-east-1"}
-    region = {"workers": [{"name": "w1", "url": url}], "dns": dns}
+    region = {"workers": [{"name": name, "url": u} for name, u in urls.items()], "dns": dns}
     doc = kit.policy_doc(
         {"r1": region},
         redis={"url": redis_url, "key_prefix": prefix},
         probe={"interval": "60s", "jitter": "0%", "deadlines": {"total": f"{total_s}s", "first_token": f"{total_s}s"}},
-        slo={"total_p99": "800ms", "ttft_p99": "300ms"},
+        slo=slo or {"total_p99": "800ms", "ttft_p99": "300ms"},
         windows={"evaluate_every": "1s", "slice": "1s", "trip": "60s", "long": "120s", "stale_after": "60s"},
     )
     doc["models"] = [{"name": "m1"}]
     return kit.as_loaded(doc)
+
+
+@dataclass
+class LateWorker:
+    """A role chunk at once, the first token `token_s` after the request (sooner once `release` is set), the end
+    `end_s` after the request (or just after the token)."""
+
+    token_s: float
+    end_s: float = 0.0
+    on_arrival: Callable[[], None] | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: list[float] = field(default_factory=list)  # monotonic
+    ended: list[float] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        start = time.monotonic()
+        self.arrived.append(start)
+        if self.on_arrival is not None:
+            self.on_arrival()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(ROLE)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.release.wait(), self.token_s)
+        await resp.write(TOKEN)
+        await asyncio.sleep(max(0.0, start + self.end_s - time.monotonic()))
+        await resp.write(END)
+        await resp.write_eof()
+        self.ended.append(time.monotonic())
+        return resp
+
+
+@contextlib.asynccontextmanager
+async def serving(*workers: LateWorker) -> AsyncIterator[None]:
+    for w in workers:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", w.handle)
+        w.runner, w.url = await kit.serve(app)
+    try:
+        yield
+    finally:
+        for w in workers:
+            if w.runner is not None:
+                await w.runner.cleanup()
+
+
+class RecordingSink(store.SampleSink):
+    """The agent's real sink to Redis, keeping a copy of every record the agent hands it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.records: list[Sample] = []
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        self.records.extend(samples)
+        await super().write(samples)
+
+
+@contextlib.asynccontextmanager
+async def live_agent(
+    loaded: LoadedPolicy, agent_id: str
+) -> AsyncIterator[tuple[Agent, RecordingSink, store.StatsView]]:
+    """A real agent (its loop in this process) writing to Redis through the real sink, and the controller's reader."""
+    client = store.redis_client(loaded.policy.redis)
+    sink = RecordingSink(client, loaded.policy, agent_id=agent_id)
+    agent = Agent(loaded, "r1", sink, agent_id=agent_id)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield agent, sink, store.StatsView(client, loaded.policy)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+
+
+def totals(ev: RegionEvidence) -> tuple[int, int, int, int]:
+    """(n, over the total SLO, over the TTFT SLO, errors) summed over the slices: the exact counts in Redis."""
+    return (
+        sum(s.n for s in ev.slices),
+        sum(s.over for s in ev.slices),
+        sum(s.ttft_over for s in ev.slices),
+        sum(s.errors for s in ev.slices),
+    )
 
 
 async def evidence_when(view: store.StatsView, what: str, cond: Any, timeout_s: float = 15.0) -> RegionEvidence:
@@ -192,3 +290,56 @@ async def test_a_threshold_passed_while_the_agent_itself_stalled_writes_no_early
     (early,) = written["clear"]
     assert early.early and early.total_ms > 50.0 and watches["clear"].counted
     assert written["stalled"] == [] and not watches["stalled"].counted
+
+
+async def test_a_threshold_passed_while_the_agent_stalled_is_counted_once_by_the_final_record(
+    redis_url: str, key_prefix: str
+) -> None:
+    """The agent's loop is blocked across two probes' 800 ms threshold, so neither writes an early record: the one
+    over the SLO even with the stall's time taken out (2 s) is counted once by its final record (n 1, over 1); the
+    one whose worker finished inside the stall is discarded (it measured the agent)."""
+    loop = asyncio.get_running_loop()
+
+    def block_once() -> None:  # 0.3 s into the probes the agent's own loop stops for 0.7 s: a local stall
+        if not loop_blocked:
+            loop_blocked.append(loop.call_later(0.3, time.sleep, 0.7))
+
+    loop_blocked: list[asyncio.TimerHandle] = []
+    slow = LateWorker(token_s=0.0, end_s=2.0, on_arrival=block_once)
+    inside = LateWorker(token_s=0.0, end_s=0.6, on_arrival=block_once)
+    async with serving(slow, inside):
+        urls = {"w-slow": slow.url, "w-inside": inside.url}
+        loaded = one_probe_policy(urls, redis_url, key_prefix, slo={"total_p99": "800ms"})
+        async with live_agent(loaded, "stalled-crossing") as (agent, sink, view):
+            ev = await evidence_when(view, "the slow probe's final record", lambda ev: ev.p99_ms is not None)
+            await kit.eventually_async(lambda: agent.discarded_stall_total, "the discard", timeout_s=10.0)
+    crossing = min(slow.arrived + inside.arrived) + 0.8
+    assert any(s.start < crossing < s.end for s in agent.stalls.stalls), "no local stall across the threshold"
+    (final,) = sink.records  # no early record, and nothing of the probe that measured the stall
+    assert (final.worker, final.early, final.counted, final.ok) == ("w-slow", False, 0, True)
+    assert final.total_ms >= 2000.0
+    assert totals(ev) == (1, 1, 0, 0) and agent.discarded_stall_total == 1
+
+
+async def test_a_ttft_crossing_is_counted_when_it_happens_and_not_again_when_the_probe_ends(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A first token later than the 200 ms TTFT threshold and an end under the 3 s total one: the early record (n,
+    TTFT over) is in Redis while the probe waits for its token; the final record adds its real TTFT to the
+    histogram and no second n or over-count."""
+    worker = LateWorker(token_s=2.5)  # the token when the test releases it (2.5 s at the latest), the end at once
+    async with serving(worker):
+        slo = {"total_p99": "3s", "ttft_p99": "200ms"}
+        loaded = one_probe_policy(worker.url, redis_url, key_prefix, slo=slo)
+        async with live_agent(loaded, "ttft-crossing") as (_, sink, view):
+            early = await evidence_when(view, "the TTFT over-count", lambda ev: ev.ttft_over_slo_fraction > 0)
+            assert not worker.ended, "the TTFT over-count arrived only after the probe ended"
+            assert totals(early) == (1, 0, 1, 0)
+            worker.release.set()
+            done = await evidence_when(view, "the final record", lambda ev: ev.ttft_p99_ms is not None)
+    assert totals(done) == (1, 0, 1, 0)
+    first, final = sink.records
+    assert first.early and first.ttft_ms is None and first.counted == 0
+    assert not final.early and final.ok and final.counted == COUNTED_N | COUNTED_TTFT
+    assert final.ttft_ms is not None and 200.0 < first.total_ms < final.ttft_ms <= final.total_ms < 3000.0
+    assert done.ttft_p99_ms is not None and done.ttft_p99_ms > 200.0 and done.p99_ms is not None

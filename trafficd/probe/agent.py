@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
-from trafficd.probe.crossing import probe_reporting_early, since
+from trafficd.probe.crossing import over_despite_stall, probe_reporting_early, since
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.outbox import Outbox, SampleSinkLike
@@ -271,9 +271,10 @@ class Agent:
             self._record(rnd, result)
 
     def _discard_if_stalled(self, rnd: Round, s: Sample, started: float, ended: float) -> bool:
-        """A probe whose measurement overlaps a local stall measured the agent, not the worker: drop and count it."""
+        """A probe whose measurement overlaps a local stall measured the agent, not the worker: drop and count it —
+        unless it is over its SLO whatever the stall took (its final record then counts it, probe/crossing.py)."""
         stall = self.stalls.overlapping(started, ended)
-        if stall is None:
+        if stall is None or over_despite_stall(s, self.stalls.overlap_s(started, ended), rnd.slo_ms):
             return False
         rnd.discard(s, stall)
         self.discarded_stall_total += 1

@@ -8,7 +8,9 @@ a finished probe) — and the probe's final record later carries `counted`, so n
 only the error (a stall that times out), the over-counts not yet made and the real latency (the histogram).
 
 A timer that fires while the agent itself was stalled (`StallWatch`) writes nothing: the probe may have finished
-in the meantime, and its final record decides (as before). Once an early record is written the probe is counted:
+in the meantime, and its final record decides (`over_despite_stall`): a probe that overlapped a local stall
+measured the agent and is discarded, unless it is over its SLO even with the stall's time taken out — then its
+final record counts it whole (n, over, its error), once. Once an early record is written the probe is counted:
 its final record is always written (never discarded for a later local stall), and a probe cut short by the
 agent's shutdown gets a final record too, with the latency so far (a lower bound) and no error (the worker did
 not fail; the agent stopped). Probes are never cut short by this: deadlines are unchanged.
@@ -26,7 +28,7 @@ from trafficd.probe.prober import Prober
 from trafficd.probe.target import ProbeResult, Target
 from trafficd.probe.timing import Run
 from trafficd.stats.records import past
-from trafficd.stats.sketch import counts_of
+from trafficd.stats.sketch import COUNTED_N, counts_of
 
 
 class Crossing:
@@ -122,3 +124,15 @@ async def probe_reporting_early(
 def since(start: float, overlapping: Callable[[float, float], object]) -> Callable[[], bool]:
     """`stalled` for a probe started at monotonic `start`: whether a local stall overlaps it so far."""
     return lambda: overlapping(start, time.monotonic()) is not None
+
+
+def over_despite_stall(sample: Sample, stall_s: float, slo_ms: tuple[float, float | None]) -> bool:
+    """Whether a probe not counted early, whose measurement included `stall_s` of the agent's own stalls, is over
+    its SLO whatever the stall took: it is over a threshold, and every over-count its record makes holds for its
+    latency and TTFT less the stall (lower bounds of the worker's). Else it measured the agent: discarded."""
+    bits = counts_of(sample, *slo_ms)
+    if not bits & ~COUNTED_N:
+        return False
+    less_ms = stall_s * 1000.0
+    ttft = None if sample.ttft_ms is None else sample.ttft_ms - less_ms
+    return counts_of(replace(sample, total_ms=sample.total_ms - less_ms, ttft_ms=ttft), *slo_ms) == bits

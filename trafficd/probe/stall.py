@@ -5,10 +5,11 @@ A gap longer than TICK_S + threshold is a local stall: the event loop was blocke
 for most of the gap) or the whole process was paused (`paused`: SIGSTOP, a VM or container freeze, swap; little
 CPU used). Stalls are kept for KEEP_S; `overlapping(start, end)` tells the agent whether a probe's measurement
 (monotonic start and end) overlaps one, in which case the sample measured the agent, not the worker, and is
-discarded (counted, logged). `overlapping` first checks the clock itself, so a probe that completes right after a
-pause, before the ticker has run, is caught too. The ticker also keeps how late its recent ticks woke (`lag_s`):
-the event loop's lag, which delays every chunk a probe reads, so the concurrency sizing holds off growing while it
-is high (`probe/schedule.py`).
+discarded (counted, logged) — unless it is over its SLO even with the stalls' time (`overlap_s`) taken out
+(`probe/crossing.py: over_despite_stall`). `overlapping` first checks the clock itself, so a probe that completes
+right after a pause, before the ticker has run, is caught too. The ticker also keeps how late its recent ticks
+woke (`lag_s`): the event loop's lag, which delays every chunk a probe reads, so the concurrency sizing holds off
+growing while it is high (`probe/schedule.py`).
 
 Event: `agent.stalled` (`duration_ms`, `cpu_ms`, `kind`, `threshold_ms`).
 """
@@ -98,6 +99,11 @@ class StallWatch:
         self.check()
         hits = [s for s in self.stalls if s.start < end and s.end > start]
         return max(hits, key=lambda s: s.duration_s) if hits else None
+
+    def overlap_s(self, start: float, end: float) -> float:
+        """How long local stalls took of [start, end] (monotonic), checking the clock first."""
+        self.check()
+        return sum(max(0.0, min(s.end, end) - max(s.start, start)) for s in self.stalls)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set (the time before the first tick is not a stall)."""
