@@ -40,6 +40,7 @@ ADAPTERS = (
     "trafficd.dns.route53",
     "trafficd.stats.client",
     "trafficd.stats.sink",
+    "trafficd.stats.batch_script",
     "trafficd.stats.view",
     "trafficd.stats.store",
     "trafficd.stats.capacity_store",

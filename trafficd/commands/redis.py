@@ -1,7 +1,8 @@
 """`trafficd redis acl --policy FILE`: the Redis ACL users of a policy, one role each, as ACL file lines.
 
     {svc}-agent-{region}   one per region: writes only that region's statistics keys ({p}:{svc}:{region}:*),
-                           with the few commands the sample sink sends (BITFIELD, HSET, HINCRBY, LPUSH, ...)
+                           with the few commands the sample sink sends (its batch script, EVALSHA/EVAL, and
+                           the commands that script calls: TYPE, HGET, BITFIELD, HSET, HINCRBY, LPUSH, ...)
     {svc}-controller       reads every key of the service; writes only its state and lease ({p}:{svc}:controller:*)
                            and the audit stream ({p}:{svc}:audit)
     {svc}-oncall           reads every key of the service; writes only the overrides ({p}:{svc}:override:*)
@@ -25,8 +26,13 @@ if TYPE_CHECKING:  # `redis --help` imports no schema
 
 _CONNECT = "+@connection"  # AUTH, HELLO, PING, CLIENT SETINFO (CLIENT KILL is taken away by _NEVER)
 _NEVER = "-@admin -@dangerous"
-# What SampleSink sends: one MULTI/EXEC per region per flush, TIME to judge its own clock.
-_AGENT_COMMANDS = "+multi +exec +discard +bitfield +hset +hincrby +hexists +expire +lpush +ltrim +time +ping"
+# What SampleSink sends: its script (EVALSHA, EVAL when not cached) per region per flush and per heartbeat, and
+# every command the script calls (Redis checks each against this user's ACL); TIME to judge its clock. MULTI, EXEC
+# and DISCARD are for `trafficd check`, which queues these commands as this user in a MULTI it discards.
+_AGENT_COMMANDS = (
+    "+multi +exec +discard +evalsha +eval +type +hexists +hget +bitfield +hset +hincrby +expire +lpush +ltrim"
+    " +time +ping"
+)
 # Readers and writers of whole values; EVAL for the lease scripts (which name their keys, so ACL checks them).
 _SERVICE_COMMANDS = "+@read +@write +@transaction +eval +evalsha +time"
 

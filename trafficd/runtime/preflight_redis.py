@@ -25,6 +25,10 @@ ROLE_COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "agent": (
         ("multi",),
         ("exec",),
+        ("evalsha", "0" * 40, "1", "{k}"),  # the sink's batch script, and below each command it calls
+        ("eval", "return 1", "1", "{k}"),
+        ("type", "{k}"),
+        ("hget", "{k}", "f"),
         ("hset", "{k}", "f", "v"),
         ("hincrby", "{k}", "f", "1"),
         ("hexists", "{k}", "f"),

@@ -13,7 +13,6 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -22,26 +21,9 @@ from trafficd.model import Sample
 from trafficd.policy.schema import Policy
 from trafficd.runtime import metrics
 from trafficd.runtime.logs import get_logger
-from trafficd.stats import sketch
+from trafficd.stats import batch_script, sketch
 from trafficd.stats.client import TRANSIENT, Backoff, error_text, recent_m, refused, ttl_s
 from trafficd.stats.window import slice_of
-
-
-def _aggregate_ops(words: Counter[int]) -> list[bytes]:
-    """The region aggregate's BITFIELD: u32 header words (never saturate), u16 bucket words."""
-    ops = [b"OVERFLOW", b"SAT"]
-    for kind, offset, inc in sketch.aggregate_fields(words):
-        ops += (b"INCRBY", kind.encode(), b"%d" % offset, b"%d" % inc)
-    return ops
-
-
-def _bitfield_ops(words: Counter[int], kind: bytes) -> list[bytes]:
-    """`OVERFLOW SAT INCRBY <kind> #<word> <inc> …`, pre-encoded (the client's argument encoding is costly)."""
-    ops = [b"OVERFLOW", b"SAT"]
-    for word, inc in sorted(words.items()):
-        ops += (b"INCRBY", kind, b"#%d" % word, b"%d" % inc)
-    return ops
-
 
 CLOCK_CHECK_EVERY_S = 5.0  # how often the sink measures its agent's clock against Redis TIME
 RESTAMP_ABOVE_S = 1.0  # an agent clock further than this from Redis's has its stamps corrected
@@ -49,7 +31,8 @@ RESTAMP_ABOVE_S = 1.0  # an agent clock further than this from Redis's has its s
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One region's samples written in one MULTI/EXEC, marked in Redis by `batch_id` under `marker_key`."""
+    """One region's samples written by one script (all or nothing), marked in Redis by `batch_id` under
+    `marker_key`."""
 
     region: str
     samples: list[Sample]
@@ -59,7 +42,8 @@ class Batch:
 
 
 class SampleSink:
-    """Agents' writer: one pipelined MULTI/EXEC per region per flush; buffers while Redis is unreachable.
+    """Agents' writer: one script per region per flush, applied whole or not at all (batch_script.py); buffers
+    while Redis is unreachable.
 
     Clock judgement is per agent, here at the writer: every CLOCK_CHECK_EVERY_S the sink compares its agent's
     clock with Redis TIME; when they differ by more than RESTAMP_ABOVE_S, samples and heartbeats are re-stamped
@@ -67,10 +51,11 @@ class SampleSink:
     trafficd_agent_clock_offset_seconds). A skewed agent therefore never writes stamps from the future into the
     region's shared keys, and the region's other agents are unaffected.
 
-    Each batch writes its id into the region's batch marker (keys.batch_key) in the same transaction. A batch
-    whose MULTI/EXEC failed is "unsure": the reply may have been lost after Redis applied it (a primary dying
-    mid-reply, a timeout). It is retried first, and only when its marker is absent, so it lands exactly once
-    (`store.batch_already_written` when the marker shows it had landed).
+    Each batch writes its id into the region's batch marker (keys.batch_key) in the same script. A batch whose
+    write failed is "unsure": the reply may have been lost after Redis applied it (a primary dying mid-reply, a
+    timeout). It is sent again first, with the same id, and the script writes it only when its marker is absent,
+    so it lands exactly once (`store.batch_already_written` when the marker shows it had landed). A batch Redis
+    refuses (a key of the wrong type) wrote nothing: it is counted in `rejected_total` and skipped.
     """
 
     def __init__(
@@ -106,14 +91,12 @@ class SampleSink:
         self._batch_prefix, self._batch_seq = f"{agent_id or 'agent'}:{os.urandom(4).hex()}", 0
         self.duplicates_avoided = 0
         self.rejected_total, self._refusing = 0, False  # samples of batches Redis refused (never retried)
+        self._hb_refusing = False
         self.log = get_logger("store")
 
     def use_policy(self, policy: Policy) -> None:
-        """Take the thresholds, slice length and expiries of a (reloaded) policy; the buffer is kept.
-
-        Over-SLO counts are exact only against the threshold in force when a sample is written, so a changed
-        SLO applies to samples written from now on (the window holds a mix for one trip window).
-        """
+        """Take the thresholds, slice length and expiries of a (reloaded) policy; the buffer is kept. Over-SLO counts
+        are exact against the threshold in force when a sample is written: a changed SLO applies from then on."""
         self.policy = policy
         self.prefix, self.service = policy.redis.key_prefix, policy.service
         self.slice_s = policy.windows.slice
@@ -152,15 +135,22 @@ class SampleSink:
         if not self._backoff.ready(time.monotonic()):
             return
         key = keys.heartbeat_key(self.prefix, self.service, region)
+        ops = batch_script.Operations()
         try:
             await self._judge_clock()
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hset(key, agent_id, repr(self.clock() - self._shift_s()))
-            pipe.expire(key, self.ttl_s)
-            await pipe.execute()
+            ops.add(b"HSET", key, [agent_id.encode(), repr(self.clock() - self._shift_s()).encode()])
+            ops.add(b"EXPIRE", key, [b"%d" % self.ttl_s])
+            await batch_script.run(self.client, ops)  # a foreign key at `hb` is refused, and left without a TTL
         except TRANSIENT as exc:
-            self._failed(exc, "heartbeat")
-            return
+            if not refused(exc):
+                self._failed(exc, "heartbeat")
+                return
+            (self.log.debug if self._hb_refusing else self.log.error)(
+                "store.heartbeat_rejected", region=region, error=error_text(exc)
+            )  # ERROR once until a heartbeat lands; not an outage: samples go on
+            self._hb_refusing = True
+        else:
+            self._hb_refusing = False
         await self._flush()
 
     async def _flush(self) -> None:
@@ -179,7 +169,7 @@ class SampleSink:
                     one = self._batch(region, by_region[region])
                     try:
                         await self._judge_clock()
-                        await self._send(one)  # one MULTI/EXEC: all or nothing
+                        fresh = await self._send(one)  # one script: all or nothing
                     except TRANSIENT as exc:
                         if refused(exc):
                             self._rejected(one, exc)
@@ -190,7 +180,7 @@ class SampleSink:
                         self._trim()
                         self._failed(exc, "write")
                         return
-                    self._written(len(one.samples))
+                    self._landed(one, fresh)
             if not self.buffer and self._outage_since is not None:
                 self.log.info(
                     "store.buffer_flushed",
@@ -215,31 +205,33 @@ class SampleSink:
             self._flushed_in_outage += n
 
     async def _settled(self) -> bool:
-        """Resolve the unsure batch, if any: skip it when its marker shows it landed, else send it again."""
+        """Resolve the unsure batch, if any: send it again with the same id; the script writes nothing when its
+        marker shows it had landed (one round trip, and no gap between the look and the write)."""
         one = self._unsure
         if one is None:
             return True
         if not self._backoff.ready(time.monotonic()):
             return False
         try:
-            landed = bool(await self.client.hexists(one.marker_key, one.batch_id))
-            if landed:
-                self.duplicates_avoided += len(one.samples)
-                self.log.info(
-                    "store.batch_already_written", region=one.region, samples=len(one.samples), batch=one.batch_id
-                )
-            else:
-                await self._judge_clock()
-                await self._send(one)
+            await self._judge_clock()
+            fresh = await self._send(one)
         except TRANSIENT as exc:
             if not refused(exc):
                 self._failed(exc, "write")
                 return False
             self._rejected(one, exc)
         else:
-            self._written(len(one.samples))
+            self._landed(one, fresh)
         self._unsure = None
         return True
+
+    def _landed(self, one: Batch, fresh: bool) -> None:
+        if not fresh:
+            self.duplicates_avoided += len(one.samples)
+            self.log.info(
+                "store.batch_already_written", region=one.region, samples=len(one.samples), batch=one.batch_id
+            )
+        self._written(len(one.samples))
 
     def _rejected(self, one: Batch, exc: BaseException) -> None:
         """Redis refused the batch itself (e.g. another program's key of the wrong type at one of ours): sending it
@@ -326,12 +318,15 @@ class SampleSink:
             )
             self._dropped_unlogged = 0
 
-    def _expire_once(self, pipe: Any, key: str, ttl_s: int, sid: int, marker: str | None = None) -> None:
-        """EXPIRE a key once (per `marker`) rather than on every write: fewer commands per sample."""
-        mark = marker or key
-        if mark not in self._ttl_set:
-            pipe.expire(key, ttl_s)
-            self._ttl_set[mark] = sid
+    def _expire_once(
+        self, ops: batch_script.Operations, ttls: dict[str, int], key: str, ttl_s: int, sid: int, mark: str = ""
+    ) -> None:
+        """EXPIRE a key once (per `mark`) rather than on every write: fewer commands per sample. `ttls` collects
+        what this batch sets; it is remembered only once the batch landed (a refused batch set none)."""
+        mark = mark or key
+        if mark not in self._ttl_set and mark not in ttls:
+            ops.add(b"EXPIRE", key, [b"%d" % ttl_s])
+            ttls[mark] = sid
 
     def _recent_entry(self, s: Sample) -> bool | None:
         """A probe's entry in the recent list (over the SLO or failed), from the one record that decides it: the
@@ -342,19 +337,17 @@ class SampleSink:
             return None
         return not s.ok
 
-    async def _send(self, batch: Batch) -> None:
-        """Write one region's samples in one MULTI/EXEC (one region = one hash slot): all or nothing."""
+    async def _send(self, batch: Batch) -> bool:
+        """Write one region's samples with one script (one region = one hash slot): all or nothing
+        (batch_script.py). True when written now, False when its marker shows it had landed already."""
         region, samples = batch.region, batch.samples
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(batch.marker_key, batch.batch_id, len(samples))
-        self._expire_once(pipe, batch.marker_key, self.ttl_s, batch.slice_id)
+        ops = batch_script.Operations(batch.marker_key, batch.batch_id, len(samples))
+        ttls: dict[str, int] = {}
+        self._expire_once(ops, ttls, batch.marker_key, self.ttl_s, batch.slice_id)
         cells: dict[tuple[str, int], list[Sample]] = defaultdict(list)
         newest: dict[str, float] = {}
         flags: list[tuple[float, str]] = []
         shift = self._shift_s()
-        if shift:
-            self.restamped_total += len(samples)
-            metrics.SAMPLES_RESTAMPED.labels(self.agent_id).inc(len(samples))
         for s in samples:
             done = s.t - shift + s.total_ms / 1000.0
             series = keys.series_id(s.worker, s.model)
@@ -363,36 +356,41 @@ class SampleSink:
             over = self._recent_entry(s)
             if over is not None:
                 flags.append((done, f"{int(over)}:{done:.3f}"))
-        # Order matters for readers: newest (the series list) → slices → index (the change signal).
         newest_key = keys.newest_key(self.prefix, self.service, region)
-        pipe.hset(newest_key, mapping={k: repr(v) for k, v in newest.items()})
+        fields = [x for k, v in newest.items() for x in (k.encode(), repr(v).encode())]
+        ops.chunked(b"HSET", newest_key, fields, step=2)
         per_slice: dict[int, int] = defaultdict(int)
         region_words: dict[int, Counter[int]] = defaultdict(Counter)
         for (series, sid), cell in cells.items():
             words = sketch.increments(cell, self.total_ms, self.ttft_ms)
             key = keys.slice_key(self.prefix, self.service, region, sid, series)
-            pipe.execute_command("BITFIELD", key, *_bitfield_ops(words, b"u16"))
-            self._expire_once(pipe, key, self.ttl_s, sid)
+            ops.bitfield(key, batch_script.series_increments(words))
+            self._expire_once(ops, ttls, key, self.ttl_s, sid)
             per_slice[sid] += len(cell)
             region_words[sid].update(words)
-        for sid, words in region_words.items():  # the region's exact merge, in the same transaction
+        for sid, words in region_words.items():  # the region's exact merge, in the same script
             key = keys.region_slice_key(self.prefix, self.service, region, sid)
-            pipe.execute_command("BITFIELD", key, *_aggregate_ops(words))
-            self._expire_once(pipe, key, self.ttl_s, sid)
+            ops.bitfield(key, batch_script.aggregate_increments(words))
+            self._expire_once(ops, ttls, key, self.ttl_s, sid)
         region_sid = max(per_slice)
         for sid, count in per_slice.items():
             ikey = keys.index_key(self.prefix, self.service, region, keys.epoch_of(sid))
-            pipe.hincrby(ikey, str(sid), count)
-            self._expire_once(pipe, ikey, self.index_ttl_s, sid)
+            ops.add(b"HINCRBY", ikey, [b"%d" % sid, b"%d" % count])
+            self._expire_once(ops, ttls, ikey, self.index_ttl_s, sid)
         recent_key = keys.recent_key(self.prefix, self.service, region)
         flags.sort()
         if flags:  # a batch of early records and final ones of probes already listed adds no entry
-            pipe.lpush(recent_key, *[f for _, f in flags[-self.recent_m :]])
-            pipe.ltrim(recent_key, 0, self.recent_m - 1)
+            ops.chunked(b"LPUSH", recent_key, [f.encode() for _, f in flags[-self.recent_m :]])
+            ops.add(b"LTRIM", recent_key, [b"0", b"%d" % (self.recent_m - 1)])
         for key in (newest_key, recent_key):  # refreshed once per slice
-            self._expire_once(pipe, key, self.ttl_s, region_sid, marker=f"{key}@{region_sid}")
-        await pipe.execute()
+            self._expire_once(ops, ttls, key, self.ttl_s, region_sid, mark=f"{key}@{region_sid}")
+        fresh = await batch_script.run(self.client, ops)
+        self._ttl_set.update(ttls)
+        if shift:
+            self.restamped_total += len(samples)
+            metrics.SAMPLES_RESTAMPED.labels(self.agent_id).inc(len(samples))
         # Forget TTL bookkeeping of slices that no longer receive writes.
         if len(self._ttl_set) > 4096:
             floor = region_sid - keys.EPOCH_SLICES
             self._ttl_set = {k: v for k, v in self._ttl_set.items() if v >= floor}
+        return fresh
