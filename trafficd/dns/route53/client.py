@@ -26,7 +26,7 @@ PAGE_SIZE = 300
 
 
 def route53_client(policy: Policy, *, total_max_attempts: int = 3, writer: str = "") -> Route53Client:
-    """A Route 53 client (botocore's, as boto3 makes it): standard retry mode, the policy's endpoint_url (moto) when it gives one.
+    """A Route 53 client (botocore's, as boto3 makes it): standard retry mode, the policy's endpoint_url if any.
 
     botocore's standard mode retries throttling and transient errors itself (`total_max_attempts` counts the
     first try), with its own jittered backoff; the provider's budgeted backoff is the layer above it. `writer`
