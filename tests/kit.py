@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import yaml
 
@@ -108,7 +108,7 @@ def write_policy(path: Path, doc: Mapping[str, Any]) -> Path:
     return path
 
 
-def eventually(predicate: Callable[[], T], what: str, *, timeout_s: float = 10.0, interval_s: float = 0.05) -> T:
+def eventually(predicate: Callable[[], T | None], what: str, *, timeout_s: float = 10.0, interval_s: float = 0.05) -> T:
     """Poll `predicate` until it returns a truthy value and return it; fail after `timeout_s` naming `what`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -120,8 +120,26 @@ def eventually(predicate: Callable[[], T], what: str, *, timeout_s: float = 10.0
         time.sleep(interval_s)
 
 
+# Two signatures so that T is the value awaited (an async predicate) or returned (a plain one); one signature over
+# `T | Awaitable[T]` leaves mypy no single T for a coroutine. A predicate's None is never returned (not truthy).
+@overload
 async def eventually_async(
-    predicate: Callable[[], T | Awaitable[T]], what: str, *, timeout_s: float = 10.0, interval_s: float = 0.05
+    predicate: Callable[[], Awaitable[T | None]], what: str, *, timeout_s: float = 10.0, interval_s: float = 0.05
+) -> T: ...
+
+
+@overload
+async def eventually_async(
+    predicate: Callable[[], T | None], what: str, *, timeout_s: float = 10.0, interval_s: float = 0.05
+) -> T: ...
+
+
+async def eventually_async(
+    predicate: Callable[[], T | Awaitable[T | None] | None],
+    what: str,
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
 ) -> T:
     """`eventually` for the event loop: `predicate` may be a plain or an async callable."""
     deadline = time.monotonic() + timeout_s
@@ -130,7 +148,7 @@ async def eventually_async(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
@@ -174,5 +192,5 @@ async def serve(app: Any, **runner_options: Any) -> tuple[Any, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"

@@ -219,9 +219,7 @@ class ScriptedWorker:
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, 0, ssl_context=ssl_context)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self.runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
@@ -278,6 +276,6 @@ class FakeSink:
         self.heartbeats.append((agent_id, region))
 
 
-async def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Poll `cond` until true; fail the test after `timeout_s`."""
+async def wait_until(cond: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Poll `cond` until it returns something truthy; fail the test after `timeout_s`."""
     await eventually_async(cond, what, timeout_s=timeout_s, interval_s=0.01)

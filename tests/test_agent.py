@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.probe.agent import AgentConfigError, run_agent
 
@@ -26,7 +27,7 @@ async def start(policy: Any, sink: FakeSink, stop: asyncio.Event) -> asyncio.Tas
     return asyncio.create_task(run_agent(policy, "r1", stop=stop, agent_id="agent-1", sink=sink, rng=random.Random(7)))
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 
 

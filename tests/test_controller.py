@@ -15,6 +15,7 @@ import pytest
 from ctlkit import REGIONS, bootstrapped, feed
 from kit import eventually_async
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.control.controller import Controller
 from trafficd.dev.services import RedisServer
@@ -31,7 +32,7 @@ def setup(redis_url: str, key_prefix: str, hosted_zone: dict[str, str], moto: An
     return path, loaded, r53client.route53_client(loaded.policy)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from ctlkit import REGIONS, policy_text
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.control import overrides as ov
 from trafficd.control.controller import Controller, Ports
@@ -53,7 +54,7 @@ def controller(loaded: LoadedPolicy, dns: MemoryProvider, stats: MemoryStatsRead
     return Controller(PolicyHolder(loaded.path, loaded), controller_id=name, ports=ports)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 
 

@@ -31,8 +31,7 @@ class Worker:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        assert site._server is not None
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self.runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
         return self
 
@@ -85,7 +84,7 @@ async def test_running_and_waiting_are_the_requests_it_carries(http: aiohttp.Cli
 
         async def two_and_two() -> bool:
             m = await scrape(http, w.url)
-            return m["vllm:num_requests_running"] == 2 and m["vllm:num_requests_waiting"] == 2
+            return bool(m["vllm:num_requests_running"] == 2 and m["vllm:num_requests_waiting"] == 2)
 
         await eventually_async(two_and_two, "2 running and 2 waiting", timeout_s=3.5)
         results = sorted(await asyncio.gather(*tasks), key=lambda r: r[1])

@@ -17,6 +17,7 @@ import pytest
 from ctlkit import bootstrapped, feed
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.control.controller import Controller
 from trafficd.probe.agent import run_agent
@@ -29,7 +30,7 @@ PRODUCTION_PROBE_INTERVAL_S = 0.5
 LOUD = {"info", "warning", "error", "critical"}
 
 
-def loud(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def loud(logs: list[EventDict]) -> list[EventDict]:
     return [e for e in logs if e.get("log_level") in LOUD]
 
 

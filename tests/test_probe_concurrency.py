@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from probekit import DONE, ROLE, FakeSink, make_policy, tok, wait_until
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.probe import schedule
 from trafficd.probe.agent import run_agent
@@ -81,11 +82,11 @@ async def worker() -> AsyncIterator[TunableWorker]:
     await w.stop()
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 
 
-def rounds(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rounds(logs: list[EventDict]) -> list[EventDict]:
     return events(logs, "agent.round_completed")
 
 

@@ -13,6 +13,7 @@ import pytest
 import structlog
 from probekit import FakeSink, ScriptedWorker, make_policy, wait_until
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from trafficd.cli import main as cli
 from trafficd.probe.agent import run_agent
@@ -35,7 +36,7 @@ async def worker() -> AsyncIterator[ScriptedWorker]:
     await w.stop()
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
     return [e for e in logs if e["event"] == name]
 
 
