@@ -53,11 +53,13 @@ async def test_a_start_with_no_stored_state_keeps_a_drained_region_drained(setup
     assert own_weights(loaded.policy, r53)["eu-west"] == 0
     (started,) = events(logs, "controller.state_from_dns")
     assert started["serving"]["eu-west"] == 0.0
-    seen = []
+    seen: list[int] = []
     t = time.time()
     for i in range(12):  # hold-down 1 s, cooldown 100 ms
         await ctl.evaluate_once(now=t + 0.3 * (i + 1))
-        seen.append(own_weights(loaded.policy, r53)["eu-west"])
+        weight = own_weights(loaded.policy, r53)["eu-west"]
+        assert weight is not None  # the member is in the zone (bootstrap wrote it)
+        seen.append(weight)
     await ctl.shutdown()
     # the evidence of health is already in (its 20 samples): recovery may start with the first step past the
     # 1 s hold-down, but only one max_step at a time

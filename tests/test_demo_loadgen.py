@@ -99,7 +99,7 @@ async def test_load_moves_when_route53_changes(policy: Policy, route53: Any, wor
     task = await running(gen)
     try:
         rates = await eventually_async(
-            lambda: (r := gen.served_rates())["us-east"] > 20 and r, "us-east serving its users", timeout_s=20
+            lambda: r if (r := gen.served_rates())["us-east"] > 20 else None, "us-east serving its users", timeout_s=20
         )
         assert rates["eu-west"] == 0.0
         await asyncio.to_thread(set_weights, policy, route53, drain_us(0.0))

@@ -94,7 +94,12 @@ def test_memory_provider_refuses_a_batch_built_on_a_stale_read() -> None:
     """Another write between the read and the write makes the whole batch fenced (nothing of it applied)."""
     memory = MemoryProvider.bootstrapped(make_policy())
     other = MemoryProvider(make_policy(), zone=memory.zone)  # shares the zone: a second writer
-    memory.before_write = lambda: (setattr(memory, "before_write", None), other.reconcile(DRAIN_EU, context=ctx()))
+
+    def the_other_writes_first() -> None:
+        memory.before_write = None
+        other.reconcile(DRAIN_EU, context=ctx())
+
+    memory.before_write = the_other_writes_first
     drain_us = {"us-east": {"us-east": 0.5, "eu-west": 0.5}, "eu-west": {"us-east": 0.5, "eu-west": 0.5}}
     result = memory.reconcile(drain_us, context=ctx())
     assert result.status == Status.FENCED

@@ -192,8 +192,8 @@ def test_never_all_zero_keeps_one_region_serving() -> None:
     final, events = guards.never_all_zero(ctx(p), plan(us_east=(0.0, 0.0), eu_west=(0.5, 0.0), ap_southeast=(0.0, 0.0)))
     assert final["eu-west"].desired == 0.5 and [e.guard for e in events] == ["never_all_zero"]
     # a state with every region at 0 (hand-edited, say): the first region gets one ramp step back
-    final, events = apply_guards(ctx(p), plan(us_east=(0.0, 0.0), eu_west=(0.0, 0.0), ap_southeast=(0.0, 0.0)))
-    assert final["us-east"].desired == 0.5 and events[-1].guard == "never_all_zero"
+    final, guarded = apply_guards(ctx(p), plan(us_east=(0.0, 0.0), eu_west=(0.0, 0.0), ap_southeast=(0.0, 0.0)))
+    assert final["us-east"].desired == 0.5 and guarded[-1].guard == "never_all_zero"
 
 
 def test_guard_names_reach_the_decision_log() -> None:

@@ -9,7 +9,7 @@ import pytest
 from judgekit import drain, frame, good, make_policy, run, slow
 
 from trafficd.decide.evidence import thresholds, window_as_slice
-from trafficd.decide.judge import ControllerState, Phase, RegionState, evaluate, hold_down_s, judge_region
+from trafficd.decide.judge import ControllerState, Evaluation, Phase, RegionState, evaluate, hold_down_s, judge_region
 from trafficd.model import Overrides, RegionEvidence, RegionStateName, SliceCounts
 
 H, B, DRAINING, DRAINED, REC, U = (
@@ -22,7 +22,7 @@ H, B, DRAINING, DRAINED, REC, U = (
 )
 
 
-def states(evs: list, region: str = "us-east") -> list[tuple[RegionStateName, float]]:
+def states(evs: list[Evaluation], region: str = "us-east") -> list[tuple[RegionStateName, float]]:
     return [(e.decision(region).state_after, e.decision(region).fraction_after) for e in evs]
 
 

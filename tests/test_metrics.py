@@ -163,15 +163,13 @@ def test_running_daemons_serve_metrics_that_pass_promtool(
         except OSError:
             return b""
 
+    def scraped(role: str, needle: bytes) -> bytes | None:
+        text = scrape(role)
+        return text if needle in text else None
+
     try:
-        controller = eventually(
-            lambda: (t := scrape("controller")) and b"trafficd_leader 1.0" in t and t, "leader", timeout_s=60
-        )
-        agent = eventually(
-            lambda: (t := scrape("agent")) and b"trafficd_probe_duration_seconds_bucket" in t and t,
-            "probes",
-            timeout_s=60,
-        )
+        controller = eventually(lambda: scraped("controller", b"trafficd_leader 1.0"), "leader", timeout_s=60)
+        agent = eventually(lambda: scraped("agent", b"trafficd_probe_duration_seconds_bucket"), "probes", timeout_s=60)
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from trafficd import cli
 from trafficd.control import overrides
 from trafficd.dev.services import free_port
-from trafficd.model import Override
+from trafficd.model import Override, Overrides
 from trafficd.policy.schema import Policy
 
 
@@ -103,7 +103,7 @@ async def test_clear_returns_what_it_removed(policy: Policy, client: Any) -> Non
     assert await overrides.clear(client, policy, "us-east") is None
 
 
-async def read(policy: Policy, redis_url: str) -> Any:
+async def read(policy: Policy, redis_url: str) -> Overrides:
     c = redis.asyncio.Redis.from_url(redis_url)
     try:
         return await overrides.load(c, policy, time.time())
@@ -229,14 +229,17 @@ def test_a_new_freeze_never_shortens_one_in_force_unless_replace(
     """A 4 h freeze is kept when a 1 h one is asked for (exit 1, said so); a longer one extends it; --replace
     shortens it."""
     assert command(["freeze", "--reason", "incident 4h", "--for", "4h", "--policy", policy_file]) == 0
-    long_until = asyncio.run(read(policy, redis_url)).freeze.expires_at  # type: ignore[union-attr]
+    first = asyncio.run(read(policy, redis_url)).freeze
+    assert first is not None
+    long_until = first.expires_at
     capsys.readouterr()
     assert command(["freeze", "--reason", "short", "--for", "1h", "--policy", policy_file]) == 1
     assert "never shortens" in capsys.readouterr().err
     kept = asyncio.run(read(policy, redis_url)).freeze
     assert kept is not None and kept.reason == "incident 4h" and kept.expires_at == long_until
     assert command(["freeze", "--reason", "longer", "--for", "5h", "--policy", policy_file]) == 0
-    assert asyncio.run(read(policy, redis_url)).freeze.reason == "longer"  # type: ignore[union-attr]
+    longer = asyncio.run(read(policy, redis_url)).freeze
+    assert longer is not None and longer.reason == "longer"
     args = ["freeze", "--reason", "shorter", "--for", "1h", "--replace", "--policy", policy_file]
     assert command(args) == 0
     replaced = asyncio.run(read(policy, redis_url)).freeze

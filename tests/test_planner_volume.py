@@ -111,7 +111,7 @@ def test_stale_receiver_falls_back_to_declared_times_load() -> None:
     ev = five_to_one()
     ev["us-east"] = good("us-east", capacity_source="stale", capacity_age_s=95.0)
     spare = planner.headroom(p, ev)
-    assert (spare["us-east"], spare.basis["us-east"]) == (pytest.approx(12.0), "declared")
+    assert spare["us-east"] == pytest.approx(12.0) and spare.basis["us-east"] == "declared"
     m = planner.plan(p, {"us-east": 1.0, "eu-west": 0.0, "ap-southeast": 1.0}, spare)
     assert m["eu-west"]["us-east"] == pytest.approx(0.6)
 

@@ -22,7 +22,9 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
-    pct = lambda lo, hi: st.integers(lo, hi).map(lambda v: f"{v}%")  # noqa: E731
+    def pct(lo: int, hi: int) -> st.SearchStrategy[str]:
+        return st.integers(lo, hi).map(lambda v: f"{v}%")
+
     caps = {r: {"capacity_headroom": draw(st.one_of(st.none(), pct(0, 100)))} for r in REGIONS}
     regions = {r: {k: v for k, v in c.items() if v is not None} for r, c in caps.items()}
     live = {"capacity": {"max_concurrency": 64}} if draw(st.booleans()) else {}  # spill by volume (issue 16)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, MutableMapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -22,8 +22,11 @@ from trafficd.dns import records as rec
 from trafficd.dns.provider import Status
 from trafficd.dns.route53.provider import Route53Provider, bootstrap
 from trafficd.dns.route53.wire import change_batch, rrset_from_record
-from trafficd.model import identity_matrix
+from trafficd.model import Record, identity_matrix
 from trafficd.policy.schema import Policy
+
+if TYPE_CHECKING:
+    from mypy_boto3_route53.type_defs import ChangeBatchTypeDef
 
 REGIONS = ["us-east", "eu-west", "ap-southeast"]
 DRAIN_EU = {
@@ -59,7 +62,7 @@ def provider(policy: Policy, proxy: Route53Proxy, writer: str, time: FakeTime | 
     return Route53Provider(policy, client(proxy, writer), clock=time.clock, sleep=time.sleep, rand=lambda: 1.0)
 
 
-def member(policy: Policy, src: str, dst: str) -> rec.Record:
+def member(policy: Policy, src: str, dst: str) -> Record:
     """The owned pool member src→dst as bootstrap wrote it."""
     pool = rec.pool_name(policy, src)
     key = (pool, "CNAME", rec.member_set_identifier(policy, src, dst))
@@ -197,7 +200,8 @@ async def test_a_hand_edit_between_read_and_send_fences_the_batch(policy: Policy
     m = member(policy, "eu-west", "eu-west")
 
     def edit_in_between(**kw: Any) -> Any:
-        batch = {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset_from_record(replace(m, weight=77), "Z")}]}
+        rrset = rrset_from_record(replace(m, weight=77), "Z")  # a plain dict[str, Any], as wire builds them
+        batch = cast("ChangeBatchTypeDef", {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset}]})
         real(HostedZoneId=policy.dns.zone_id, ChangeBatch=batch)
         writer.client.change_resource_record_sets = real  # type: ignore[method-assign]
         return real(**kw)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from trafficd.commands import simulate_replay as simulate
+from trafficd.commands.simulate_input import read_samples
 from trafficd.policy.schema import Policy, load_policy
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -31,7 +32,7 @@ def replay(name: str) -> tuple[Policy, list[dict[str, Any]]]:
     probes = SCENARIOS / name / "samples.jsonl"
     if probes.exists():  # probe level: the store's slice/window code, then the judge
         with open(probes, encoding="utf-8") as f:
-            return policy, list(simulate.sample_rows(policy, simulate.read_samples(policy, f, str(probes))))
+            return policy, list(simulate.sample_rows(policy, read_samples(policy, f, str(probes))))
     with open(SCENARIOS / name / "timeline.jsonl", encoding="utf-8") as f:
         moments = simulate.parse_timeline(policy, f)
     return policy, list(simulate.rows(policy, moments))

@@ -38,7 +38,7 @@ def test_secret_never_shows_its_value() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(s)
     with pytest.raises(AttributeError):
-        s._value = "x"  # type: ignore[misc]
+        s._value = "x"
 
 
 def test_key_from_env_and_from_credential_file(tmp_path: Path) -> None:

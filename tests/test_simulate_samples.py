@@ -12,6 +12,7 @@ import pytest
 from trafficd.commands import simulate_replay as simulate
 from trafficd.commands.simulate_input import InputError, read_samples
 from trafficd.policy.schema import load_policy
+from trafficd.stats.replay import replay_samples
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 POLICY = SCENARIOS / "hard_stall_probe_level" / "policy.yaml"
@@ -72,7 +73,7 @@ def test_probe_level_replay_counts_each_probe_once() -> None:
     with open(SCENARIOS / "healthy_rate_never_drains" / "samples.jsonl", encoding="utf-8") as f:
         samples = read_samples(policy, f, "healthy")
     consumed = 0
-    for _, ev in simulate.replay_evidence(policy, simulate.replay_samples(policy, samples)):
+    for _, ev in simulate.replay_evidence(policy, replay_samples(policy, samples)):
         consumed += sum(d.consumed_n for d in ev.decisions)
     assert consumed == len(samples)
 

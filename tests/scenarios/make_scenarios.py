@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -54,7 +55,7 @@ def write(name: str, title: str, lines: list[str], kind: str = "timeline", extra
     (d / f"{kind}.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def samples(rng: random.Random, seconds: int, rate: dict[str, object], every_s: float = 0.5) -> list[str]:
+def samples(rng: random.Random, seconds: int, rate: Mapping[str, object], every_s: float = 0.5) -> list[str]:
     """Probes every `every_s` per region; rate[r] = share over the SLO, or ("stall", onset_s)."""
     out = []
     for i in range(int(seconds / every_s)):

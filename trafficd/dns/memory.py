@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 from trafficd.dns import fence
 from trafficd.dns import records as rec
@@ -46,7 +47,7 @@ class MemoryProvider:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def bootstrapped(cls, policy: Policy, **kw: object) -> MemoryProvider:
+    def bootstrapped(cls, policy: Policy, **kw: object) -> Self:
         """A provider whose zone already holds the owned records with identity weights."""
         provider = cls(policy, **kw)  # type: ignore[arg-type]
         provider.bootstrap(context=ReconcileContext.for_cli("bootstrap"))
