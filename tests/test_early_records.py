@@ -277,9 +277,12 @@ async def test_a_threshold_passed_while_the_agent_itself_stalled_writes_no_early
     loop = asyncio.get_running_loop()
     target = Target("r1", "w1", "m1", "http://127.0.0.1:1")
     written: dict[str, list[Sample]] = {"stalled": [], "clear": []}
+
+    def stalled(answer: bool) -> Callable[[], bool]:
+        return lambda: answer
+
     watches = {
-        name: Crossing(target, (50.0, None), written[name].append, lambda name=name: name == "stalled")
-        for name in written
+        name: Crossing(target, (50.0, None), written[name].append, stalled(name == "stalled")) for name in written
     }
     t0 = loop.time()
     for watch in watches.values():
