@@ -129,7 +129,7 @@ async def test_buffered_samples_land_once_across_a_sentinel_failover(fresh_senti
         sink, view = store.SampleSink(client, policy), store.StatsView(client, policy)
         now = time.time()
         await sink.write([sample("r1", "w1", "m1", now - 2 + i / 100, 100.0) for i in range(100)])
-        assert sink.buffered == 0  # (not `not sink.buffered`: mypy would keep the property narrowed to 0 below)
+        assert sink.buffered == 0  # `== 0`, not `not`: mypy would hold the property at 0 past the writes below
         old = fresh_sentinels.current_primary()
         fresh_sentinels.kill(old)
         await sink.write([sample("r1", "w1", "m1", now - 1 + i / 100, 100.0) for i in range(50)])
