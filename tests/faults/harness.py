@@ -142,8 +142,9 @@ def _sync_client(url: str) -> Any:
     hosts, name, *db = url.removeprefix("redis+sentinel://").split("/")
     nodes = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in hosts.split(",")]
     timeouts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts, decode_responses=True, **timeouts)
-    return sentinel.master_for(name, db=int(db[0]) if db else 0)
+    # redis-py leaves Sentinel's constructor and master_for unannotated
+    sentinel = Sentinel(nodes, sentinel_kwargs=timeouts, decode_responses=True, **timeouts)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(name, db=int(db[0]) if db else 0)  # type: ignore[no-untyped-call]
 
 
 @contextlib.contextmanager

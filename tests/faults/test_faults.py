@@ -13,14 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kit import log_events as events
 
 from trafficd.dev.stack import REGIONS
 
 from .auditor import Window
-from .harness import events, fault_stack, wait
+from .harness import fault_stack, wait
 
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults"), pytest.mark.timeout(240)]
 
@@ -262,12 +264,15 @@ def test_wall_clock_steps_both_ways_delay_no_evaluation(tmp_path: Path) -> None:
         def evaluated() -> int:
             return sum(1 for e in events(f.log("controller-t")) if e.get("event") == "controller.evaluated")
 
+        def evaluated_at_least(n: int) -> Callable[[], bool]:
+            return lambda: evaluated() >= n
+
         gaps = []
         for step in ("+1h", "-1h"):
             before = evaluated()
             clock.write_text(f"{step}\n")
             stepped = time.monotonic()
-            wait(f"two evaluations after the {step} step", lambda n=before: evaluated() >= n + 2, 10)
+            wait(f"two evaluations after the {step} step", evaluated_at_least(before + 2), 10)
             gaps.append(time.monotonic() - stepped)
         # two 1 s intervals plus a loaded machine's slack (measured up to 4.3 s at load 21 on 2 cores) — an
         # hour-long stall (apscheduler on the wall clock) would show 3600 s

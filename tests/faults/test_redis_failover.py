@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import log_events as events
 from redis_topologies import SentinelSet
 
 from trafficd import keys
 
 from .auditor import Window
-from .harness import FAST, Faults, events, fault_stack, wait
+from .harness import FAST, Faults, fault_stack, wait
 
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("faults"), pytest.mark.timeout(240)]
 
