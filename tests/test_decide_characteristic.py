@@ -116,3 +116,15 @@ def test_a_stall_is_expected_to_trip_from_the_slo_threshold_not_the_deadline() -
         probe={"interval": "250ms", "deadlines": {"total": "1s", "first_token": "1s", "connect": "1s", "gap": "1s"}}
     )
     assert ch.characteristic(short, "us-east").stall_delay_s == pytest.approx(1.0 + failures + step)
+
+
+def test_bench_upper_bound_is_the_exact_clopper_pearson_end() -> None:
+    """The bench's 95 % upper bound for k of n is the p at which k or fewer are seen with probability 2.5 %."""
+    from trafficd.dev.bench.decisions import upper_bound_95
+
+    for k, n in ((0, 334), (3, 334), (11, 6000)):
+        p = upper_bound_95(k, n)
+        tail = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert tail == pytest.approx(0.025, rel=1e-6)
+    assert upper_bound_95(0, 334) == pytest.approx(1 - 0.025 ** (1 / 334), rel=1e-9)
+    assert upper_bound_95(5, 5) == 1.0

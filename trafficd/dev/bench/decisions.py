@@ -119,6 +119,25 @@ def _quantile(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
+def upper_bound_95(k: int, n: int) -> float:
+    """Clopper–Pearson: the upper end of the exact two-sided 95 % interval for a rate seen k times in n trials
+    (the p at which k or fewer would be seen with probability 2.5 %; 3 / n, the rule of three, is close for k = 0)."""
+    if k >= n:
+        return 1.0
+
+    def at_most_k(p: float) -> float:  # P(X <= k), X ~ Binomial(n, p), summed in logs
+        log_choose = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+        log_terms = [c + i * math.log(p) + (n - i) * math.log1p(-p) for i, c in enumerate(log_choose)]
+        top = max(log_terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+
+    lo, hi = k / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at_most_k(mid) > 0.025 else (lo, mid)
+    return hi
+
+
 def _delays(d: list[float], n: int) -> dict[str, Any]:
     return {
         "detected_percent": 100.0 * len(d) / n if n else 0.0,
@@ -165,7 +184,9 @@ def _row(kind: str, p: float, shape: str, r: dict[str, Any]) -> dict[str, Any]:
             "shape": shape,
             "region_hours": r["region_hours"],
             "runs": r["runs"],
+            "runs_with_a_weight_change": r["runs_moved"],
             "runs_with_a_weight_change_percent": 100.0 * r["runs_moved"] / r["runs"],
+            "runs_with_a_weight_change_upper_95_percent": 100.0 * upper_bound_95(r["runs_moved"], r["runs"]),
             "region_shifts": r["region_shifts"],
             "episode_percent_of_time": 100.0 * r["episode_share"],
         }
@@ -244,8 +265,10 @@ def _other_lines(rows: list[dict[str, Any]]) -> None:
             )
         elif r["kind"] == "fail_open":
             print(
-                f"{r['condition']}, {r['shape']}: weights moved in {r['runs_with_a_weight_change_percent']:.1f} % of "
-                f"{r['runs']} one-hour runs ({r['region_hours']} region-hours, {r['region_shifts']} region shifts); "
+                f"{r['condition']}, {r['shape']}: weights moved in {r['runs_with_a_weight_change']} of {r['runs']} "
+                f"one-hour runs ({r['runs_with_a_weight_change_percent']:.2f} %, 95 % upper bound "
+                f"{r['runs_with_a_weight_change_upper_95_percent']:.2f} %; {r['region_hours']} region-hours, "
+                f"{r['region_shifts']} region shifts); "
                 f"global episode {r['episode_percent_of_time']:.1f} % of the time"
             )
         elif r["kind"] == "swap":
