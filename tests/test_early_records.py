@@ -346,3 +346,30 @@ async def test_a_ttft_crossing_is_counted_when_it_happens_and_not_again_when_the
     assert not final.early and final.ok and final.counted == COUNTED_N | COUNTED_TTFT
     assert final.ttft_ms is not None and 200.0 < first.total_ms < final.ttft_ms <= final.total_ms < 3000.0
     assert done.ttft_p99_ms is not None and done.ttft_p99_ms > 200.0 and done.p99_ms is not None
+
+
+async def test_a_local_stall_after_an_early_record_adds_no_over_count_the_worker_did_not_earn(
+    redis_url: str, key_prefix: str
+) -> None:
+    """A probe counted early over the 200 ms TTFT threshold whose worker ends at 0.5 s, while the agent's own loop is
+    blocked from 0.35 s to 1.35 s: its final record is under the 800 ms total threshold (the stall taken out), so
+    Redis holds n 1, TTFT over 1 and no total over-count."""
+    loop = asyncio.get_running_loop()
+    blocked: list[asyncio.TimerHandle] = []
+
+    def block_after_the_early_record() -> None:
+        if not blocked:
+            blocked.append(loop.call_later(0.35, time.sleep, 1.0))
+
+    worker = LateWorker(token_s=0.3, end_s=0.5, on_arrival=block_after_the_early_record)
+    async with serving(worker):
+        slo = {"total_p99": "800ms", "ttft_p99": "200ms"}
+        loaded = one_probe_policy(worker.url, redis_url, key_prefix, slo=slo)
+        async with live_agent(loaded, "stall-after-early") as (agent, sink, view):
+            done = await evidence_when(view, "the final record", lambda ev: ev.p99_ms is not None)
+    first, final = sink.records
+    assert first.early and first.counted == 0 and first.ttft_ms is None  # at the TTFT threshold, before the stall
+    assert any(s.duration_s >= 0.9 for s in agent.stalls.stalls), "the agent's stall was not seen"
+    assert not final.early and final.counted == COUNTED_N | COUNTED_TTFT
+    assert final.total_ms < 800.0 and final.ttft_ms is not None and 200.0 < final.ttft_ms < 800.0
+    assert totals(done) == (1, 0, 1, 0)

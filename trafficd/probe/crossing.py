@@ -11,7 +11,9 @@ A timer that fires while the agent itself was stalled (`StallWatch`) writes noth
 in the meantime, and its final record decides (`over_despite_stall`): a probe that overlapped a local stall
 measured the agent and is discarded, unless it is over its SLO even with the stall's time taken out — then its
 final record counts it whole (n, over, its error), once. Once an early record is written the probe is counted:
-its final record is always written (never discarded for a later local stall), and a probe cut short by the
+its final record is always written (never discarded for a later local stall) — with its latency and TTFT less the
+time local stalls took of each (`Crossing.final`), so a stall after an early TTFT over-count cannot add a total
+over-count the worker did not earn — and a probe cut short by the
 agent's shutdown gets a final record too, with the latency so far (a lower bound) and no error (the worker did
 not fail; the agent stopped). Probes are never cut short by this: deadlines are unchanged.
 """
@@ -28,7 +30,7 @@ from trafficd.probe.prober import Prober
 from trafficd.probe.target import ProbeResult, Target
 from trafficd.probe.timing import Run
 from trafficd.stats.records import past
-from trafficd.stats.sketch import COUNTED_N, counts_of
+from trafficd.stats.sketch import COUNTED_N, COUNTED_TTFT, counts_of
 
 
 class Crossing:
@@ -40,11 +42,13 @@ class Crossing:
         thresholds_ms: tuple[float, float | None],
         emit: Callable[[Sample], None],
         stalled: Callable[[], bool],
+        stall_s: Callable[[float], float] = lambda elapsed_s: 0.0,
     ) -> None:
         self.target = target
         self.total_ms, self.ttft_ms = thresholds_ms
         self.emit = emit
         self.stalled = stalled  # did the agent stall since the probe started?
+        self.stall_s = stall_s  # how long the agent's stalls took of the probe's first elapsed_s
         self.counted = 0  # sketch.COUNTED_* of the early records written
         self.at_ms = 0.0  # elapsed at the last early record
         self.run: Run | None = None
@@ -83,11 +87,18 @@ class Crossing:
             timer.cancel()
 
     def final(self, sample: Sample) -> Sample:
-        """The probe's final record: what its early records counted is not counted again; its latency is at least
-        the time elapsed at its last early record."""
+        """The probe's final record: what its early records counted is not counted again; its latency and its TTFT
+        are less the time local stalls took of each (lower bounds of the worker's; no stall came before the first
+        early record, which is never written after one), never below the time elapsed at its last early record,
+        nor the TTFT below its threshold once that was counted."""
         if not self.counted:
             return sample
-        return replace(sample, counted=self.counted, total_ms=max(sample.total_ms, self.at_ms))
+        total = max(sample.total_ms - self.stall_s(sample.total_ms / 1000.0) * 1000.0, self.at_ms)
+        ttft = sample.ttft_ms
+        if ttft is not None:
+            floor = past(self.ttft_ms) if self.counted & COUNTED_TTFT and self.ttft_ms is not None else 0.0
+            ttft = max(ttft - self.stall_s(ttft / 1000.0) * 1000.0, floor)
+        return replace(sample, counted=self.counted, total_ms=total, ttft_ms=ttft)
 
     def abandoned(self) -> Sample | None:
         """The final record of a probe cut short by the agent's shutdown after an early record (else None): the
@@ -106,10 +117,11 @@ async def probe_reporting_early(
     slo_ms: tuple[float, float | None],
     emit: Callable[[Sample], None],
     stalled: Callable[[], bool],
+    stall_s: Callable[[float], float] = lambda elapsed_s: 0.0,
 ) -> tuple[ProbeResult, bool]:
     """Probe `target`, writing an early record at each SLO threshold it passes still running: its result (the
     final record) and whether it was counted early (then it is never discarded)."""
-    watch = Crossing(target, slo_ms, emit, stalled)
+    watch = Crossing(target, slo_ms, emit, stalled, stall_s)
     try:
         result = await prober.probe_detailed(target, on_start=watch.start)
     except asyncio.CancelledError:
@@ -124,6 +136,11 @@ async def probe_reporting_early(
 def since(start: float, overlapping: Callable[[float, float], object]) -> Callable[[], bool]:
     """`stalled` for a probe started at monotonic `start`: whether a local stall overlaps it so far."""
     return lambda: overlapping(start, time.monotonic()) is not None
+
+
+def stall_time_since(start: float, overlap_s: Callable[[float, float], float]) -> Callable[[float], float]:
+    """`stall_s` for a probe started at monotonic `start`: how long local stalls took of its first `elapsed_s`."""
+    return lambda elapsed_s: overlap_s(start, start + elapsed_s)
 
 
 def over_despite_stall(sample: Sample, stall_s: float, slo_ms: tuple[float, float | None]) -> bool:
