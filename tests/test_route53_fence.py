@@ -228,6 +228,37 @@ def test_frozen_logs_drift_and_writes_nothing(policy: Policy, proxy: Route53Prox
     assert len(proxy.accepted_batches) == sent and member(policy, "ap-southeast", "us-east").weight == 40
 
 
+def _hand_edit(policy: Policy, proxy: Route53Proxy, src: str, dst: str, weight: int) -> None:
+    m = member(policy, src, dst)
+    batch = {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset_from_record(replace(m, weight=weight), "Z")}]}
+    client(proxy).change_resource_record_sets(HostedZoneId=policy.dns.zone_id, ChangeBatch=batch)
+
+
+def test_a_hand_edit_between_the_takeover_and_the_first_reconcile_is_drift(policy: Policy, proxy: Route53Proxy) -> None:
+    """An edit after `take_over` but before the writer's first reconcile is logged as drift and put back as drift."""
+    writer = provider(policy, proxy, "w:1")
+    epoch = writer.take_over(context=ctx(writer="w:1")).epoch
+    _hand_edit(policy, proxy, "eu-west", "eu-west", 200)
+    with capture_logs() as logs:
+        result = writer.reconcile(identity_matrix(REGIONS), context=ctx(writer="w:1", epoch=epoch))
+    (drift,) = events(logs, "route53.drift_detected")
+    assert drift["action"] == "correct" and (drift["before"]["weight"], drift["after"]["weight"]) == (255, 200)
+    assert result.status == Status.APPLIED and [e["cause"] for e in events(logs, "route53.changes_applied")] == [
+        "drift"
+    ]
+
+
+def test_a_takeover_forgets_what_an_earlier_tenure_wrote(policy: Policy, proxy: Route53Proxy) -> None:
+    """A writer deposed and back: the other writer's batches, seen at its new takeover, are not drift."""
+    a, b = provider(policy, proxy, "a:1"), provider(policy, proxy, "b:2")
+    assert a.reconcile(DRAIN_EU, context=ctx(writer="a:1", epoch=a.take_over(context=ctx()).epoch)).changes
+    assert b.reconcile(identity_matrix(REGIONS), context=ctx(writer="b:2", epoch=b.take_over(context=ctx()).epoch))
+    with capture_logs() as logs:
+        again = a.take_over(context=ctx(writer="a:1")).epoch
+        result = a.reconcile(identity_matrix(REGIONS), context=ctx(writer="a:1", epoch=again))
+    assert result.status == Status.UNCHANGED and not events(logs, "route53.drift_detected")
+
+
 def test_every_route53_event_carries_the_context(policy: Policy, proxy: Route53Proxy) -> None:
     """Each route53.* event names the evaluation, the policy hash, the cause and the regions it touches."""
     writer = provider(policy, proxy, "w:1")

@@ -3,7 +3,8 @@
 `DriftMemory.observe` compares the owned records listed now with what was last written or seen, logs each
 difference once (`route53.drift_detected` with before/after and the action: `correct`, `respect`, or `frozen`
 when the context says frozen: logged, not corrected, nothing written), and keeps the keys `dns.drift: respect`
-leaves alone until they equal what we want again.
+leaves alone until they equal what we want again. `DriftMemory.baseline` starts the memory over from the zone a
+writer read when it took the epoch, so an edit between the takeover and the first reconcile is drift too.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class DriftMemory:
         for d in drift:
             self.expected[d.key] = d.after
         return drift
+
+    def baseline(self, policy: Policy, zone: Iterable[Record]) -> None:
+        """The owned records as read when this writer took the epoch: what a later change by hand is drift from.
+
+        What an earlier tenure remembered is dropped (another writer may have written since); respected keys stay.
+        """
+        self.expected = dict(rec.owned(policy, zone))
 
     def wrote(self, changes: Iterable[rec.Change]) -> None:
         for c in changes:

@@ -5,7 +5,8 @@ never UPSERT) and GetChange. Sync boto3; the controller calls it with `asyncio.t
 
 1. A change still PENDING holds every new change to the zone: GetChange (at most every `dns.poll_interval`)
    until INSYNC; past `dns.propagation_timeout` → `route53.change_pending_timeout` (an alert), status stuck.
-2. List the zone; drift on owned records is logged (`route53.drift_detected`: correct, respect or frozen).
+2. List the zone; drift on owned records (changed since this process wrote or saw them, from the zone it took
+   the epoch on) is logged (`route53.drift_detected`: correct, respect or frozen).
 3. The fence: the epoch TXT record must hold the caller's epoch (`context.epoch`), else `fenced` at once.
 4. `records.plan`: desired vs owned → batches (≤ 100 changes, ≤ 1,000 values, ≤ 32,000 value characters), each
    DELETEing the exact records read, CREATEing their replacements and asserting the epoch (DELETE + CREATE of
@@ -272,6 +273,7 @@ class Route53Provider(Route53Api):
         outcome = self._send([change], [change], bumped, log, budget, [], [])
         self._pending = pending  # the epoch record's propagation holds no traffic change; a traffic change still does
         if isinstance(outcome, str):
+            self._memory.baseline(self.policy, zone)  # a hand edit from now until the first reconcile is drift
             log.info("route53.epoch_taken", epoch=new, previous=epoch, writer=context.writer)
             return self._result(Status.APPLIED, budget, [], changes=(change,), change_id=outcome, epoch=new, batches=1)
         if outcome is None:  # outcome unknown: the caller re-reads the epoch
