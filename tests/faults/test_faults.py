@@ -33,6 +33,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _logged(log: Path, event: str) -> bool:
+    return any(e.get("event") == event for e in events(log))
+
+
 def test_redis_restarted_empty_then_a_controller_start_keeps_the_drain(tmp_path: Path) -> None:
     """eu-west drained; Redis loses everything and the controller restarts: it starts from Route 53 (eu-west
     drained, still slow) and writes no weight at start — no 0→255 reset."""
@@ -142,6 +146,8 @@ def test_hand_edit_of_an_owned_record_is_corrected_as_drift(tmp_path: Path) -> N
     whose cause is drift, sent by the leader under its epoch; nothing else moves."""
     with fault_stack(tmp_path) as f:
         f.healthy_and_led()
+        # drift is measured from the zone the leader took its writer epoch on: edit only once it has taken it
+        wait("the leader's writer epoch", lambda: _logged(f.log("controller"), "controller.epoch_taken"), 30)
         zone = f.policy.dns.record_name.split("api.", 1)[1]
         edit = {
             "Name": f"eu-west.pool.api.{zone}",
