@@ -248,6 +248,19 @@ def test_a_hand_edit_between_the_takeover_and_the_first_reconcile_is_drift(polic
     ]
 
 
+def test_with_drift_respect_an_edit_before_the_first_reconcile_stands(
+    hosted_zone: dict[str, str], moto: Any, route53: Any, proxy: Route53Proxy
+) -> None:
+    """`dns.drift: respect`: an edit between `take_over` and the first reconcile is left as it is, not overwritten."""
+    policy = make_policy(hosted_zone["id"], hosted_zone["name"], endpoint_url=moto.url, drift="respect")
+    bootstrap(policy, route53)
+    writer = provider(policy, proxy, "w:1")
+    epoch = writer.take_over(context=ctx(writer="w:1")).epoch
+    _hand_edit(policy, proxy, "eu-west", "eu-west", 200)
+    assert writer.reconcile(identity_matrix(REGIONS), context=ctx(writer="w:1", epoch=epoch)).status == Status.UNCHANGED
+    assert member(policy, "eu-west", "eu-west").weight == 200
+
+
 def test_a_takeover_forgets_what_an_earlier_tenure_wrote(policy: Policy, proxy: Route53Proxy) -> None:
     """A writer deposed and back: the other writer's batches, seen at its new takeover, are not drift."""
     a, b = provider(policy, proxy, "a:1"), provider(policy, proxy, "b:2")
