@@ -247,7 +247,6 @@ def as_json(data: dict[str, Any]) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import json
-    from concurrent.futures import ThreadPoolExecutor
 
     from redis.exceptions import RedisError
 
@@ -256,15 +255,12 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_policy(args.policy)  # bad policy: every problem printed, exit 78 (trafficd.cli)
     policy = loaded.policy
     now = time.time()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The Route 53 read runs beside the Redis reads: against AWS both mostly wait on the network.
-        dns = None if args.no_dns else pool.submit(_dns_weights, policy)
-        try:
-            data = asyncio.run(gather(policy, now))
-        except (RedisError, OSError) as exc:
-            raise TransientError(f"Redis unreadable at {policy.redis.url}: {exc}") from exc  # exit 75
-        if dns is not None:
-            data["dns_weights"] = dns.result()
+    try:
+        data = asyncio.run(gather(policy, now))
+    except (RedisError, OSError) as exc:
+        raise TransientError(f"Redis unreadable at {policy.redis.url}: {exc}") from exc  # exit 75
+    if not args.no_dns:
+        data["dns_weights"] = _dns_weights(policy)
     print(json.dumps(as_json(data), indent=2) if args.json else render(data, now, loaded.hash))
     return exit_code(data)
 
