@@ -26,7 +26,7 @@ from trafficd.probe.target import Target
 from trafficd.probe.timing import Run
 from trafficd.stats import store
 from trafficd.stats.records import records_of, stamp
-from trafficd.stats.sketch import COUNTED_N, COUNTED_TTFT, Sketch, increments
+from trafficd.stats.sketch import COUNTED_N, COUNTED_TOTAL, COUNTED_TTFT, Sketch, increments
 from trafficd.stats.window import slice_of
 
 ROLE = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
@@ -272,17 +272,21 @@ def test_an_early_record_is_filed_in_the_slice_of_its_threshold_not_of_the_probe
 
 
 async def test_a_threshold_passed_while_the_agent_itself_stalled_writes_no_early_record() -> None:
-    """Two probes pass the SLO threshold at the same moment: the one overlapping a local stall of the agent writes
-    nothing (its final record will decide), the other writes its early record (n and over)."""
+    """Two probes pass the SLO threshold at the same moment: the one whose time so far was all the agent's own stall
+    writes nothing (it is not over with the stall taken out), the other writes its early record (n and over)."""
     loop = asyncio.get_running_loop()
     target = Target("r1", "w1", "m1", "http://127.0.0.1:1")
     written: dict[str, list[Sample]] = {"stalled": [], "clear": []}
 
-    def stalled(answer: bool) -> Callable[[], bool]:
-        return lambda: answer
+    def all_stall(elapsed_s: float) -> float:
+        return elapsed_s
+
+    def no_stall(elapsed_s: float) -> float:
+        return 0.0
 
     watches = {
-        name: Crossing(target, (50.0, None), written[name].append, stalled(name == "stalled")) for name in written
+        name: Crossing(target, (50.0, None), written[name].append, all_stall if name == "stalled" else no_stall)
+        for name in written
     }
     t0 = loop.time()
     for watch in watches.values():
@@ -295,12 +299,12 @@ async def test_a_threshold_passed_while_the_agent_itself_stalled_writes_no_early
     assert written["stalled"] == [] and not watches["stalled"].counted
 
 
-async def test_a_threshold_passed_while_the_agent_stalled_is_counted_once_by_the_final_record(
+async def test_a_threshold_passed_while_the_agent_stalled_is_reported_once_over_it_with_the_stall_taken_out(
     redis_url: str, key_prefix: str
 ) -> None:
-    """The agent's loop is blocked across two probes' 800 ms threshold, so neither writes an early record: the one
-    over the SLO even with the stall's time taken out (2 s) is counted once by its final record (n 1, over 1); the
-    one whose worker finished inside the stall is discarded (it measured the agent)."""
+    """The agent's loop is blocked across two probes' 800 ms threshold: the probe still running (2 s) writes its
+    early record once it is past 800 ms with the 0.7 s stall taken out, before it ends, and its final record adds
+    nothing (n 1, over 1); the one whose worker finished inside the stall is discarded (it measured the agent)."""
     loop = asyncio.get_running_loop()
 
     def block_once() -> None:  # 0.3 s into the probes the agent's own loop stops for 0.7 s: a local stall
@@ -314,14 +318,16 @@ async def test_a_threshold_passed_while_the_agent_stalled_is_counted_once_by_the
         urls = {"w-slow": slow.url, "w-inside": inside.url}
         loaded = one_probe_policy(urls, redis_url, key_prefix, slo={"total_p99": "800ms"})
         async with live_agent(loaded, "stalled-crossing") as (agent, sink, view):
+            early = await evidence_when(view, "the slow probe's over-count", lambda ev: totals(ev)[1] == 1)
+            assert not slow.ended, "the over-count arrived only after the probe ended"
             ev = await evidence_when(view, "the slow probe's final record", lambda ev: ev.p99_ms is not None)
             await kit.eventually_async(lambda: agent.discarded_stall_total, "the discard", timeout_s=10.0)
     crossing = min(slow.arrived + inside.arrived) + 0.8
     assert any(s.start < crossing < s.end for s in agent.stalls.stalls), "no local stall across the threshold"
-    (final,) = sink.records  # no early record, and nothing of the probe that measured the stall
-    assert (final.worker, final.early, final.counted, final.ok) == ("w-slow", False, 0, True)
-    assert final.total_ms >= 2000.0
-    assert totals(ev) == (1, 1, 0, 0) and agent.discarded_stall_total == 1
+    first, final = sink.records  # nothing of the probe that measured the stall
+    assert (first.worker, first.early, first.counted) == ("w-slow", True, 0) and 800.0 < first.total_ms < 2000.0
+    assert (final.worker, final.early, final.counted, final.ok) == ("w-slow", False, COUNTED_N | COUNTED_TOTAL, True)
+    assert totals(early) == (1, 1, 0, 0) and totals(ev) == (1, 1, 0, 0) and agent.discarded_stall_total == 1
 
 
 async def test_a_ttft_crossing_is_counted_when_it_happens_and_not_again_when_the_probe_ends(

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
-from trafficd.probe.crossing import over_despite_stall, probe_reporting_early, since, stall_time_since
+from trafficd.probe.crossing import over_despite_stall, probe_reporting_early, stall_time_since
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.outbox import Outbox, SampleSinkLike
@@ -261,12 +261,9 @@ class Agent:
             rnd.outcomes["skipped"] += 1
             return
         started = time.monotonic()
-        stalled = since(started, self.stalls.overlapping)
         stall_s = stall_time_since(started, self.stalls.overlap_s)
         try:  # reported over the SLO when it passes the threshold, not when it ends (probe/crossing.py)
-            result, early = await probe_reporting_early(
-                slot.prober, target, rnd.slo_ms, self.outbox.add, stalled, stall_s
-            )
+            result, early = await probe_reporting_early(slot.prober, target, rnd.slo_ms, self.outbox.add, stall_s)
         finally:
             sem.release()
         self.concurrency.probe_took(time.monotonic() - started)

@@ -7,21 +7,23 @@ outbox at once — n and the over-count of each threshold passed (`stats/records
 a finished probe) — and the probe's final record later carries `counted`, so nothing is counted twice: it adds
 only the error (a stall that times out), the over-counts not yet made and the real latency (the histogram).
 
-A timer that fires while the agent itself was stalled (`StallWatch`) writes nothing: the probe may have finished
-in the meantime, and its final record decides (`over_despite_stall`): a probe that overlapped a local stall
-measured the agent and is discarded, unless it is over its SLO even with the stall's time taken out — then its
-final record counts it whole (n, over, its error), once. Once an early record is written the probe is counted:
-its final record is always written (never discarded for a later local stall) — with its latency and TTFT less the
-time local stalls took of each (`Crossing.final`), so a stall after an early TTFT over-count cannot add a total
-over-count the worker did not earn — and a probe cut short by the
-agent's shutdown gets a final record too, with the latency so far (a lower bound) and no error (the worker did
-not fail; the agent stopped). Probes are never cut short by this: deadlines are unchanged.
+The agent's own stalls (`StallWatch`) are taken out: a timer fires with the probe's elapsed time less the time
+local stalls took of it (a lower bound of the worker's), and writes only what is over its threshold even so. A
+probe over only because the agent stalled writes nothing then; its timer is set again for when it would pass the
+threshold with the stall taken out (the probe may also have finished during the stall: its record is then
+handled when the loop reads it). A probe that ends without an early record and overlapped a local stall is
+decided by its final record (`over_despite_stall`): discarded for the stall, unless it is over its SLO even with
+the stall's time taken out — then its final record counts it whole (n, over, its error), once. Once an early
+record is written the probe is counted: its final record is always written (never discarded for a later local
+stall), with its latency and TTFT less the time local stalls took of each (`Crossing.final`), so a stall after an
+early TTFT over-count cannot add a total over-count the worker did not earn; and a probe cut short by the agent's
+shutdown gets a final record too, with the latency so far (a lower bound) and no error (the worker did not fail;
+the agent stopped). Probes are never cut short by this: deadlines are unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -41,16 +43,14 @@ class Crossing:
         target: Target,
         thresholds_ms: tuple[float, float | None],
         emit: Callable[[Sample], None],
-        stalled: Callable[[], bool],
         stall_s: Callable[[float], float] = lambda elapsed_s: 0.0,
     ) -> None:
         self.target = target
         self.total_ms, self.ttft_ms = thresholds_ms
         self.emit = emit
-        self.stalled = stalled  # did the agent stall since the probe started?
-        self.stall_s = stall_s  # how long the agent's stalls took of the probe's first elapsed_s
+        self.stall_s = stall_s  # how long the agent's own stalls took of the probe's first elapsed_s
         self.counted = 0  # sketch.COUNTED_* of the early records written
-        self.at_ms = 0.0  # elapsed at the last early record
+        self.at_ms = 0.0  # elapsed less the agent's stalls at the last early record
         self.run: Run | None = None
         self.t_wall = 0.0
         self.ended = False
@@ -58,27 +58,38 @@ class Crossing:
 
     def start(self, run: Run, t_wall: float) -> None:
         """The probe has its t0: set a timer at each threshold (the prober calls this before sending)."""
-        loop = asyncio.get_running_loop()
         self.run, self.t_wall = run, t_wall
         for ms in {self.total_ms, self.ttft_ms}:
             if ms is not None and ms < run.d.total * 1000.0:
-                self._timers.append(loop.call_at(run.t0 + past(ms) / 1000.0, self._cross))
+                self._at(run.t0 + past(ms) / 1000.0)
+
+    def _at(self, when: float) -> None:
+        self._timers.append(asyncio.get_running_loop().call_at(when, self._cross))
 
     def _cross(self) -> None:
         run = self.run
-        if self.ended or run is None or run.done_at is not None or run.finished_at is not None or self.stalled():
+        if self.ended or run is None or run.done_at is not None or run.finished_at is not None:
             return
-        at_ms = max((asyncio.get_running_loop().time() - run.t0) * 1000.0, self.at_ms)
-        ttft = None if run.ttft is None else run.ttft * 1000.0
+        loop = asyncio.get_running_loop()
+        elapsed_s = loop.time() - run.t0
+        stall_s = self.stall_s(elapsed_s)
+        at_ms = max((elapsed_s - stall_s) * 1000.0, self.at_ms)
+        ttft = None if run.ttft is None else (run.ttft - self.stall_s(run.ttft)) * 1000.0
         t = self.target
         record = Sample(
             t.region, t.worker, t.model, self.t_wall, True, None, at_ms, ttft, early=True, counted=self.counted
         )
         bits = counts_of(record, self.total_ms, self.ttft_ms)
-        if bits:
+        if bits & ~COUNTED_N:
             self.counted |= bits
             self.at_ms = at_ms
             self.emit(record)
+            return
+        # Over only because the agent stalled: look again when it would be over with the stall taken out.
+        pending = [ms for ms in (self.total_ms, self.ttft_ms if run.ttft is None else None) if ms is not None]
+        due = [past(ms) / 1000.0 + stall_s for ms in pending if past(ms) / 1000.0 + stall_s < run.d.total]
+        if due:
+            self._at(run.t0 + min(due))
 
     def end(self) -> None:
         """The probe is over (finished, failed or cancelled): no more early records."""
@@ -88,9 +99,8 @@ class Crossing:
 
     def final(self, sample: Sample) -> Sample:
         """The probe's final record: what its early records counted is not counted again; its latency and its TTFT
-        are less the time local stalls took of each (lower bounds of the worker's; no stall came before the first
-        early record, which is never written after one), never below the time elapsed at its last early record,
-        nor the TTFT below its threshold once that was counted."""
+        are less the time local stalls took of each (lower bounds of the worker's), never below the time at its
+        last early record, nor the TTFT below its threshold once that was counted."""
         if not self.counted:
             return sample
         total = max(sample.total_ms - self.stall_s(sample.total_ms / 1000.0) * 1000.0, self.at_ms)
@@ -116,12 +126,11 @@ async def probe_reporting_early(
     target: Target,
     slo_ms: tuple[float, float | None],
     emit: Callable[[Sample], None],
-    stalled: Callable[[], bool],
     stall_s: Callable[[float], float] = lambda elapsed_s: 0.0,
 ) -> tuple[ProbeResult, bool]:
-    """Probe `target`, writing an early record at each SLO threshold it passes still running: its result (the
-    final record) and whether it was counted early (then it is never discarded)."""
-    watch = Crossing(target, slo_ms, emit, stalled, stall_s)
+    """Probe `target`, writing an early record at each SLO threshold it passes still running (the agent's own
+    stalls taken out): its result (the final record) and whether it was counted early (then never discarded)."""
+    watch = Crossing(target, slo_ms, emit, stall_s)
     try:
         result = await prober.probe_detailed(target, on_start=watch.start)
     except asyncio.CancelledError:
@@ -131,11 +140,6 @@ async def probe_reporting_early(
     finally:
         watch.end()
     return replace(result, sample=watch.final(result.sample)), bool(watch.counted)
-
-
-def since(start: float, overlapping: Callable[[float, float], object]) -> Callable[[], bool]:
-    """`stalled` for a probe started at monotonic `start`: whether a local stall overlaps it so far."""
-    return lambda: overlapping(start, time.monotonic()) is not None
 
 
 def stall_time_since(start: float, overlap_s: Callable[[float, float], float]) -> Callable[[float], float]:
