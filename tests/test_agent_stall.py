@@ -17,8 +17,9 @@ from test_reload import Events
 
 from trafficd.dev.services import LOOPBACK, free_port, wait_for_port
 from trafficd.model import Sample
-from trafficd.probe.crossing import over_despite_stall
+from trafficd.probe.crossing import despite_stall
 from trafficd.probe.stall import StallWatch
+from trafficd.stats.sketch import COUNTED_N, COUNTED_TOTAL, COUNTED_TTFT, counts_of
 
 
 class FakeClocks:
@@ -79,21 +80,32 @@ def test_overlap_s_is_the_stalls_time_inside_a_span() -> None:
     assert w.overlap_s(first_start + 3.0, first_start + 4.0) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_a_probe_over_its_slo_whatever_the_stall_took_is_kept_else_it_measured_the_agent() -> None:
-    """With a 0.5 s stall inside it, a probe kept is over every threshold it counts by more than the stall; under
-    its thresholds, over only because of the stall, or TTFT over only because of it: discarded."""
+def test_a_probe_over_its_slo_whatever_the_stall_took_is_kept_with_the_stall_taken_out() -> None:
+    """With the agent stalled from 0.1 s to 0.6 s into a probe, its record keeps its latency and TTFT less the stall's
+    time in each and counts what is over even so (with its error); over only because of the stall: discarded."""
     slo = (800.0, 300.0)
 
     def probe(total_ms: float, ttft_ms: float | None, ok: bool = True) -> Sample:
         return Sample("r1", "w1", "m1", 1000.0, ok, None if ok else "total_timeout", total_ms, ttft_ms)
 
-    assert over_despite_stall(probe(2000.0, 50.0), 0.5, slo)  # total over either way
-    assert over_despite_stall(probe(4000.0, None, ok=False), 0.5, slo)  # a stalled worker that timed out
-    assert over_despite_stall(probe(2000.0, 900.0), 0.5, slo)  # TTFT and total over either way
-    assert not over_despite_stall(probe(1000.0, 50.0), 0.5, slo)  # over only with the stall's 0.5 s
-    assert not over_despite_stall(probe(2000.0, 600.0), 0.5, slo)  # TTFT over only with the stall's time
-    assert not over_despite_stall(probe(600.0, 50.0), 0.5, slo)  # not over at all: the stall inflated it
-    assert not over_despite_stall(probe(100.0, None, ok=False), 0.5, slo)  # a fast failure during the stall
+    def stall(elapsed_s: float) -> float:  # the stall's time within the probe's first elapsed_s
+        return min(max(elapsed_s - 0.1, 0.0), 0.5)
+
+    def counted(s: Sample) -> int | None:
+        kept = despite_stall(s, stall, slo)
+        return None if kept is None else counts_of(kept, *slo)
+
+    assert counted(probe(2000.0, 50.0)) == COUNTED_N | COUNTED_TOTAL  # total over either way
+    assert counted(probe(4000.0, None, ok=False)) == COUNTED_N | COUNTED_TOTAL | COUNTED_TTFT  # timed out
+    assert counted(probe(2000.0, 900.0)) == COUNTED_N | COUNTED_TOTAL | COUNTED_TTFT  # both over either way
+    assert counted(probe(2000.0, 600.0)) == COUNTED_N | COUNTED_TOTAL  # TTFT over only with the stall's time
+    assert counted(probe(1000.0, 50.0)) is None  # over only with the stall's 0.5 s
+    assert counted(probe(600.0, 50.0)) is None  # not over at all: the stall inflated it
+    assert counted(probe(100.0, None, ok=False)) is None  # a fast failure during the stall
+    kept = despite_stall(probe(4000.0, None, ok=False), stall, slo)
+    assert kept is not None and kept.total_ms == 3500.0 and kept.reason == "total_timeout" and not kept.ok
+    kept = despite_stall(probe(2000.0, 600.0), stall, slo)
+    assert kept is not None and kept.ttft_ms == pytest.approx(100.0) and kept.total_ms == 1500.0
 
 
 @pytest.fixture

@@ -31,11 +31,12 @@ import random
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from trafficd.model import Sample
 from trafficd.policy.schema import LoadedPolicy, Policy
-from trafficd.probe.crossing import over_despite_stall, probe_reporting_early, stall_time_since
+from trafficd.probe.crossing import despite_stall, probe_reporting_early, stall_time_since
 from trafficd.probe.discovery import Discovery, WorkerRef
 from trafficd.probe.models import warn_unlisted_models
 from trafficd.probe.outbox import Outbox, SampleSinkLike
@@ -267,19 +268,15 @@ class Agent:
         finally:
             sem.release()
         self.concurrency.probe_took(time.monotonic() - started)
-        if early or not self._discard_if_stalled(rnd, result.sample, started, time.monotonic()):
+        stall = None if early else self.stalls.overlapping(started, time.monotonic())
+        if stall is None:
             self._record(rnd, result)
-
-    def _discard_if_stalled(self, rnd: Round, s: Sample, started: float, ended: float) -> bool:
-        """A probe whose measurement overlaps a local stall measured the agent, not the worker: drop and count it —
-        unless it is over its SLO whatever the stall took (its final record then counts it, probe/crossing.py)."""
-        stall = self.stalls.overlapping(started, ended)
-        if stall is None or over_despite_stall(s, self.stalls.overlap_s(started, ended), rnd.slo_ms):
-            return False
-        rnd.discard(s, stall)
-        self.discarded_stall_total += 1
-        metrics.SAMPLES_DISCARDED_STALL.labels(s.region).inc()
-        return True
+        elif (kept := despite_stall(result.sample, stall_s, rnd.slo_ms)) is not None:
+            self._record(rnd, replace(result, sample=kept))  # over its SLO whatever the stall took
+        else:  # its measurement overlapped a local stall: it measured the agent, not the worker
+            rnd.discard(result.sample, stall)
+            self.discarded_stall_total += 1
+            metrics.SAMPLES_DISCARDED_STALL.labels(target.region).inc()
 
     def _record(self, rnd: Round, result: ProbeResult) -> None:
         s = result.sample

@@ -12,8 +12,9 @@ local stalls took of it (a lower bound of the worker's), and writes only what is
 probe over only because the agent stalled writes nothing then; its timer is set again for when it would pass the
 threshold with the stall taken out (the probe may also have finished during the stall: its record is then
 handled when the loop reads it). A probe that ends without an early record and overlapped a local stall is
-decided by its final record (`over_despite_stall`): discarded for the stall, unless it is over its SLO even with
-the stall's time taken out — then its final record counts it whole (n, over, its error), once. Once an early
+decided by its final record (`despite_stall`): discarded for the stall, unless it is over a threshold even with
+the stall's time taken out — then its final record, with that time taken out, counts what is over even so, its
+error and n, once. Once an early
 record is written the probe is counted: its final record is always written (never discarded for a later local
 stall), with its latency and TTFT less the time local stalls took of each (`Crossing.final`), so a stall after an
 early TTFT over-count cannot add a total over-count the worker did not earn; and a probe cut short by the agent's
@@ -147,13 +148,12 @@ def stall_time_since(start: float, overlap_s: Callable[[float, float], float]) -
     return lambda elapsed_s: overlap_s(start, start + elapsed_s)
 
 
-def over_despite_stall(sample: Sample, stall_s: float, slo_ms: tuple[float, float | None]) -> bool:
-    """Whether a probe not counted early, whose measurement included `stall_s` of the agent's own stalls, is over
-    its SLO whatever the stall took: it is over a threshold, and every over-count its record makes holds for its
-    latency and TTFT less the stall (lower bounds of the worker's). Else it measured the agent: discarded."""
-    bits = counts_of(sample, *slo_ms)
-    if not bits & ~COUNTED_N:
-        return False
-    less_ms = stall_s * 1000.0
-    ttft = None if sample.ttft_ms is None else sample.ttft_ms - less_ms
-    return counts_of(replace(sample, total_ms=sample.total_ms - less_ms, ttft_ms=ttft), *slo_ms) == bits
+def despite_stall(
+    sample: Sample, stall_s: Callable[[float], float], slo_ms: tuple[float, float | None]
+) -> Sample | None:
+    """A probe not counted early whose measurement overlapped the agent's own stalls: its record with its latency
+    and TTFT less the time the stalls took of each (lower bounds of the worker's) when that is still over a
+    threshold — it then counts what is over even so, and its error — else None: it measured the agent (discarded)."""
+    ttft = None if sample.ttft_ms is None else sample.ttft_ms - stall_s(sample.ttft_ms / 1000.0) * 1000.0
+    less = replace(sample, total_ms=sample.total_ms - stall_s(sample.total_ms / 1000.0) * 1000.0, ttft_ms=ttft)
+    return less if counts_of(less, *slo_ms) & ~COUNTED_N else None

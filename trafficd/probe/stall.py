@@ -6,7 +6,7 @@ for most of the gap) or the whole process was paused (`paused`: SIGSTOP, a VM or
 CPU used). Stalls are kept for KEEP_S; `overlapping(start, end)` tells the agent whether a probe's measurement
 (monotonic start and end) overlaps one, in which case the sample measured the agent, not the worker, and is
 discarded (counted, logged) — unless it is over its SLO even with the stalls' time (`overlap_s`) taken out
-(`probe/crossing.py: over_despite_stall`). `overlapping` first checks the clock itself, so a probe that completes
+(`probe/crossing.py: despite_stall`). `overlapping` first checks the clock itself, so a probe that completes
 right after a pause, before the ticker has run, is caught too. The ticker also keeps how late its recent ticks
 woke (`lag_s`): the event loop's lag, which delays every chunk a probe reads, so the concurrency sizing holds off
 growing while it is high (`probe/schedule.py`).
