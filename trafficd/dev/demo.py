@@ -291,8 +291,14 @@ def _num(v: Any, digits: int = 0) -> str:
     return "-" if v is None else f"{float(v):.{digits}f}"
 
 
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100.0 * float(v):.0f} %"
+
+
 def _describe(ev: dict[str, Any]) -> str:
-    """One readable line for a controller or Route 53 event (the full JSON is in the workdir logs)."""
+    """One readable line for a controller or Route 53 event (the full JSON is in the workdir logs). A shift shows the
+    evidence the judge counts first — the share of probes over the SLO, running probes included (early records) —
+    then the p99 of the probes that have finished, which trails it while slow probes are still running."""
     name = ev.get("event", "")
     if name == "controller.weights_shifted":
         row = ", ".join(f"{d} {float(w):.2f}" for d, w in (ev.get("weights_after") or {}).items() if float(w) > 0)
@@ -300,8 +306,9 @@ def _describe(ev: dict[str, Any]) -> str:
         return (
             f"{name} region={ev.get('region')} {ev.get('state_before')}→{ev.get('state_after')} "
             f"serving {_num(ev.get('serving_fraction_before'), 2)}→{_num(ev.get('serving_fraction_after'), 2)} "
-            f"(p99 {_num(ev.get('p99_ms'))} ms, n={ev.get('n')}, errors {_num(ev.get('error_rate'), 3)}, "
-            f"by {ev.get('decided_by')}) its users → {row}" + "".join(f"; {c}" for c in capacity)
+            f"(over the SLO {_pct(ev.get('over_slo_fraction'))} of n={ev.get('n')}, p99 of the finished "
+            f"{_num(ev.get('p99_ms'))} ms, errors {_num(ev.get('error_rate'), 3)}, by {ev.get('decided_by')}) "
+            f"its users → {row}" + "".join(f"; {c}" for c in capacity)
         )
     if name == "route53.changes_applied":
         moved = [
