@@ -104,12 +104,11 @@ class Crossing:
         last early record, nor the TTFT below its threshold once that was counted."""
         if not self.counted:
             return sample
-        total = max(sample.total_ms - self.stall_s(sample.total_ms / 1000.0) * 1000.0, self.at_ms)
-        ttft = sample.ttft_ms
-        if ttft is not None:
-            floor = past(self.ttft_ms) if self.counted & COUNTED_TTFT and self.ttft_ms is not None else 0.0
-            ttft = max(ttft - self.stall_s(ttft / 1000.0) * 1000.0, floor)
-        return replace(sample, counted=self.counted, total_ms=total, ttft_ms=ttft)
+        less = less_stall(sample, self.stall_s)
+        ttft = less.ttft_ms
+        if ttft is not None and self.counted & COUNTED_TTFT and self.ttft_ms is not None:
+            ttft = max(ttft, past(self.ttft_ms))
+        return replace(less, counted=self.counted, total_ms=max(less.total_ms, self.at_ms), ttft_ms=ttft)
 
     def abandoned(self) -> Sample | None:
         """The final record of a probe cut short by the agent's shutdown after an early record (else None): the
@@ -154,6 +153,12 @@ def despite_stall(
     """A probe not counted early whose measurement overlapped the agent's own stalls: its record with its latency
     and TTFT less the time the stalls took of each (lower bounds of the worker's) when that is still over a
     threshold — it then counts what is over even so, and its error — else None: it measured the agent (discarded)."""
-    ttft = None if sample.ttft_ms is None else sample.ttft_ms - stall_s(sample.ttft_ms / 1000.0) * 1000.0
-    less = replace(sample, total_ms=sample.total_ms - stall_s(sample.total_ms / 1000.0) * 1000.0, ttft_ms=ttft)
+    less = less_stall(sample, stall_s)
     return less if counts_of(less, *slo_ms) & ~COUNTED_N else None
+
+
+def less_stall(sample: Sample, stall_s: Callable[[float], float]) -> Sample:
+    """`sample` with its latency and TTFT less the time the agent's own stalls took of each (`stall_s(elapsed_s)`:
+    the stalls' time within the probe's first elapsed_s): lower bounds of the worker's."""
+    ttft = None if sample.ttft_ms is None else sample.ttft_ms - stall_s(sample.ttft_ms / 1000.0) * 1000.0
+    return replace(sample, total_ms=sample.total_ms - stall_s(sample.total_ms / 1000.0) * 1000.0, ttft_ms=ttft)
